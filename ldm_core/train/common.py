@@ -1,0 +1,130 @@
+"""Pieces every training stage shares: run folders, resumable state, progress, plots, grids."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class RunConfig:
+    """Options common to every stage (each stage's config extends it)."""
+    out: str = "runs/stage"            # run folder: checkpoints, samples, loss plot, log
+    steps: int = 1000                  # total optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_minutes: float = 5.0    # save a resumable checkpoint this often (and at the end)
+    sample_minutes: float = 5.0        # write a sample grid + loss plot this often
+    threads: int = 0                   # torch CPU threads (0 = leave the default)
+    max_minutes: float = 0.0           # stop (after checkpointing) after this long; 0 = no limit
+
+
+def apply_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+class LossLog:
+    """Appends JSON lines to <out>/log.jsonl and draws <out>/loss.png from them."""
+
+    def __init__(self, out: Path):
+        self.path = out / "log.jsonl"
+        self.rows: list[dict] = []
+        if self.path.exists():
+            self.rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def plot(self, png: Path, keys: list[str] | None = None) -> None:
+        if not self.rows:
+            return
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        keys = keys or sorted({k for r in self.rows for k in r if k not in ("step", "time", "img_s")})
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), squeeze=False)
+        for ax, k in zip(axes[:, 0], keys):
+            pts = [(r["step"], r[k]) for r in self.rows if k in r and r[k] is not None]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, lw=0.8)
+                if k.startswith("loss") and min(y) > 0:
+                    ax.set_yscale("log")
+            ax.set_ylabel(k, fontsize=8)
+        axes[-1, 0].set_xlabel("step")
+        fig.tight_layout()
+        fig.savefig(png, dpi=80)
+        plt.close(fig)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(x: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def save_grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> None:
+    """Save (N, H, W, 3) uint8 images as one grid PNG."""
+    n, h, w, _ = images.shape
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (h + 2), cols * (w + 2), 3), 128, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = im
+    img = Image.fromarray(grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between uint8 image stacks, averaged per image."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+
+
+class Timer:
+    """Fires every `minutes` (monotonic)."""
+
+    def __init__(self, minutes: float):
+        self.period = minutes * 60
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if self.period > 0 and time.monotonic() - self.last >= self.period:
+            self.last = time.monotonic()
+            return True
+        return False
+
+
+def save_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def config_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def ensure_dir(p: str | os.PathLike) -> Path:
+    p = Path(p)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
