@@ -15,7 +15,7 @@ from ..cli_util import add_dataclass_args, dataclass_from_args
 # stage -> (module, config class); imported lazily so --help stays fast
 STAGES = {
     "autoencoder": ("ldm_core.train.autoencoder", "AutoencoderConfig"),
-    # "text2img": ("ldm_core.train.diffusion", "Text2ImgConfig"),
+    "text2img": ("ldm_core.train.diffusion", "Text2ImgConfig"),
 }
 
 

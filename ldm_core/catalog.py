@@ -1,0 +1,116 @@
+"""The model catalog: `models/catalog.toml` lists every model a user can pick.
+
+Each `[[model]]` has a name, a task, a source (a folder under `models/` or `hub:<repo id>`),
+the pipeline class that runs it, its native size and sampling defaults.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TASKS = ("text2img", "layout2img", "superres", "inpaint")
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
+
+
+class CatalogError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    source: str                      # "shapes-text2img" (folder in models/) or "hub:CompVis/ldm-text2im-large-256"
+    pipeline: str                    # class name in ldm_core.pipelines.PIPELINES
+    width: int = 64                  # native output size
+    height: int = 64
+    steps: int = 25
+    guidance: float = 5.0
+    sampler: str = "DPM++ 2M"
+    default: bool = False
+    description: str = ""
+    revision: str | None = None      # hub revision (branch, tag or commit)
+    upscale: int = 1                 # output / input side (super-resolution)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.source.startswith("hub:")
+
+    @property
+    def repo_id(self) -> str:
+        return self.source[4:]
+
+
+@dataclass
+class Catalog:
+    entries: dict[str, ModelEntry]
+    root: Path = MODELS_DIR          # folder that local sources are relative to
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "Catalog":
+        path = Path(path) if path else DEFAULT_CATALOG
+        if not path.is_file():
+            raise CatalogError(f"model catalog {path} not found")
+        data = tomllib.loads(path.read_text())
+        entries: dict[str, ModelEntry] = {}
+        for raw in data.get("model", []):
+            try:
+                e = ModelEntry(**raw)
+            except TypeError as err:
+                raise CatalogError(f"{path}: bad entry {raw.get('name', raw)}: {err}") from None
+            if e.task not in TASKS:
+                raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {TASKS}")
+            if e.name in entries:
+                raise CatalogError(f"{path}: model name {e.name!r} appears twice")
+            entries[e.name] = e
+        root = Path(data.get("root", path.parent))
+        return cls(entries, root if root.is_absolute() else (path.parent / root).resolve(), path)
+
+    def for_task(self, task: str) -> list[ModelEntry]:
+        return [e for e in self.entries.values() if e.task == task]
+
+    def default(self, task: str) -> ModelEntry:
+        models = self.for_task(task)
+        if not models:
+            raise CatalogError(f"the catalog has no model for {task}")
+        return next((e for e in models if e.default), models[0])
+
+    def get(self, name: str | None, task: str) -> ModelEntry:
+        """The entry called `name` for `task` (the task's default when name is empty)."""
+        if not name:
+            return self.default(task)
+        e = self.entries.get(name)
+        if e is None or e.task != task:
+            names = ", ".join(m.name for m in self.for_task(task))
+            raise CatalogError(f"unknown model {name[:80]!r} for {task}; available: {names}")
+        return e
+
+    def local_path(self, entry: ModelEntry) -> Path:
+        return (self.root / entry.source).resolve()
+
+    def availability(self, entry: ModelEntry) -> tuple[bool, str]:
+        """(usable now, a short note for the UI)."""
+        if not entry.is_hub:
+            p = self.local_path(entry)
+            if (p / "model_index.json").is_file():
+                return True, "built-in"
+            return False, "missing: not trained yet"
+        from huggingface_hub import try_to_load_from_cache
+        cached = isinstance(try_to_load_from_cache(entry.repo_id, "model_index.json", revision=entry.revision), str)
+        if cached:
+            return True, "hub, downloaded"
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            return False, "hub, not downloaded (offline)"
+        return True, "hub, downloads on first use"
+
+    def choices(self, task: str) -> list[tuple[str, str]]:
+        """(label, name) pairs for a dropdown: every model, with its availability said."""
+        out = []
+        for e in self.for_task(task):
+            ok, note = self.availability(e)
+            out.append((f"{e.name}  ({note})", e.name))
+        return out

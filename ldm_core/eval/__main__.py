@@ -1,0 +1,196 @@
+"""Evaluation entry point.
+
+    python -m ldm_core.eval detector [--n 2000]
+    python -m ldm_core.eval train-classifier [--out models/eval-classifier --steps 4000 --seed 0]
+    python -m ldm_core.eval fid-floor [--n 1000]
+    python -m ldm_core.eval autoencoder --model models/shapes-autoencoder
+    python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25]
+    python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25]
+
+Reports are printed and written (report.md, results.json, grid.png) under --out
+(default outputs/eval/<task>[-<model>]).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+# --- adapters from the model stack to plain generate() callables ---------------------------
+# The only code that knows the stack's API; everything else takes generate() callables.
+
+
+def stack_text2img(model: str, steps: int = 25):
+    """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
+    from ldm_core.requests import Text2ImgRequest
+    from ldm_core.stack import ModelStack
+
+    stack = ModelStack.from_catalog()
+
+    def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        return [np.asarray(stack.run(Text2ImgRequest(prompt=p, seed=s, steps=steps, model=model))
+                           .images[0].convert("RGB")) for p, s in zip(prompts, seeds)]
+    return generate
+
+
+def stack_layout2img(model: str, steps: int = 25):
+    """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}])."""
+    from ldm_core.requests import Layout2ImgRequest
+    from ldm_core.stack import ModelStack
+
+    stack = ModelStack.from_catalog()
+
+    def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
+        return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model))
+                           .images[0].convert("RGB")) for p, b, s in zip(prompts, layouts, seeds)]
+    return generate
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+def _write(out: Path, report: str, results: dict, grid=None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if grid is not None:
+        grid.save(out / "grid.png")
+    print(report)
+    print(f"\nwritten to {out}/")
+
+
+def task_detector(a) -> None:
+    from .detector import validate
+    rows = []
+    for blur, noise in [(0.0, 0.0), (a.blur, a.noise / 255)]:
+        t = time.monotonic()
+        r = validate(a.n, blur, noise)
+        r["ms_per_scene"] = 1000 * (time.monotonic() - t) / a.n
+        rows.append(r)
+    lines = ["| images | scenes | scene accuracy | exact boxes | min IoU | ms / scene |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        name = "GT renders" if not r["blur"] else f"blur σ={r['blur']} px + noise σ={a.noise:g}/255"
+        lines.append(f"| {name} | {r['scenes']} | {100 * r['scene_accuracy']:.2f} % | "
+                     f"{100 * r['exact_boxes']:.2f} % | {r['min_iou']:.3f} | {r['ms_per_scene']:.1f} |")
+    _write(Path(a.out or "outputs/eval/detector"), "\n".join(lines), {"runs": rows})
+
+
+def task_train_classifier(a) -> None:
+    from .features import train_classifier
+    t = time.monotonic()
+    cfg = train_classifier(a.out or "models/eval-classifier", steps=a.steps, seed=a.seed)
+    print(json.dumps(cfg["heldout"]), f"total {(time.monotonic() - t) / 60:.1f} min")
+
+
+def task_fid_floor(a) -> None:
+    from ..data.shapes import render_batch
+    from .evaluate import FLOOR_SEED0, TEXT_SEED0
+    from .features import features, fid
+    f_a = features(render_batch(range(TEXT_SEED0, TEXT_SEED0 + a.n))[0])
+    f_b = features(render_batch(range(FLOOR_SEED0, FLOOR_SEED0 + a.n))[0])
+    blank = features(np.full((a.n, 64, 64, 3), 255, np.uint8))
+    res = {"n": a.n, "gt_vs_gt": fid(f_a, f_b), "gt_vs_blank": fid(f_a, blank)}
+    report = (f"FID GT vs GT (two disjoint sets of {a.n} renders): {res['gt_vs_gt']:.3f}  \n"
+              f"FID GT vs blank white: {res['gt_vs_blank']:.1f}")
+    _write(Path(a.out or "outputs/eval/fid-floor"), report, res)
+
+
+AUTOENCODER_SEED0 = 21_000_000
+
+
+def task_autoencoder(a) -> None:
+    import torch
+
+    from ..data.shapes import render_batch
+    from .detector import detect, match
+
+    path = Path(a.model)
+    if not (path / "config.json").exists():
+        raise SystemExit(f"no autoencoder at {path} (expected {path}/config.json); train it with "
+                         "`python -m ldm_core.train autoencoder` and export it there first")
+    from diffusers import AutoencoderKL
+    vae = AutoencoderKL.from_pretrained(str(path)).float().eval()
+    images, scenes = render_batch(range(AUTOENCODER_SEED0, AUTOENCODER_SEED0 + a.n))
+    recon = []
+    with torch.no_grad():
+        for i in range(0, a.n, 32):
+            x = torch.from_numpy(images[i:i + 32]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (B, 3, H, W)
+            y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+            recon.append(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    recon = np.concatenate(recon)  # (N, 64, 64, 3)
+    mse = ((recon.astype(np.float64) - images) ** 2).reshape(a.n, -1).mean(1)
+    psnr = float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+    ok = 0
+    for sc, im in zip(scenes, recon):  # does the detector still read the same scene?
+        dets = detect(im)
+        pairs = match([o.label for o in sc.objects], [o.box_px for o in sc.objects],
+                      [d.label for d in dets], [d.box_px for d in dets])
+        ok += len(dets) == len(sc.objects) == len(pairs) and all(iou >= 0.9 for *_, iou in pairs)
+    res = {"model": str(path), "n": a.n, "psnr_db": psnr, "scenes_read_correctly": ok / a.n}
+    report = (f"| autoencoder | held-out scenes | PSNR | detector reads reconstruction correctly |\n|---|---|---|---|\n"
+              f"| {path} | {a.n} | {psnr:.2f} dB | {100 * ok / a.n:.1f} % |")
+    from ..train.common import save_grid
+    out = Path(a.out or f"outputs/eval/autoencoder-{path.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(np.concatenate([images[:8], recon[:8], images[8:16], recon[8:16]]), out / "grid.png")
+    _write(out, report, res)
+
+
+def task_text2img(a) -> None:
+    from .evaluate import evaluate_text2img
+    generate = stack_text2img(a.model, a.steps)
+    table, grid, res = evaluate_text2img(generate, n_per_form=a.n_per_form, seed=a.seed)
+    _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), f"## text2img: {a.model}\n\n{table}", res, grid)
+
+
+def task_layout2img(a) -> None:
+    from .evaluate import evaluate_layout2img
+    generate = stack_layout2img(a.model, a.steps)
+    table, grid, res = evaluate_layout2img(generate, n=a.n, seed=a.seed)
+    _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ldm_core.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="task", required=True)
+
+    def add(name, fn, help):
+        p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.set_defaults(fn=fn)
+        p.add_argument("--out", default=None, help="output folder")
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        return p
+
+    p = add("detector", task_detector, "validate the detector on ground-truth renders, clean and degraded")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--blur", type=float, default=0.7, help="Gaussian blur sigma (px) of the degraded run")
+    p.add_argument("--noise", type=float, default=5.0, help="noise sigma (in /255 units) of the degraded run")
+    p = add("train-classifier", task_train_classifier, "train the FID feature classifier")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    p = add("fid-floor", task_fid_floor, "FID between two disjoint sets of GT renders")
+    p.add_argument("--n", type=int, default=1000)
+    p = add("autoencoder", task_autoencoder, "reconstruction PSNR of an exported AutoencoderKL")
+    p.add_argument("--model", default="models/shapes-autoencoder")
+    p.add_argument("--n", type=int, default=256)
+    for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img)]:
+        p = add(name, fn, f"evaluate a {name} model from the catalog")
+        p.add_argument("--model", required=True, help="catalog model name")
+        p.add_argument("--steps", type=int, default=25, help="sampling steps")
+        p.add_argument("--seed", type=int, default=0, help="first generation seed")
+        if name == "text2img":
+            p.add_argument("--n-per-form", type=int, default=50)
+        else:
+            p.add_argument("--n", type=int, default=100)
+
+    a = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(a.threads)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

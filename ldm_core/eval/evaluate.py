@@ -1,0 +1,161 @@
+"""Evaluation suites for generators, independent of how images are generated.
+
+A text-to-image generator is any callable
+    generate(prompts: list[str], seeds: list[int]) -> list[(64, 64, 3) uint8 arrays]
+and a layout-to-image generator any callable
+    generate(prompts: list[str], layouts: list[list[{"label", "box"}]], seeds: list[int]) -> same.
+Boxes are normalised [x0, y0, x1, y1] like the spec. The CLI (`__main__.py`) builds these
+callables from the model stack; tests feed fakes.
+
+Fixed prompt sets: text2img uses `sample_scene(20_000_000 + i, form)` for each caption form,
+layout2img uses `sample_scene(20_500_000 + i)`; GT-vs-GT FID floors compare against
+equally many other renders (`30_000_000 + i`), so floor and score have the same sample size.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..data.shapes import CAPTION_FORMS, Scene, sample_scene
+from .metrics import caption_summary, judge_caption, judge_layout, layout_summary
+
+TEXT_SEED0 = 20_000_000
+LAYOUT_SEED0 = 20_500_000
+FLOOR_SEED0 = 30_000_000
+FORM_NAMES = {"one": "single object", "two": "two objects", "relation": "relation", "three": "three objects"}
+
+Text2ImgFn = Callable[[list, list], Sequence]
+Layout2ImgFn = Callable[[list, list, list], Sequence]
+
+
+def text2img_prompts(n_per_form: int = 50) -> list[Scene]:
+    return [sample_scene(TEXT_SEED0 + i, form) for form in CAPTION_FORMS for i in range(n_per_form)]
+
+
+def layout2img_prompts(n: int = 100) -> list[Scene]:
+    return [sample_scene(LAYOUT_SEED0 + i) for i in range(n)]
+
+
+def to_64(img) -> np.ndarray:
+    """Any image (PIL, float or uint8 array, any size) -> (64, 64, 3) uint8."""
+    from .detector import as_rgb_uint8
+    x = as_rgb_uint8(img)
+    if x.shape[:2] != (64, 64):
+        x = np.asarray(Image.fromarray(x).resize((64, 64), Image.BOX))
+    return x
+
+
+def _generate_all(call, args: list[list], batch: int) -> np.ndarray:
+    out = []
+    n = len(args[0])
+    for i in range(0, n, batch):
+        imgs = call(*[a[i:i + batch] for a in args])
+        if len(imgs) != len(args[0][i:i + batch]):
+            raise ValueError(f"generator returned {len(imgs)} images for {len(args[0][i:i + batch])} prompts")
+        out += [to_64(im) for im in imgs]
+    return np.stack(out)  # (N, 64, 64, 3)
+
+
+def _fids(generated: np.ndarray, scenes: list[Scene], classifier) -> dict:
+    """FID of generated vs GT renders of the same scenes, and the GT-vs-GT floor at the same n."""
+    from .features import features, fid
+    gt = np.stack([s.image for s in scenes])
+    others = np.stack([sample_scene(FLOOR_SEED0 + i, s.form).image for i, s in enumerate(scenes)])
+    f_gt = features(gt, classifier)
+    return {"fid": fid(features(generated, classifier), f_gt),
+            "fid_floor": fid(features(others, classifier), f_gt), "fid_n": len(scenes)}
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray], list[bool | None]]], cols: int = 8, scale: int = 2) -> Image.Image:
+    """Rows of (title, images, ok flags); ok adds a green (True) / red (False) border."""
+    cell, pad, title_h = 64 * scale, 6, 14
+    W = cols * (cell + pad) + pad
+    H = sum(title_h + cell + pad for _ in rows) + pad
+    canvas = Image.new("RGB", (W, H), (235, 235, 235))
+    draw = ImageDraw.Draw(canvas)
+    y = pad
+    for title, imgs, oks in rows:
+        draw.text((pad, y), title, fill=(0, 0, 0))
+        y += title_h
+        for c, (im, ok) in enumerate(zip(imgs[:cols], oks[:cols])):
+            x = pad + c * (cell + pad)
+            if ok is not None:
+                draw.rectangle([x - 3, y - 3, x + cell + 2, y + cell + 2], fill=(40, 170, 60) if ok else (220, 40, 40))
+            canvas.paste(Image.fromarray(im).resize((cell, cell), Image.NEAREST), (x, y))
+        y += cell + pad
+    return canvas
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f} %"
+
+
+def evaluate_text2img(generate: Text2ImgFn, n_per_form: int = 50, seed: int = 0, batch: int = 16,
+                      with_fid: bool = True, classifier=None) -> tuple[str, Image.Image, dict]:
+    """Generate the fixed prompt set, judge every image, and compute FID.
+
+    Returns (markdown table, grid image, results dict with per-prompt judgements).
+    """
+    scenes = text2img_prompts(n_per_form)
+    prompts = [s.caption for s in scenes]
+    seeds = [seed + k for k in range(len(scenes))]
+    images = _generate_all(generate, [prompts, seeds], batch)
+    judged = [judge_caption(s, im) for s, im in zip(scenes, images)]
+    summary = caption_summary(judged)
+    fids = _fids(images, scenes, classifier or _default_classifier()) if with_fid else {}
+
+    lines = ["| caption form | accuracy | correct / n | right count | objects found |", "|---|---|---|---|---|"]
+    for form in CAPTION_FORMS + ("all",):
+        rs = [j for j in judged if form == "all" or j["form"] == form]
+        s = summary[form]
+        lines.append(f"| {FORM_NAMES.get(form, 'all')} | {_pct(s['accuracy'])} | {s['correct']} / {s['n']} | "
+                     f"{_pct(np.mean([r['count_ok'] for r in rs]))} | {_pct(np.mean([r['objects_found'] for r in rs]))} |")
+    if fids:
+        lines += ["", f"FID vs GT renders of the same prompts (n={fids['fid_n']}): **{fids['fid']:.2f}**  ",
+                  f"GT-vs-GT floor (n={fids['fid_n']}, other renders): {fids['fid_floor']:.2f}"]
+    table = "\n".join(lines)
+
+    rows = []
+    for form in CAPTION_FORMS:
+        idx = [k for k, s in enumerate(scenes) if s.form == form][:8]
+        rows.append((f"{FORM_NAMES[form]}: ground truth", [scenes[k].image for k in idx], [None] * len(idx)))
+        rows.append((f"{FORM_NAMES[form]}: generated (green = judged correct)",
+                     [images[k] for k in idx], [judged[k]["correct"] for k in idx]))
+    results = {"summary": summary, **fids, "n_per_form": n_per_form, "seed": seed,
+               "per_prompt": [{"prompt": p, "seed": sd, **j} for p, sd, j in zip(prompts, seeds, judged)]}
+    return table, _grid(rows), results
+
+
+def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, batch: int = 16,
+                        with_fid: bool = True, classifier=None) -> tuple[str, Image.Image, dict]:
+    """Generate the fixed layout set, judge boxes, compute FID. Same return shape as evaluate_text2img."""
+    scenes = layout2img_prompts(n)
+    prompts, layouts = [s.caption for s in scenes], [s.boxes for s in scenes]
+    seeds = [seed + k for k in range(n)]
+    images = _generate_all(generate, [prompts, layouts, seeds], batch)
+    judged = [judge_layout(s.boxes, im) for s, im in zip(scenes, images)]
+    summary = layout_summary(judged)
+    fids = _fids(images, scenes, classifier or _default_classifier()) if with_fid else {}
+
+    lines = ["| metric | value |", "|---|---|",
+             f"| boxes correct (colour + shape, IoU >= 0.5) | {_pct(summary['box_accuracy'])} of {summary['boxes']} |",
+             f"| images with every box correct | {_pct(summary['image_accuracy'])} of {summary['images']} |",
+             f"| mean best IoU per box | {summary['mean_iou']:.3f} |"]
+    if fids:
+        lines += [f"| FID vs GT renders (n={fids['fid_n']}) | {fids['fid']:.2f} |",
+                  f"| GT-vs-GT floor (n={fids['fid_n']}) | {fids['fid_floor']:.2f} |"]
+    rows = [("ground truth", [s.image for s in scenes[:8]], [None] * min(8, n)),
+            ("generated (green = every box correct)", list(images[:8]), [j["all_correct"] for j in judged[:8]]),
+            ("ground truth", [s.image for s in scenes[8:16]], [None] * min(8, max(0, n - 8))),
+            ("generated", list(images[8:16]), [j["all_correct"] for j in judged[8:16]])]
+    results = {"summary": summary, **fids, "n": n, "seed": seed,
+               "per_prompt": [{"prompt": p, "layout": l, "seed": sd, **j}
+                              for p, l, sd, j in zip(prompts, layouts, seeds, judged)]}
+    return "\n".join(lines), _grid([r for r in rows if r[1]]), results
+
+
+def _default_classifier():
+    from .features import DEFAULT_DIR
+    return DEFAULT_DIR

@@ -1,0 +1,162 @@
+"""What every task pipeline shares: latent (de)normalisation, samplers, per-image seeds,
+classifier-free guidance, prompt encoding, and the step callback that reports progress
+and can interrupt a running generation.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, VQModel)
+from diffusers.utils.torch_utils import randn_tensor
+
+# ---------------------------------------------------------------- samplers
+# name -> (scheduler class, extra config). Built from the model's own scheduler config, so the
+# training noise schedule (betas, prediction type) is kept whatever the sampler.
+SAMPLERS: dict[str, tuple[type, dict]] = {
+    "DDIM": (DDIMScheduler, {}),
+    "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                     "use_karras_sigmas": True}),
+    "Euler": (EulerDiscreteScheduler, {}),
+    "Euler a": (EulerAncestralDiscreteScheduler, {}),
+}
+DEFAULT_SAMPLER = "DPM++ 2M"
+
+
+def make_scheduler(base_config, sampler: str):
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    cls, extra = SAMPLERS[sampler]
+    cfg = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
+    # options that only some schedulers know would warn; from_config ignores unknown keys
+    return cls.from_config({**cfg, **extra})
+
+
+# ---------------------------------------------------------------- seeds
+MAX_SEED = 2 ** 32 - 1
+
+
+def resolve_seeds(seed: int | None, n: int) -> list[int]:
+    """Image i gets seed + i; seed -1 / None draws a random base seed."""
+    if seed is None or seed < 0:
+        seed = random.SystemRandom().randrange(0, MAX_SEED - 64)
+    return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
+
+
+def make_generators(seeds: list[int]) -> list[torch.Generator]:
+    # CPU generators: the same seed gives the same noise on every device
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
+def per_image_noise(shape: tuple[int, ...], generators: list[torch.Generator], device, dtype) -> torch.Tensor:
+    """(B, C, h, w) noise, image i drawn from generator i alone (batch-size invariant)."""
+    return randn_tensor(shape, generator=generators, device=torch.device(device), dtype=dtype)
+
+
+# ---------------------------------------------------------------- latent space
+def latent_channels(vae) -> int:
+    return vae.config.latent_channels if isinstance(vae, AutoencoderKL) else vae.config.vq_embed_dim or vae.config.latent_channels
+
+
+def vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _stats(vae, like: torch.Tensor):
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, len(mean), 1, 1)
+    return (torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
+            torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
+
+
+def encode_latents(vae, images: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/f, W/f)."""
+    if isinstance(vae, VQModel):
+        return vae.encode(images).latents
+    dist = vae.encode(images).latent_dist
+    z = dist.sample(generator) if sample else dist.mode()
+    stats = _stats(vae, z)
+    if stats is not None:
+        return (z - stats[0]) * vae.config.scaling_factor / stats[1]
+    return z * vae.config.scaling_factor
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents -> images (B, 3, H, W) in [-1, 1]."""
+    if isinstance(vae, VQModel):
+        return vae.decode(latents).sample
+    stats = _stats(vae, latents)
+    if stats is not None:
+        z = latents * stats[1] / vae.config.scaling_factor + stats[0]
+    else:
+        z = latents / vae.config.scaling_factor
+    return vae.decode(z).sample
+
+
+def to_pil(images: torch.Tensor):
+    """(B, 3, H, W) in [-1, 1] -> list of PIL RGB images."""
+    from PIL import Image
+    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def latent_preview(latents: torch.Tensor):
+    """A cheap RGB look at latents (B, C, h, w) for live previews: first 3 channels, rescaled."""
+    from PIL import Image
+    x = latents[:, :3].float()
+    if x.shape[1] < 3:
+        x = x[:, :1].expand(-1, 3, -1, -1)
+    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+    arr = ((x - lo) / (hi - lo + 1e-6) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+# ---------------------------------------------------------------- text
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
+    """Prompts -> encoder hidden states (B, L, D), padded to the tokenizer's max length."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids.to(device)
+    return text_encoder(ids)[0]
+
+
+def count_tokens(tokenizer, prompt: str) -> int:
+    return len(tokenizer(prompt).input_ids)
+
+
+def apply_guidance(noise_pred: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on a (2B, ...) prediction laid out [uncond; cond]."""
+    uncond, cond = noise_pred.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+# ---------------------------------------------------------------- progress and interruption
+class GenerationCancelled(Exception):
+    """Raised inside a pipeline when its step callback asks it to stop."""
+
+
+@dataclass
+class StepInfo:
+    step: int            # 1-based, after this step
+    total: int
+    timestep: int
+    latents: torch.Tensor  # (B, C, h, w) current latents
+
+
+StepCallback = Callable[[StepInfo], "bool | None"]  # return True to interrupt
+
+
+def report_step(callback: StepCallback | None, step: int, total: int, t, latents) -> None:
+    if callback is not None and callback(StepInfo(step, total, int(t), latents)):
+        raise GenerationCancelled(f"generation cancelled after step {step} of {total}")
+
+
+@dataclass
+class PipelineOutput:
+    images: list          # PIL images
+    seeds: list[int]

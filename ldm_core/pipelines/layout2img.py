@@ -1,0 +1,83 @@
+"""Layout -> image (paper §4.3, "semantic layouts"), diffusers-shaped.
+
+The built-in model reads boxes the paper's way: every box becomes tokens, its label and
+its four corners quantised to 1/32 of the canvas, appended to the (optional) caption and
+read by the UNet through cross-attention (`ldm_core.text.layout_text`). The pipeline is
+the text-to-image loop with that serialisation in front. GLIGEN hub checkpoints, which
+ground boxes through gated self-attention instead, run through `GligenLayoutPipeline`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..text import layout_text
+from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, make_generators, make_scheduler,
+                     per_image_noise, report_step, latent_channels, vae_scale_factor)
+from .text2img import Text2ImgPipeline
+
+Boxes = list[tuple[str, tuple[float, float, float, float]]]
+
+
+class Layout2ImgPipeline(Text2ImgPipeline):
+    @torch.inference_mode()
+    def __call__(self, prompt: str, boxes: Boxes, negative_prompt: str = "", height: int = 64, width: int = 64,
+                 num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
+                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
+                 output_type: str = "pil") -> PipelineOutput:
+        text = layout_text(prompt, boxes)
+        n_tokens = len(self.tokenizer(text).input_ids)
+        if n_tokens > self.tokenizer.model_max_length:
+            raise ValueError(f"caption and boxes take {n_tokens} tokens; this model reads at most "
+                             f"{self.tokenizer.model_max_length}: shorten the caption or use fewer boxes")
+        return super().__call__(text, negative_prompt, height, width, num_inference_steps, guidance_scale, seeds,
+                                sampler, callback, output_type)
+
+
+class GligenLayoutPipeline:
+    """Adapter: runs a GLIGEN box-grounded Stable Diffusion checkpoint through diffusers'
+    `StableDiffusionGLIGENPipeline` with the studio's call signature (per-image seeds,
+    sampler choice, interruptible step callback, negative prompt)."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        from diffusers import StableDiffusionGLIGENPipeline
+        self.pipe = StableDiffusionGLIGENPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                                  scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                                  requires_safety_checker=False)
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def __getattr__(self, name):  # components, device, enable_attention_slicing, ...
+        return getattr(self.__dict__["pipe"], name)
+
+    def to(self, *args, **kwargs):
+        self.pipe.to(*args, **kwargs)
+        return self
+
+    @property
+    def components(self):
+        return self.pipe.components
+
+    @torch.inference_mode()
+    def __call__(self, prompt: str, boxes: Boxes, negative_prompt: str = "", height: int = 512, width: int = 512,
+                 num_inference_steps: int = 25, guidance_scale: float = 7.5, seeds: list[int] | None = None,
+                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
+                 output_type: str = "pil") -> PipelineOutput:
+        if not boxes:
+            raise ValueError("GLIGEN needs at least one box")
+        seeds = seeds if seeds is not None else [0]
+        pipe = self.pipe
+        pipe.scheduler = make_scheduler(pipe.scheduler.config, sampler)
+        generators = make_generators(seeds)
+        f = vae_scale_factor(pipe.vae)
+        shape = (len(seeds), latent_channels(pipe.vae), height // f, width // f)
+        dtype = pipe.unet.dtype
+        latents = per_image_noise(shape, generators, pipe.device, dtype)  # scaled by init sigma inside diffusers
+
+        def on_step(i, t, lat):
+            report_step(callback, i + 1, num_inference_steps, t, lat)
+
+        out = pipe(prompt=[prompt or ""] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
+                   gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
+                   height=height, width=width, num_inference_steps=num_inference_steps,
+                   guidance_scale=guidance_scale, generator=generators, latents=latents,
+                   callback=on_step, callback_steps=1, output_type=output_type)
+        return PipelineOutput(out.images, seeds)

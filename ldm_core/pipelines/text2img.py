@@ -1,0 +1,105 @@
+"""Text -> image latent diffusion (paper §4.3.1), diffusers-shaped.
+
+Runs the built-in Shapes model and the paper's own `CompVis/ldm-text2im-large-256`
+(AutoencoderKL + LDMBert + UNet2DConditionModel) with what diffusers' LDM pipeline
+lacks: negative prompt + classifier-free guidance, one generator per image, samplers,
+a step callback that can interrupt, and input checks.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+
+from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, apply_guidance, decode_latents, encode_prompts,
+                     latent_channels, make_generators, make_scheduler, per_image_noise, report_step, to_pil,
+                     vae_scale_factor)
+
+
+class Text2ImgPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+
+    @property
+    def scale_factor(self) -> int:
+        return vae_scale_factor(self.vae)
+
+    def check_inputs(self, prompts, negative_prompts, height, width, steps, guidance_scale, seeds):
+        f = self.scale_factor
+        if height % f or width % f:
+            raise ValueError(f"height and width must be multiples of {f} (the autoencoder's downsampling), "
+                             f"got {height}x{width}")
+        if len(negative_prompts) != len(prompts):
+            raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} images")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+
+    def encode_prompt(self, prompts: list[str], negative_prompts: list[str], do_cfg: bool) -> torch.Tensor:
+        cond = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.device)  # (B, L, D)
+        if not do_cfg:
+            return cond
+        uncond = encode_prompts(self.tokenizer, self.text_encoder, negative_prompts, self.device)
+        return torch.cat([uncond, cond])  # (2B, L, D)
+
+    def prepare_latents(self, n, height, width, generators, dtype):
+        shape = (n, latent_channels(self.vae), height // self.scale_factor, width // self.scale_factor)
+        latents = per_image_noise(shape, generators, self.device, dtype)  # (B, C, h, w)
+        return latents * self.scheduler.init_noise_sigma
+
+    def denoise(self, latents, cond, steps, guidance_scale, generators, callback, unet_kwargs=None):
+        """The numbered loop, shared by the text-conditioned tasks."""
+        do_cfg = guidance_scale > 1.0
+        self.scheduler.set_timesteps(steps, device=self.device)
+        timesteps = self.scheduler.timesteps
+        extra = {"generator": generators} if "generator" in _step_params(self.scheduler) else {}
+        for i, t in enumerate(timesteps):
+            x = torch.cat([latents] * 2) if do_cfg else latents
+            x = self.scheduler.scale_model_input(x, t)
+            x = self.unet_input(x, do_cfg)
+            noise_pred = self.unet(x, t, encoder_hidden_states=cond, **(unet_kwargs or {})).sample
+            if do_cfg:
+                noise_pred = apply_guidance(noise_pred, guidance_scale)
+            latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
+            report_step(callback, i + 1, len(timesteps), t, latents)
+        return latents
+
+    def unet_input(self, x, do_cfg):
+        """Hook for tasks that concatenate conditioning to the latent input (inpainting)."""
+        return x
+
+    @torch.inference_mode()
+    def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int = 64,
+                 width: int = 64, num_inference_steps: int = 25, guidance_scale: float = 5.0,
+                 seeds: list[int] | None = None, sampler: str = DEFAULT_SAMPLER,
+                 callback: StepCallback | None = None, output_type: str = "pil") -> PipelineOutput:
+        # 1. inputs
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        seeds = seeds if seeds is not None else list(range(len(prompts)))
+        if len(prompts) == 1 and len(seeds) > 1:
+            prompts = prompts * len(seeds)
+        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
+        self.scheduler = make_scheduler(self.scheduler.config, sampler)
+        generators = make_generators(seeds)
+        # 2. conditioning
+        cond = self.encode_prompt(prompts, negs, guidance_scale > 1.0)
+        # 3. latents
+        latents = self.prepare_latents(len(prompts), height, width, generators, cond.dtype)
+        # 4. denoising loop
+        latents = self.denoise(latents, cond, num_inference_steps, guidance_scale, generators, callback)
+        # 5. decode
+        if output_type == "latent":
+            return PipelineOutput(latents, seeds)
+        images = decode_latents(self.vae, latents.to(self.vae.dtype))
+        return PipelineOutput(to_pil(images), seeds)
+
+
+def _step_params(scheduler) -> set[str]:
+    import inspect
+    return set(inspect.signature(scheduler.step).parameters)

@@ -1,0 +1,327 @@
+"""The resident model stack: the one owner of loaded models.
+
+- loads a catalog entry once per process (safetensors only, never remote code) and keeps
+  it on the device; components two models share (the built-in autoencoder, a text
+  encoder) are loaded once and held once;
+- device CUDA > MPS > CPU, fp16 on CUDA; attention slicing "auto" (on only where it
+  lowers peak memory: MPS; PyTorch's fused SDPA already computes attention in
+  memory-efficient chunks on CUDA and CPU), "on" or "off";
+- a memory budget: loading past it evicts the least-recently used pipelines first;
+- one lock per device serialises generation;
+- `run(request)` validates, generates and stamps provenance on every image.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .catalog import Catalog, ModelEntry
+from .limits import DEFAULT_LIMITS, Limits
+from .pipelines import COMPONENT_ALIASES, PIPELINES
+from .pipelines.common import GenerationCancelled, StepCallback, resolve_seeds
+from .requests import (InpaintRequest, Layout2ImgRequest, Request, RequestError, SuperResRequest, Text2ImgRequest,
+                       validate)
+
+log = logging.getLogger("ldm_core.stack")
+
+# weight/tokenizer/config files a hub download may fetch: never pickles, never code
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*"]
+SKIP_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and is safe to show."""
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def module_bytes(obj) -> int:
+    if isinstance(obj, torch.nn.Module):
+        return sum(p.numel() * p.element_size() for p in obj.parameters()) + sum(
+            b.numel() * b.element_size() for b in obj.buffers())
+    return 0
+
+
+@dataclass
+class Result:
+    images: list                 # PIL images
+    infos: list[dict]            # per image: the parameters actually used (own seed included)
+    info: dict                   # the request as run: shared parameters and every seed
+    seconds: float = 0.0
+
+
+@dataclass
+class _Resident:
+    pipe: object
+    components: dict[str, str]   # component name -> cache key
+    bytes: int
+
+
+def _load_class(library: str, class_name: str):
+    if class_name == "LDMBertModel":  # the paper's text encoder, shipped inside diffusers' LDM pipeline module
+        from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
+        return LDMBertModel
+    if library == "diffusers":
+        import diffusers
+        if hasattr(diffusers, class_name):
+            return getattr(diffusers, class_name)
+    if library == "transformers":
+        import transformers
+        if "Tokenizer" in class_name:
+            return transformers.AutoTokenizer
+        if hasattr(transformers, class_name):
+            return getattr(transformers, class_name)
+    raise ModelLoadError(f"component class {library}.{class_name} is not supported")
+
+
+class ModelStack:
+    def __init__(self, catalog: Catalog | None = None, device: str | None = None, dtype: torch.dtype | None = None,
+                 memory_budget_gb: float | None = None, attention_slicing: str = "auto",
+                 limits: Limits = DEFAULT_LIMITS, output_dir: str | os.PathLike | None = None,
+                 allow_downloads: bool = True):
+        self.catalog = catalog or Catalog.load()
+        self.device = pick_device(device)
+        self.dtype = dtype or default_dtype(self.device)
+        self.memory_budget = int(memory_budget_gb * 2 ** 30) if memory_budget_gb else None
+        if attention_slicing not in ("auto", "on", "off"):
+            raise ValueError("attention_slicing must be auto, on or off")
+        self.attention_slicing = attention_slicing
+        self.limits = limits
+        self.output_dir = Path(output_dir) if output_dir else Path(os.environ.get("LDM_OUTPUT_DIR", "outputs"))
+        self.allow_downloads = allow_downloads
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()   # LRU order: oldest first
+        self._components: dict[str, object] = {}                       # cache key -> module
+        self._load_lock = threading.Lock()
+        self._device_locks: dict[str, threading.Lock] = {}
+        self.load_seconds: dict[str, float] = {}
+
+    @classmethod
+    def from_catalog(cls, path=None, **kwargs) -> "ModelStack":
+        return cls(Catalog.load(path), **kwargs)
+
+    # ------------------------------------------------------------ status
+    def slicing_enabled(self) -> bool:
+        if self.attention_slicing == "auto":
+            return self.device.type == "mps"
+        return self.attention_slicing == "on"
+
+    def describe(self) -> dict:
+        if self.attention_slicing == "auto":
+            why = ("on (MPS: unfused attention)" if self.slicing_enabled() else
+                   "off: PyTorch's scaled_dot_product_attention is already memory-efficient on "
+                   f"{self.device.type}, so slicing would only slow it down")
+        else:
+            why = f"{self.attention_slicing} (set by the operator)"
+        return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                "attention_slicing": why, "resident": list(self._resident),
+                "resident_mb": round(self.resident_bytes() / 2 ** 20, 1),
+                "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
+
+    def resident_bytes(self) -> int:
+        return sum(module_bytes(m) for m in self._components.values())
+
+    def device_lock(self) -> threading.Lock:
+        return self._device_locks.setdefault(str(self.device), threading.Lock())
+
+    # ------------------------------------------------------------ loading
+    def _root(self, entry: ModelEntry) -> Path:
+        if not entry.is_hub:
+            root = self.catalog.local_path(entry)
+            if not (root / "model_index.json").is_file():
+                raise ModelLoadError(f"model {entry.name!r}: {root} has no model_index.json (not trained or not "
+                                     f"installed); see README 'Built-in models'")
+            return root
+        from huggingface_hub import snapshot_download
+        try:
+            return Path(snapshot_download(entry.repo_id, revision=entry.revision, allow_patterns=HUB_PATTERNS,
+                                          local_files_only=not self.allow_downloads))
+        except Exception as e:  # offline, missing repo, interrupted download
+            raise ModelLoadError(f"model {entry.name!r} ({entry.repo_id}) could not be downloaded from the "
+                                 f"Hugging Face hub: {type(e).__name__}. It needs network access the first time; "
+                                 f"the built-in models work offline.") from None
+
+    def _component(self, key: str, cls, path: Path, subfolder: str | None):
+        if key in self._components:
+            return self._components[key]
+        kwargs = {}
+        if cls.__name__ != "AutoTokenizer" and not issubclass(cls, type(None)):
+            is_model = hasattr(cls, "from_pretrained") and issubclass(cls, torch.nn.Module)
+            if is_model:
+                kwargs = {"use_safetensors": True}
+                if "transformers" in cls.__module__:
+                    kwargs["trust_remote_code"] = False
+                    kwargs["dtype"] = self.dtype
+                else:
+                    kwargs["torch_dtype"] = self.dtype
+        try:
+            if subfolder:
+                obj = cls.from_pretrained(path, subfolder=subfolder, **kwargs)
+            else:
+                obj = cls.from_pretrained(path, **kwargs)
+        except OSError as e:
+            raise ModelLoadError(f"{path.name}/{subfolder or ''}: {str(e).splitlines()[0][:300]} "
+                                 f"(only safetensors weights are loaded)") from None
+        except Exception as e:
+            raise ModelLoadError(f"{path.name}/{subfolder or ''} could not be loaded: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:300]}") from None
+        if isinstance(obj, torch.nn.Module):
+            obj = obj.to(self.device).eval().requires_grad_(False)
+        self._components[key] = obj
+        return obj
+
+    def load(self, name_or_entry: str | ModelEntry):
+        """The resident pipeline for a catalog model, loading it on first use."""
+        entry = name_or_entry if isinstance(name_or_entry, ModelEntry) else self.catalog.entries[name_or_entry]
+        with self._load_lock:
+            if entry.name in self._resident:
+                self._resident.move_to_end(entry.name)
+                return self._resident[entry.name].pipe
+            t0 = time.perf_counter()
+            cls = PIPELINES.get(entry.pipeline)
+            if cls is None:
+                raise ModelLoadError(f"model {entry.name!r} names unknown pipeline {entry.pipeline!r}")
+            root = self._root(entry)
+            index = json.loads((root / "model_index.json").read_text())
+            shared = index.get("_shared", {})
+            import inspect
+            wanted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+            parts, keys = {}, {}
+            try:
+                for comp, spec in index.items():
+                    if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+                        continue
+                    name = COMPONENT_ALIASES.get(comp, comp)
+                    if name not in wanted or comp in SKIP_COMPONENTS:
+                        continue
+                    library, class_name = spec
+                    comp_cls = _load_class(library, class_name)
+                    if comp in shared:  # a component that lives in another models/ folder
+                        path, sub = (self.catalog.root / shared[comp]).resolve(), None
+                    else:
+                        path, sub = root, comp
+                    key = f"{path}/{sub or ''}:{class_name}"
+                    parts[name] = self._component(key, comp_cls, path, sub)
+                    keys[name] = key
+                missing = wanted - set(parts)
+                if missing:
+                    raise ModelLoadError(f"model {entry.name!r} lacks components {sorted(missing)}")
+                pipe = cls(**parts)
+            except Exception:
+                self._drop_unreferenced()
+                raise
+            if hasattr(pipe, "set_progress_bar_config"):
+                pipe.set_progress_bar_config(disable=True)
+            if self.slicing_enabled() and hasattr(pipe, "enable_attention_slicing"):
+                pipe.enable_attention_slicing()
+            new_bytes = sum(module_bytes(parts[n]) for n in parts)
+            self._resident[entry.name] = _Resident(pipe, keys, new_bytes)
+            self._evict_over_budget(keep=entry.name)
+            self.load_seconds[entry.name] = time.perf_counter() - t0
+            log.info("loaded %s in %.1fs", entry.name, self.load_seconds[entry.name])
+            return pipe
+
+    def _drop_unreferenced(self) -> None:
+        used = {k for r in self._resident.values() for k in r.components.values()}
+        for k in list(self._components):
+            if k not in used:
+                del self._components[k]
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _evict_over_budget(self, keep: str) -> None:
+        if not self.memory_budget:
+            return
+        while self.resident_bytes() > self.memory_budget and len(self._resident) > 1:
+            oldest = next(n for n in self._resident if n != keep)
+            log.info("memory budget: evicting %s", oldest)
+            del self._resident[oldest]
+            self._drop_unreferenced()
+
+    def unload(self, name: str) -> None:
+        with self._load_lock:
+            self._resident.pop(name, None)
+            self._drop_unreferenced()
+
+    # ------------------------------------------------------------ running
+    def run(self, request: Request, callback: StepCallback | None = None) -> Result:
+        """Validate, load (once), generate under the device lock. Raises RequestError for bad
+        input, ModelLoadError for models that cannot load, GenerationCancelled on interrupt."""
+        req, entry = validate(request, self.catalog, self.limits)
+        pipe = self.load(entry)
+        seeds = resolve_seeds(req.seed, req.num_images)
+        t0 = time.perf_counter()
+        with self.device_lock():
+            try:
+                out, size = self._call(pipe, req, seeds, callback)
+            except (RequestError, GenerationCancelled):
+                raise
+            except ValueError as e:  # a pipeline's check_inputs
+                raise RequestError(str(e)) from None
+            finally:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        seconds = time.perf_counter() - t0
+        info = self._info(req, entry, size, seeds)
+        infos = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
+        return Result(out.images, infos, info, seconds)
+
+    def _call(self, pipe, req, seeds, callback):
+        if isinstance(req, Text2ImgRequest):
+            out = pipe(req.prompt, req.negative_prompt, req.height, req.width, req.steps, req.guidance_scale, seeds,
+                       req.sampler, callback)
+            return out, (req.width, req.height)
+        if isinstance(req, Layout2ImgRequest):
+            boxes = [(b.label, b.box) for b in req.boxes]
+            out = pipe(req.prompt, boxes, req.negative_prompt, req.height, req.width, req.steps, req.guidance_scale,
+                       seeds, req.sampler, callback)
+            return out, (req.width, req.height)
+        if isinstance(req, SuperResRequest):
+            out = pipe(req.image, req.steps, seeds, req.sampler, callback)
+            return out, out.images[0].size
+        if isinstance(req, InpaintRequest):
+            w = req.width or req.image.width
+            h = req.height or req.image.height
+            w, h = w - w % 8, h - h % 8
+            out = pipe(req.prompt, req.image, req.mask, req.negative_prompt, h, w, req.steps, req.guidance_scale,
+                       seeds, req.sampler, callback)
+            return out, (w, h)
+        raise RequestError(f"unknown request type {type(req).__name__}")
+
+    @staticmethod
+    def _info(req, entry: ModelEntry, size, seeds) -> dict:
+        info = {"task": req.task, "model": entry.name, "steps": req.steps, "sampler": req.sampler,
+                "size": f"{size[0]}x{size[1]}", "seeds": seeds, "seed": seeds[0]}
+        if not isinstance(req, SuperResRequest):
+            info.update(prompt=req.prompt, negative_prompt=req.negative_prompt, guidance_scale=req.guidance_scale)
+        if isinstance(req, Layout2ImgRequest):
+            info["boxes"] = [{"label": b.label, "box": list(b.box)} for b in req.boxes]
+        return info
+
+    def save(self, result: Result, out_dir: str | os.PathLike | None = None) -> list[Path]:
+        """Write each image as a PNG carrying its own parameters."""
+        from .provenance import save_png
+        d = Path(out_dir) if out_dir else self.output_dir
+        return [save_png(im, info, d) for im, info in zip(result.images, result.infos)]
