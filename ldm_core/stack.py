@@ -320,6 +320,21 @@ class ModelStack:
             info["boxes"] = [{"label": b.label, "box": list(b.box)} for b in req.boxes]
         return info
 
+    @torch.inference_mode()
+    def preview(self, request: Request, latents: torch.Tensor):
+        """A cheap look at the first image's current latents: decoded when small, else a
+        false-colour view of the latent channels. Called from inside a step callback."""
+        from .pipelines.common import decode_latents, latent_preview, to_pil
+        entry = self.catalog.get(request.model, request.task)
+        pipe = self._resident.get(entry.name)
+        lat = latents[:1]
+        if pipe is None:
+            return None
+        vae = pipe.pipe.vae if hasattr(pipe.pipe, "pipe") else pipe.pipe.vae
+        if lat.shape[-1] * lat.shape[-2] <= 32 * 32:
+            return to_pil(decode_latents(vae, lat.to(vae.dtype)))[0]
+        return latent_preview(lat)[0]
+
     def save(self, result: Result, out_dir: str | os.PathLike | None = None) -> list[Path]:
         """Write each image as a PNG carrying its own parameters."""
         from .provenance import save_png

@@ -21,13 +21,22 @@ import numpy as np
 
 # --- adapters from the model stack to plain generate() callables ---------------------------
 # The only code that knows the stack's API; everything else takes generate() callables.
+# Assumed: ModelStack.from_catalog().run(request) -> result with .images[0] a PIL image.
+
+
+def _import_stack(request_cls: str):
+    try:
+        from ldm_core import requests as req
+        from ldm_core.stack import ModelStack
+    except ImportError as e:
+        raise SystemExit(f"the model stack is not available ({e}); evaluate_text2img/evaluate_layout2img "
+                         "in ldm_core.eval.evaluate take any generate() callable") from e
+    return ModelStack, getattr(req, request_cls)
 
 
 def stack_text2img(model: str, steps: int = 25):
     """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
-    from ldm_core.requests import Text2ImgRequest
-    from ldm_core.stack import ModelStack
-
+    ModelStack, Text2ImgRequest = _import_stack("Text2ImgRequest")
     stack = ModelStack.from_catalog()
 
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
@@ -38,9 +47,7 @@ def stack_text2img(model: str, steps: int = 25):
 
 def stack_layout2img(model: str, steps: int = 25):
     """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}])."""
-    from ldm_core.requests import Layout2ImgRequest
-    from ldm_core.stack import ModelStack
-
+    ModelStack, Layout2ImgRequest = _import_stack("Layout2ImgRequest")
     stack = ModelStack.from_catalog()
 
     def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:

@@ -1,0 +1,117 @@
+"""The public HTTP API of shared/specs/api.md: /text2img, /layout2img, /superres, /inpaint.
+
+Plain-valued endpoints (no drawing widgets) on hidden components, so `gradio_client`
+sees exactly the spec's keyword parameters with their defaults:
+
+    client.predict(prompt="a red circle", api_name="/text2img")
+"""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from ldm_core.pipelines import SAMPLERS
+from ldm_core.requests import InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
+from ldm_core.stack import ModelStack
+
+from .common import GPU_CONCURRENCY_ID, gpu, stream, user_error
+
+
+def _finish(stack: ModelStack, request):
+    """Run to the end (no previews) and return (paths, info JSON)."""
+    try:
+        for ev in stream(stack, request, preview_every=0):
+            if isinstance(ev, tuple):
+                paths, info = ev
+                return [str(p) for p in paths], json.dumps(info)
+    except gr.Error:
+        raise
+    except Exception as e:
+        raise user_error(e) from None
+    raise gr.Error("generation produced no image")
+
+
+def build(stack: ModelStack) -> None:
+    cat, lim = stack.catalog, stack.limits
+    t2i, lay, sr, inp = (cat.default(t) for t in ("text2img", "layout2img", "superres", "inpaint"))
+
+    def sampling(entry, size=True):
+        comps = [gr.Number(entry.steps, precision=0, label="steps"),
+                 gr.Number(entry.guidance, label="guidance_scale"),
+                 gr.Number(-1, precision=0, label="seed"),
+                 gr.Number(1, precision=0, label="num_images")]
+        if size:
+            comps += [gr.Number(entry.width, precision=0, label="width"),
+                      gr.Number(entry.height, precision=0, label="height")]
+        comps += [gr.Textbox(entry.sampler, label="sampler", info=", ".join(SAMPLERS)),
+                  gr.Textbox(entry.name, label="model")]
+        return comps
+
+    with gr.Column(visible=False):
+        # /text2img
+        prompt = gr.Textbox(label="prompt")
+        negative = gr.Textbox("", label="negative_prompt")
+        s = sampling(t2i)
+        out_g, out_j = gr.Gallery(format="png"), gr.Textbox()
+
+        @gpu
+        def text2img(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model):
+            return _finish(stack, Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                                                  guidance_scale=guidance_scale, seed=seed, num_images=num_images,
+                                                  width=width, height=height, sampler=sampler, model=model))
+
+        gr.Button(visible=False).click(text2img, [prompt, negative, *s], [out_g, out_j], api_name="text2img",
+                                       concurrency_id=GPU_CONCURRENCY_ID)
+
+        # /layout2img
+        l_prompt = gr.Textbox(label="prompt")
+        boxes = gr.Textbox("[]", label="boxes")
+        l_neg = gr.Textbox("", label="negative_prompt")
+        ls = sampling(lay)
+        l_g, l_j = gr.Gallery(format="png"), gr.Textbox()
+
+        @gpu
+        def layout2img(prompt, boxes, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
+                       sampler, model):
+            return _finish(stack, Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt,
+                                                    steps=steps, guidance_scale=guidance_scale, seed=seed,
+                                                    num_images=num_images, width=width, height=height,
+                                                    sampler=sampler, model=model))
+
+        gr.Button(visible=False).click(layout2img, [l_prompt, boxes, l_neg, *ls], [l_g, l_j], api_name="layout2img",
+                                       concurrency_id=GPU_CONCURRENCY_ID)
+
+        # /superres
+        sr_image = gr.File(label="image", type="filepath")
+        sr_steps = gr.Number(sr.steps, precision=0, label="steps")
+        sr_seed = gr.Number(-1, precision=0, label="seed")
+        sr_model = gr.Textbox(sr.name, label="model")
+        sr_out, sr_j = gr.Image(type="filepath", format="png"), gr.Textbox()
+
+        @gpu
+        def superres(image, steps, seed, model):
+            paths, info = _finish(stack, SuperResRequest(image=image, steps=steps, seed=seed, model=model))
+            return paths[0], info
+
+        gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model], [sr_out, sr_j],
+                                       api_name="superres", concurrency_id=GPU_CONCURRENCY_ID)
+
+        # /inpaint
+        i_image = gr.File(label="image", type="filepath")
+        i_mask = gr.File(label="mask", type="filepath")
+        i_prompt = gr.Textbox("", label="prompt")
+        i_neg = gr.Textbox("", label="negative_prompt")
+        i_s = sampling(inp)
+        i_g, i_j = gr.Gallery(format="png"), gr.Textbox()
+
+        @gpu
+        def inpaint(image, mask, prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
+                    sampler, model):
+            return _finish(stack, InpaintRequest(image=image, mask=mask, prompt=prompt,
+                                                 negative_prompt=negative_prompt, steps=steps,
+                                                 guidance_scale=guidance_scale, seed=seed, num_images=num_images,
+                                                 width=width, height=height, sampler=sampler, model=model))
+
+        gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s], [i_g, i_j],
+                                       api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID)

@@ -1,0 +1,164 @@
+"""What every tab shares: running a request with progress, live preview and cancel;
+the sampling controls; error translation; the Spaces GPU decorator."""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import gradio as gr
+
+from ldm_core.catalog import CatalogError
+from ldm_core.pipelines import SAMPLERS
+from ldm_core.pipelines.common import GenerationCancelled, StepInfo
+from ldm_core.requests import RequestError
+from ldm_core.stack import ModelLoadError, ModelStack
+
+GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
+
+try:  # on Hugging Face ZeroGPU Spaces, ask for a GPU for the duration of a generation
+    import spaces  # type: ignore
+    gpu = spaces.GPU
+except Exception:  # elsewhere a no-op
+    def gpu(fn=None, **_kw):
+        return fn if fn is not None else (lambda f: f)
+
+
+def user_error(e: Exception) -> gr.Error:
+    """A message for the user, never a stack trace."""
+    if isinstance(e, (RequestError, CatalogError, ModelLoadError, ValueError)):
+        return gr.Error(str(e))
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        return gr.Error("out of memory: try fewer images, fewer steps or a smaller size")
+    return gr.Error(f"generation failed ({type(e).__name__}); the server keeps running. See the server log.")
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    preview: object | None = None
+
+
+def stream(stack: ModelStack, request, preview_every: int = 5) -> Iterator[Progress | tuple]:
+    """Run `request` in a worker thread; yield Progress while it runs, then (paths, info).
+
+    Closing the generator (Gradio does so when the user presses Stop or the client
+    disconnects) sets the cancel flag; the pipeline stops at its next step."""
+    events: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def on_step(s: StepInfo) -> bool:
+        preview = None
+        if preview_every and (s.step % preview_every == 0) and s.step < s.total:
+            try:
+                preview = stack.preview(request, s.latents)
+            except Exception:  # a preview is never worth failing a generation
+                preview = None
+        events.put(Progress(s.step, s.total, preview))
+        return cancel.is_set()
+
+    def work():
+        try:
+            result = stack.run(request, callback=on_step)
+            events.put(("done", stack.save(result), result.info))
+        except BaseException as e:  # handed to the caller's thread
+            events.put(("error", e))
+
+    worker = threading.Thread(target=work, daemon=True, name="generation")
+    worker.start()
+    try:
+        while True:
+            ev = events.get()
+            if isinstance(ev, Progress):
+                yield ev
+            elif ev[0] == "done":
+                yield ev[1], ev[2]
+                return
+            else:
+                err = ev[1]
+                if isinstance(err, GenerationCancelled):
+                    raise gr.Error("cancelled")
+                raise user_error(err)
+    finally:
+        cancel.set()
+
+
+def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None):
+    """Generator for a Gradio event: yields (gallery, preview, info) updates."""
+    for ev in stream(stack, request):
+        if isinstance(ev, Progress):
+            if progress is not None:
+                progress((ev.step, ev.total), desc="denoising", unit="steps")
+            if ev.preview is not None:
+                yield gr.skip(), ev.preview, gr.skip()
+        else:
+            paths, info = ev
+            yield [str(p) for p in paths], None, json.dumps(info, indent=1)
+
+
+@dataclass
+class SamplingControls:
+    steps: gr.Slider
+    guidance_scale: gr.Slider
+    seed: gr.Number
+    num_images: gr.Slider
+    width: gr.Slider | None
+    height: gr.Slider | None
+    sampler: gr.Dropdown
+    model: gr.Dropdown
+
+
+def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance: bool = True,
+                      batch: bool = True) -> SamplingControls:
+    entry = stack.catalog.default(task)
+    lim = stack.limits
+    model = gr.Dropdown(stack.catalog.choices(task), value=entry.name, label="Model",
+                        info="built-in models run offline; hub models download on first use")
+    with gr.Row():
+        steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps")
+        sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")
+    with gr.Row():
+        guidance_scale = gr.Slider(0, 15, value=entry.guidance, step=0.5, label="Guidance scale", visible=guidance)
+        seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1, maximum=lim.max_seed)
+    with gr.Row(visible=batch):
+        num_images = gr.Slider(1, lim.max_images, value=1, step=1, label="Images")
+    width = height = None
+    if size:
+        with gr.Row():
+            width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width")
+            height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height")
+    return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
+
+
+def model_defaults(stack: ModelStack, task: str, name: str):
+    """Updates for steps, guidance, sampler, width, height when the model changes."""
+    try:
+        e = stack.catalog.get(name, task)
+    except CatalogError:
+        return [gr.skip()] * 5
+    return [gr.update(value=e.steps), gr.update(value=e.guidance), gr.update(value=e.sampler),
+            gr.update(value=e.width), gr.update(value=e.height)]
+
+
+def item_path(item) -> str | None:
+    """The file path of one gallery item, whatever form Gradio hands it in."""
+    if isinstance(item, (list, tuple)):
+        item = item[0]
+    if isinstance(item, dict):
+        item = item.get("image", item)
+        item = item.get("path") if isinstance(item, dict) else item
+    return str(item) if item else None
+
+
+def selected_image(gallery, evt: gr.SelectData) -> str | None:
+    """The path of the gallery image the user clicked."""
+    if not gallery or evt.index is None:
+        return None
+    return item_path(gallery[evt.index])
+
+
+def first_image(gallery) -> str | None:
+    return item_path(gallery[0]) if gallery else None

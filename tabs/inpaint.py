@@ -1,0 +1,99 @@
+"""Inpainting tab: paint the region to repaint over the image (gr.ImageEditor)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from ldm_core.requests import InpaintRequest, RequestError
+from ldm_core.stack import ModelStack
+
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, run_with_progress, sampling_controls,
+                     user_error)
+
+
+def editor_to_image_and_mask(value) -> tuple[Image.Image, Image.Image]:
+    """ImageEditor value -> (RGB image, "L" mask: white wherever any layer was painted)."""
+    if not value or value.get("background") is None:
+        raise RequestError("upload an image to inpaint")
+    bg = value["background"]
+    bg = bg if isinstance(bg, Image.Image) else Image.fromarray(np.asarray(bg))
+    mask = np.zeros((bg.height, bg.width), bool)
+    for layer in value.get("layers") or []:
+        layer = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
+        if layer.size != bg.size:
+            layer = layer.resize(bg.size, Image.NEAREST)
+        a = np.asarray(layer.convert("RGBA"))[..., 3]
+        mask |= a > 0
+    if not mask.any():
+        raise RequestError("paint over the region to repaint (the brush on the image editor)")
+    rgb = bg.convert("RGBA")
+    white = Image.new("RGBA", rgb.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgb).convert("RGB"), Image.fromarray((mask * 255).astype(np.uint8), "L")
+
+
+@dataclass
+class InpaintTab:
+    editor: gr.ImageEditor
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    controls: SamplingControls
+    gallery: gr.Gallery
+
+    def param_components(self):
+        c = self.controls
+        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.sampler, c.model]
+
+    @staticmethod
+    def apply_params(p: dict):
+        return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
+                p.get("guidance_scale", gr.skip()), p.get("seed", -1), p.get("sampler", gr.skip()),
+                p.get("model", gr.skip())]
+
+
+def build(stack: ModelStack) -> InpaintTab:
+    with gr.Row():
+        with gr.Column(scale=3):
+            editor = gr.ImageEditor(label="Image: paint the region to repaint", type="pil", image_mode="RGBA",
+                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=6),
+                                    layers=False, transforms=(), height=420, format="png", elem_id="inpaint-editor")
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt (what to paint; empty = fill plausibly)", lines=1,
+                                elem_id="inpaint-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1)
+            with gr.Row():
+                generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
+                stop = gr.Button("Stop", variant="stop")
+            controls = sampling_controls(stack, "inpaint", size=False)
+            preview = gr.Image(label="Preview", height=160, interactive=False)
+            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery")
+            info = gr.Code(label="Parameters used", language="json")
+
+    @gpu
+    def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model,
+            progress=gr.Progress()):
+        try:
+            image, mask = editor_to_image_and_mask(value)
+        except RequestError as e:
+            raise user_error(e) from None
+        req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                             guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
+                             model=model)
+        yield from run_with_progress(stack, req, progress)
+
+    c = controls
+    ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
+                              c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private")
+    stop.click(None, cancels=[ev], api_visibility="private")
+    c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
+                   api_visibility="private")
+    return InpaintTab(editor, prompt, negative, controls, gallery)
+
+
+if __name__ == "__main__":
+    with gr.Blocks(title="Inpainting") as demo:
+        build(ModelStack.from_catalog())
+    demo.queue().launch()

@@ -1,0 +1,85 @@
+"""Text -> Image tab."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ldm_core.requests import Text2ImgRequest
+from ldm_core.stack import ModelStack
+
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, first_image, gpu, model_defaults, run_with_progress, sampling_controls,
+                     selected_image)
+
+EXAMPLES = ["a red circle left of a blue square", "a yellow triangle", "a green diamond above a magenta circle",
+            "a cyan square, a red triangle and a blue circle"]
+
+
+@dataclass
+class Text2ImgTab:
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    controls: SamplingControls
+    gallery: gr.Gallery
+    selected: gr.State
+    send_superres: gr.Button
+    send_inpaint: gr.Button
+
+    def param_components(self):
+        c = self.controls
+        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.width, c.height, c.sampler,
+                c.model]
+
+    @staticmethod
+    def apply_params(p: dict):
+        size = str(p.get("size", "")).split("x")
+        w, h = (int(size[0]), int(size[1])) if len(size) == 2 else (gr.skip(), gr.skip())
+        return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
+                p.get("guidance_scale", gr.skip()), p.get("seed", -1), w, h, p.get("sampler", gr.skip()),
+                p.get("model", gr.skip())]
+
+
+def build(stack: ModelStack) -> Text2ImgTab:
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle left of a blue square",
+                                elem_id="t2i-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1)
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
+                stop = gr.Button("Stop", variant="stop")
+            controls = sampling_controls(stack, "text2img")
+            gr.Examples(EXAMPLES, inputs=[prompt])
+        with gr.Column(scale=3):
+            preview = gr.Image(label="Preview", height=160, interactive=False, visible=True)
+            gallery = gr.Gallery(label="Images", columns=4, height=360, format="png", elem_id="t2i-gallery")
+            with gr.Row():
+                send_sr = gr.Button("Send to super-resolution", size="sm")
+                send_inp = gr.Button("Send to inpainting", size="sm")
+            info = gr.Code(label="Parameters used", language="json")
+    selected = gr.State(None)
+
+    @gpu
+    def run(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model,
+            progress=gr.Progress()):
+        req = Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                              guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
+                              height=height, sampler=sampler, model=model)
+        yield from run_with_progress(stack, req, progress)
+
+    c = controls
+    ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
+                              c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private")
+    stop.click(None, cancels=[ev], api_visibility="private")
+    c.model.change(lambda m: model_defaults(stack, "text2img", m), c.model,
+                   [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
+    gallery.select(selected_image, gallery, selected, api_visibility="private")
+    gallery.change(first_image, gallery, selected, api_visibility="private")
+    return Text2ImgTab(prompt, negative, controls, gallery, selected, send_sr, send_inp)
+
+
+if __name__ == "__main__":
+    with gr.Blocks(title="Text → Image") as demo:
+        build(ModelStack.from_catalog())
+    demo.queue().launch()

@@ -1,0 +1,128 @@
+"""Latent Diffusion Studio: four tabs on one resident model stack.
+
+    python webui.py                       # http://127.0.0.1:7860, built-in models
+    python webui.py --share               # public Gradio link
+    python webui.py --listen --auth me:pw # on the LAN, behind a password
+
+Assembly only: parse flags, build the stack, add the tabs, wire "send to", queue, launch.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from ldm_core.catalog import DEFAULT_CATALOG, Catalog
+from ldm_core.limits import Limits
+from ldm_core.stack import ModelStack
+from tabs import api, inpaint, layout2img, pnginfo, superres, text2img
+
+TITLE = "Latent Diffusion Studio"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (same as --host 0.0.0.0)")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
+    p.add_argument("--auth", action="append", default=[],
+                   help="user:password (repeatable), or a file with one user:password per line")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--models", default=str(DEFAULT_CATALOG), help="model catalog file (TOML)")
+    p.add_argument("--attention-slicing", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--memory-budget-gb", type=float, default=None,
+                   help="evict least-recently used models past this much resident weight memory")
+    p.add_argument("--queue-size", type=int, default=32, help="requests waiting at most; more get 'busy'")
+    p.add_argument("--output-dir", default=os.environ.get("LDM_OUTPUT_DIR", "outputs"))
+    p.add_argument("--offline", action="store_true", help="never download hub models")
+    p.add_argument("--preload", action="store_true", help="load every task's default model before serving")
+    return p.parse_args(argv)
+
+
+def parse_auth(items: list[str]) -> list[tuple[str, str]] | None:
+    pairs = []
+    for item in items:
+        lines = Path(item).read_text().splitlines() if Path(item).is_file() else [item]
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, pw = line.partition(":")
+            if not sep or not user or not pw:
+                raise SystemExit(f"--auth expects user:password, got {line!r}")
+            pairs.append((user, pw))
+    return pairs or None
+
+
+def build_app(stack: ModelStack) -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): text, layout, 4× super-resolution "
+                    f"and inpainting on one resident model stack · `{stack.describe()['device']}`")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Text → Image", id="text2img"):
+                t2i = text2img.build(stack)
+            with gr.Tab("Layout → Image", id="layout2img"):
+                lay = layout2img.build(stack)
+            with gr.Tab("Super-resolution", id="superres"):
+                sr = superres.build(stack)
+            with gr.Tab("Inpainting", id="inpaint"):
+                inp = inpaint.build(stack)
+            with gr.Tab("PNG info", id="pnginfo"):
+                info = pnginfo.build()
+        api.build(stack)
+
+        # "send to": a text->image result goes on to super-resolution or inpainting
+        t2i.send_superres.click(lambda p: (p, gr.Tabs(selected="superres")), t2i.selected, [sr.image, tabs],
+                                api_visibility="private")
+        t2i.send_inpaint.click(lambda p: (p, gr.Tabs(selected="inpaint")), t2i.selected, [inp.editor, tabs],
+                               api_visibility="private")
+
+        # PNG info -> the tab that made the image, its controls filled in
+        targets = {"text2img": t2i, "layout2img": lay, "superres": sr, "inpaint": inp}
+        outputs = [c for t in targets.values() for c in t.param_components()]
+
+        def send(params):
+            if not params or params.get("task") not in targets:
+                raise gr.Error("load a PNG made by the studio first")
+            updates = []
+            for task, tab in targets.items():
+                n = len(tab.param_components())
+                updates += tab.apply_params(params) if task == params["task"] else [gr.skip()] * n
+            return [*updates, gr.Tabs(selected=params["task"])]
+
+        info.send.click(send, info.params, [*outputs, tabs], api_visibility="private")
+    return demo
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    host = "0.0.0.0" if args.listen else args.host
+    auth = parse_auth(args.auth)
+    if (host not in ("127.0.0.1", "localhost", "::1") or args.share) and not auth:
+        print("WARNING: the studio is reachable from other machines without a password; "
+              "add --auth user:password", file=sys.stderr)
+    stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
+                       memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
+                       allow_downloads=not args.offline, limits=Limits())
+    if args.preload:
+        for task in ("text2img", "layout2img", "superres", "inpaint"):
+            entry = stack.catalog.default(task)
+            if stack.catalog.availability(entry)[0] and not entry.is_hub:
+                stack.load(entry)
+    demo = build_app(stack)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    out = Path(args.output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    demo.launch(server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
+                allowed_paths=[str(out)], show_error=False, footer_links=["api", "settings"])
+
+
+if __name__ == "__main__":
+    main()
