@@ -88,7 +88,7 @@ def task_train_classifier(a) -> None:
     from .features import train_classifier
     t = time.monotonic()
     cfg = train_classifier(a.out or "models/eval-classifier", steps=a.steps, seed=a.seed)
-    print(json.dumps(cfg["heldout"]), f"total {(time.monotonic() - t) / 60:.1f} min")
+    print("held-out:", json.dumps(cfg["heldout"]), "degraded:", json.dumps(cfg["heldout_degraded"]), f"total {(time.monotonic() - t) / 60:.1f} min")
 
 
 def task_fid_floor(a) -> None:

@@ -1,0 +1,121 @@
+"""Request validation: every bad input gets a clear RequestError before any model runs."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldm_core.catalog import Catalog
+from ldm_core.limits import Limits
+from ldm_core.requests import (InpaintRequest, Layout2ImgRequest, RequestError, SuperResRequest, Text2ImgRequest,
+                               load_image, load_mask, parse_boxes, validate)
+
+
+@pytest.fixture(scope="module")
+def catalog(tiny_catalog):
+    return Catalog.load(tiny_catalog)
+
+
+def png_bytes(img, fmt="PNG"):
+    b = io.BytesIO()
+    img.save(b, format=fmt)
+    return b.getvalue()
+
+
+def test_defaults_come_from_the_catalog(catalog):
+    req, entry = validate(Text2ImgRequest(prompt="a red circle"), catalog)
+    assert entry.name == "tiny-text2img" and req.model == "tiny-text2img"
+    assert (req.steps, req.guidance_scale, req.width, req.height, req.sampler) == (4, 3.0, 32, 32, "DPM++ 2M")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prompt=""), "prompt is empty"),
+    (dict(prompt="x" * 10_000), "limit is 1000"),
+    (dict(prompt="a", steps=0), "steps must be between"),
+    (dict(prompt="a", steps=10_000), "steps must be between"),
+    (dict(prompt="a", steps="many"), "whole number"),
+    (dict(prompt="a", guidance_scale=-1), "guidance_scale must be between"),
+    (dict(prompt="a", guidance_scale=float("nan")), "guidance_scale must be between"),
+    (dict(prompt="a", num_images=0), "num_images must be between"),
+    (dict(prompt="a", num_images=100), "num_images must be between"),
+    (dict(prompt="a", width=20), "width must be between"),
+    (dict(prompt="a", width=100_000), "width must be between"),
+    (dict(prompt="a", width=60), "multiple of 8"),
+    (dict(prompt="a", seed=2 ** 40), "seed must be between"),
+    (dict(prompt="a", sampler="PLMS++"), "unknown sampler"),
+    (dict(prompt="a", model="../../etc/passwd"), "unknown model"),
+    (dict(prompt="a", model="tiny-superres"), "unknown model"),  # a model of another task
+])
+def test_text2img_rejects(catalog, kwargs, message):
+    with pytest.raises(RequestError, match=message):
+        validate(Text2ImgRequest(**kwargs), catalog)
+
+
+@pytest.mark.parametrize("boxes,message", [
+    ("{not json", "not valid JSON"),
+    ('{"label": "x"}', "must be a JSON list"),
+    ('[{"label": "red circle"}]', '"label" and "box"'),
+    ('[{"label": "red circle", "box": [0.1, 0.1, 1.5, 0.5]}]', r"lie in \[0, 1\]"),
+    ('[{"label": "red circle", "box": [0.5, 0.1, 0.5, 0.5]}]', "zero or negative area"),
+    ('[{"label": "", "box": [0.1, 0.1, 0.5, 0.5]}]', "label must be non-empty"),
+    ('[{"label": "red circle", "box": [0.1, 0.1, 0.5]}]', "four numbers"),
+    ('[{"label": "red circle", "box": ["a", 0.1, 0.5, 0.5]}]', "four numbers"),
+    ("[" + ",".join(['{"label": "red circle", "box": [0.1, 0.1, 0.2, 0.2]}'] * 9) + "]", "at most 8"),
+])
+def test_bad_boxes(boxes, message):
+    with pytest.raises(RequestError, match=message):
+        parse_boxes(boxes)
+
+
+def test_good_boxes(catalog):
+    req, _ = validate(Layout2ImgRequest(boxes='[{"label": "red circle", "box": [0, 0, 1, 0.5]}]'), catalog)
+    assert req.boxes[0].label == "red circle" and req.boxes[0].box == (0.0, 0.0, 1.0, 0.5)
+    with pytest.raises(RequestError, match="at least one box"):
+        validate(Layout2ImgRequest(boxes="[]"), catalog)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "CMYK", "L", "I;16", "LA"])
+def test_image_modes_are_converted(mode):
+    img = Image.new("RGB", (20, 10), (200, 30, 30)).convert(mode)
+    out = load_image(png_bytes(img, "TIFF" if mode == "CMYK" else "PNG"))
+    assert out.mode == "RGB" and out.size == (20, 10)
+
+
+def test_transparency_goes_on_white():
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert load_image(png_bytes(img)).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_not_an_image_truncated_and_too_large(tmp_path):
+    with pytest.raises(RequestError, match="not an image"):
+        load_image(b"hello, world")
+    data = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    with pytest.raises(RequestError, match="truncated or corrupt"):
+        load_image(data[: len(data) // 2])
+    big = png_bytes(Image.new("1", (20_000, 20_000)))  # a decompression bomb: tiny file, 400 Mpixel
+    assert len(big) < 2_000_000
+    with pytest.raises(RequestError, match="too many pixels|limit is"):
+        load_image(big)
+    with pytest.raises(RequestError, match="MB"):
+        load_image(b"\0" * 100, Limits(max_upload_bytes=10))
+    with pytest.raises(RequestError, match="could not be read"):
+        load_image(str(tmp_path / "missing.png"))
+
+
+def test_masks():
+    with pytest.raises(RequestError, match="mask is empty"):
+        load_mask(png_bytes(Image.new("L", (8, 8), 0)), (8, 8))
+    m = load_mask(png_bytes(Image.new("L", (4, 4), 255)), (8, 8))  # other size: resized to the image
+    assert m.size == (8, 8) and m.mode == "L" and set(np.unique(np.asarray(m))) == {255}
+
+
+def test_inpaint_and_superres_requests(catalog):
+    img = png_bytes(Image.new("RGB", (32, 32)))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (0, 0, 8, 8))
+    req, _ = validate(InpaintRequest(image=img, mask=png_bytes(mask)), catalog)
+    assert req.image.size == (32, 32) and req.mask.size == (32, 32)
+    with pytest.raises(RequestError, match="no image"):
+        validate(InpaintRequest(image=None, mask=png_bytes(mask)), catalog)
+    with pytest.raises(RequestError, match="limit is"):
+        validate(SuperResRequest(image=png_bytes(Image.new("RGB", (1024, 1024)))), catalog)
