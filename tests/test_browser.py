@@ -1,0 +1,255 @@
+"""Real-browser end-to-end test: every tab driven by a human-like Playwright session.
+
+Starts `webui.py` on tiny random-weight models (ldm_core.testing.write_tiny_catalog), drives
+Debian's chromium (/usr/bin/chromium; `playwright install` is not used) through each tab,
+and writes one screenshot per tab to docs/screenshots/ for the README.
+
+    apt-get install -y chromium
+    OMP_NUM_THREADS=1 python -m pytest tests/test_browser.py -x -q
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 900}
+CHROME_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+STARTUP_S = 90        # server start: imports + tiny models
+GENERATION_MS = 60_000  # one generation on tiny models (well under a second when idle)
+UI_MS = 15_000        # an ordinary UI reaction (upload preview, modal, tab switch)
+SHOT_MAX_BYTES = 300_000
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium); the CI script installs it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    """A running studio on tiny models: yields (url, output_dir); the server never outlives the module."""
+    from ldm_core.testing import write_tiny_catalog
+
+    tmp = tmp_path_factory.mktemp("studio")
+    catalog = write_tiny_catalog(tmp / "models")
+    out = tmp / "outputs"
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    log_path = tmp / "server.log"
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "webui.py", "--models", str(catalog), "--port", str(port),
+                                 "--output-dir", str(out), "--offline"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"webui.py exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"webui.py did not answer within {STARTUP_S}s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROME_ARGS, timeout=60_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    url, _ = studio
+    ctx = browser.new_context(viewport=VIEWPORT)
+    ctx.set_default_timeout(UI_MS)
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url, wait_until="domcontentloaded", timeout=60_000)
+    pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+    yield pg
+    ctx.close()
+    assert not errors, f"uncaught page errors: {errors}"
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def wait_gallery(page, elem_id: str) -> None:
+    """Wait for the first result image, failing fast (with its message) if an error toast comes instead."""
+    page.locator(f"#{elem_id} img, [data-testid=toast-body].error").first.wait_for(state="visible",
+                                                                                 timeout=GENERATION_MS)
+    assert page.locator("[data-testid=toast-body].error").count() == 0, toasts(page)
+    assert page.locator(f"#{elem_id} img").count() >= 1
+
+
+def toasts(page) -> list[str]:
+    return page.locator("[data-testid=toast-text]").all_inner_texts()
+
+
+def screenshot(page, name: str) -> Path:
+    """Whole page at 1280 wide, quantised to 256 colours to keep the README light."""
+    page.wait_for_timeout(400)  # let the gallery image fade in
+    raw = page.screenshot(full_page=True, animations="disabled")
+    img = Image.open(io.BytesIO(raw)).convert("RGB")
+    img = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    img.save(path, "PNG", optimize=True)
+    assert path.stat().st_size < SHOT_MAX_BYTES, f"{path} is {path.stat().st_size} bytes"
+    return path
+
+
+def generate_text2img(page, prompt: str = "a red circle left of a blue square") -> None:
+    open_tab(page, "Text → Image")
+    page.fill("#t2i-prompt textarea", prompt)
+    page.click("#t2i-generate")
+    wait_gallery(page, "t2i-gallery")
+
+
+# --- one test per tab ---------------------------------------------------------------------
+
+def test_text2img_empty_prompt_shows_error_toast(page):
+    page.click("#t2i-generate")
+    toast = page.locator("[data-testid=toast-body].error")
+    toast.first.wait_for(state="visible", timeout=GENERATION_MS)
+    text = " ".join(toasts(page))
+    assert "prompt is empty" in text
+    assert "Traceback" not in text and "File \"" not in text
+    assert page.locator("#t2i-gallery img").count() == 0
+
+
+def test_text2img(page, studio):
+    generate_text2img(page)
+    assert list(studio[1].glob("**/text2img-*.png"))
+    screenshot(page, "text2img")
+
+
+def test_layout2img(page, studio):
+    open_tab(page, "Layout → Image")
+    canvas = page.locator("#layout-canvas canvas").first
+    canvas.wait_for(state="visible")
+    canvas.scroll_into_view_if_needed()
+    bb = canvas.bounding_box()
+    x0, y0 = bb["x"] + bb["width"] * 0.2, bb["y"] + bb["height"] * 0.25
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 11):  # drag in steps, as a hand would
+        page.mouse.move(x0 + bb["width"] * 0.04 * i, y0 + bb["height"] * 0.035 * i)
+    page.mouse.up()
+
+    modal = page.locator("#model-box-edit")  # the annotator's label dialog
+    modal.wait_for(state="visible")
+    label = modal.locator("input[aria-label=Label]")
+    label.fill("red circle")
+    label.press("Enter")
+    if modal.is_visible():
+        modal.get_by_role("button", name="OK").click()
+    modal.wait_for(state="hidden")
+    # the box reaches the server: the normalised-boxes panel shows it
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.cm-content')].some(e => e.innerText.includes('red circle'))",
+        timeout=UI_MS)
+
+    page.fill("#layout-prompt textarea, #layout-prompt input", "a red circle")
+    page.click("#layout-generate")
+    wait_gallery(page, "layout-gallery")
+    assert list(studio[1].glob("**/layout2img-*.png"))
+    screenshot(page, "layout2img")
+
+
+def test_superres(page, studio, tmp_path):
+    src = tmp_path / "low.png"
+    Image.new("RGB", (16, 16), (220, 40, 40)).save(src)
+    open_tab(page, "Super-resolution")
+    page.locator("#sr-input input[type=file]").set_input_files(str(src))
+    page.locator("#sr-input img").first.wait_for(state="visible")
+    page.click("#sr-generate")
+    wait_gallery(page, "sr-gallery")
+    assert list(studio[1].glob("**/superres-*.png"))
+    screenshot(page, "superres")
+
+
+def test_inpaint(page, studio, tmp_path):
+    src = tmp_path / "photo.png"
+    img = Image.new("RGB", (32, 32), (40, 70, 220))
+    img.paste((230, 200, 30), (8, 8, 24, 24))
+    img.save(src)
+    open_tab(page, "Inpainting")
+    editor = page.locator("#inpaint-editor")
+    editor.wait_for(state="visible")
+    zoom = editor.locator(".zoom-number")
+    zoom_before = zoom.inner_text().strip()
+    editor.locator("input[type=file]").first.set_input_files(str(src))
+    # the editor zooms to fit once the background is on its canvas: paint only after that
+    page.wait_for_function("([e, z]) => e.innerText.trim() !== z", arg=[zoom.element_handle(), zoom_before],
+                           timeout=UI_MS)
+    canvas = editor.locator("canvas").first
+    bb = canvas.bounding_box()
+    cx, cy = bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2
+    page.mouse.move(cx - 80, cy - 20)
+    page.mouse.down()
+    for i in range(1, 7):  # a brush stroke across the middle (few moves: every one re-renders WebGL in software)
+        page.mouse.move(cx - 80 + 27 * i, cy - 20 + 8 * i)
+    page.mouse.up()
+    page.fill("#inpaint-prompt textarea, #inpaint-prompt input", "a yellow triangle")
+    page.click("#inpaint-generate")
+    wait_gallery(page, "inpaint-gallery")
+    assert list(studio[1].glob("**/inpaint-*.png"))
+    screenshot(page, "inpaint")
+
+
+def test_pnginfo(page, studio):
+    out = studio[1]
+    pngs = sorted(out.glob("**/text2img-*.png"))
+    if not pngs:  # run on its own (-k pnginfo): make one first
+        generate_text2img(page)
+        pngs = sorted(out.glob("**/text2img-*.png"))
+    open_tab(page, "PNG info")
+    page.locator("#pnginfo-file input[type=file]").set_input_files(str(pngs[0]))
+    summary = page.get_by_label("Parameters", exact=True)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('Task: text2img'))",
+        timeout=UI_MS)
+    text = summary.input_value()
+    assert "Steps:" in text and "Model: tiny-text2img" in text and "Seed:" in text
+    screenshot(page, "pnginfo")

@@ -1,0 +1,31 @@
+"""`python -m ldm_core <task>` writes PNGs that carry their parameters."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from ldm_core.__main__ import main
+from ldm_core.provenance import read_parameters
+
+
+def test_all_four_tasks(tiny_catalog, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--models", str(tiny_catalog), "--device", "cpu", "--outdir", str(out)]
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img.png")
+    m = Image.new("L", (32, 32), 0)
+    m.paste(255, (4, 4, 12, 12))
+    m.save(tmp_path / "mask.png")
+    assert main([*base, "text2img", "a red circle", "--num-images", "2", "--seed", "4"]) == 0
+    assert main([*base, "layout2img", "--boxes", '[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]']) == 0
+    assert main([*base, "superres", str(tmp_path / "img.png")]) == 0
+    assert main([*base, "inpaint", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "--prompt", "a"]) == 0
+    paths = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
+    assert len(paths) == 5
+    params = [read_parameters(p) for p in paths]
+    assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint"]
+    assert [p["seed"] for p in params[:2]] == [4, 5]
+
+
+def test_bad_input_exits_2_with_a_message(tiny_catalog, tmp_path, capsys):
+    assert main(["--models", str(tiny_catalog), "text2img", "a", "--steps", "0"]) == 2
+    assert "steps must be between" in capsys.readouterr().err
