@@ -18,12 +18,16 @@ import time
 import urllib.request
 from pathlib import Path
 
+import tempfile
+
 import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
+# README screenshots are refreshed with LDM_SCREENSHOTS=1; otherwise they go to a temp folder
+SHOTS = ROOT / "docs" / "screenshots" if os.environ.get("LDM_SCREENSHOTS") == "1" else Path(
+    tempfile.gettempdir()) / "ldm-screenshots"
 VIEWPORT = {"width": 1280, "height": 900}
 CHROME_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
