@@ -6,9 +6,12 @@ trained to say which of the 24 (colour, shape) combinations a scene contains
 
 Train it (reproducible; writes models/eval-classifier/{model.safetensors,config.json}):
 
-    python -m ldm_core.eval train-classifier --out models/eval-classifier --steps 3000 --seed 0 --threads 1
+    python -m ldm_core.eval train-classifier --out models/eval-classifier --steps 4000 --seed 0 --threads 1
 
-That run took about TRAIN_MINUTES minutes on one CPU thread (shared with another job).
+That run took 8.0 min wall-clock (5.1 min CPU) on one torch thread of a 2-core machine that
+was also running a training job; two runs gave bit-identical weights. Held-out (2000 scenes):
+99.8 % of scenes with all 24 labels right (99.99 % per label), 99.6 % under blur 0.7 px +
+noise 5/255. 244k parameters, stored fp16 (0.49 MB).
 Seeds: training scenes 50_000_000 + ..., held-out scenes 60_000_000 + ... (both outside the
 models' training range and the evaluation prompt set).
 """

@@ -1,10 +1,17 @@
-"""Stage 2 (paper §3.2-3.3): latent diffusion with cross-attention, text -> image.
+"""Stage 2 (paper §3.2-3.3): latent diffusion with cross-attention, text and layout -> image.
 
 The UNet (diffusers `UNet2DConditionModel`) denoises 16x16x4 latents of the shared
 autoencoder; a small transformer text encoder (tau_theta) is trained jointly from
 scratch and read through cross-attention (plus an attention-pooled copy added to the
 time embedding, which gives the colour/shape of a scene a fast global path). Captions
 are dropped 10 % of the time so classifier-free guidance works.
+
+One model serves two tabs: a share of the examples (`--layout-fraction`) is conditioned on
+the scene's boxes serialised as tokens (label + quantised corners, paper §4.3; half of them
+with the caption in front), the rest on the caption alone. Both are token sequences read
+through the same cross-attention, so the layout examples also teach the caption tokens
+where and what each object is. The catalog runs the export with `Text2ImgPipeline` and
+with `Layout2ImgPipeline`; the stack holds its weights once.
 
 What makes it trainable on 2 CPU cores: latents are computed once and cached; latents
 are standardised per channel (statistics saved in the autoencoder's config); the loss
@@ -34,7 +41,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import CAPTION_FORMS, sample_scene
 from ..pipelines.common import encode_latents
 from ..pipelines.text2img import Text2ImgPipeline
-from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer
+from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
 from .common import (LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
                      save_json)
 
@@ -55,7 +62,8 @@ class Text2ImgConfig(RunConfig):
     head_dim: int = 32
     text_hidden: int = 128
     text_layers: int = 3
-    max_length: int = 24
+    max_length: int = 80               # caption + up to 8 boxes of layout tokens
+    layout_fraction: float = 0.4       # share of examples conditioned on boxes (+ caption half the time)
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.999
@@ -111,7 +119,7 @@ def eval_prompts(per_form: int) -> list:
     return [sample_scene(EVAL_SEED0 + i * 7 + k, form) for k, form in enumerate(CAPTION_FORMS) for i in range(per_form)]
 
 
-def measure_accuracy(pipe: Text2ImgPipeline, scenes, steps: int = 25, guidance: float = 5.0) -> tuple[dict, np.ndarray]:
+def measure_accuracy(pipe: Text2ImgPipeline, scenes, steps: int = 25, guidance: float = 4.0) -> tuple[dict, np.ndarray]:
     """Generate each scene's caption once; score with the shapes detector when it is present."""
     images = []
     for i in range(0, len(scenes), 32):
@@ -128,6 +136,22 @@ def measure_accuracy(pipe: Text2ImgPipeline, scenes, steps: int = 25, guidance: 
     for s, im in zip(scenes, images):
         acc.setdefault(s.form, []).append(bool(judge_caption(s, im)["correct"]))
     return {f"acc_{k}": float(np.mean(v)) for k, v in acc.items()}, images
+
+
+def measure_layout_accuracy(pipe, scenes, steps: int = 25, guidance: float = 4.0) -> dict:
+    """Per-box accuracy of the same weights run as a layout model (boxes only, no caption)."""
+    from ..pipelines.layout2img import Layout2ImgPipeline
+    try:
+        from ..eval.metrics import judge_layout
+    except ImportError:
+        return {}
+    lay = Layout2ImgPipeline(**pipe.components)
+    per_box = []
+    for i, s in enumerate(scenes):
+        boxes = [(o.label, o.box) for o in s.objects]
+        im = lay("", boxes, num_inference_steps=steps, guidance_scale=guidance, seeds=[EVAL_SEED0 + i]).images[0]
+        per_box += judge_layout(boxes, np.asarray(im))["per_box"]
+    return {"acc_layout_box": float(np.mean(per_box))} if per_box else {}
 
 
 def export_model(dest: Path, unet, text_encoder, tokenizer, scheduler, autoencoder: str, fp16: bool = True) -> None:
@@ -182,6 +206,14 @@ def train(cfg: Text2ImgConfig):
     gen = torch.Generator().manual_seed(cfg.seed + state["step"] * 7919 + acc.process_index)
     captions = [m["caption"] for m in meta]
 
+    def condition_text(i: int, r: float) -> str:
+        """The token string for scene i: its caption, or its boxes (with the caption half the time)."""
+        if r >= cfg.layout_fraction:
+            return captions[i]
+        boxes = [(b["label"], b["box"]) for b in meta[i]["boxes"]]
+        with_caption = r < cfg.layout_fraction / 2
+        return layout_text(captions[i] if with_caption else "", boxes)
+
     def ema_pipeline() -> Text2ImgPipeline:
         u, te = copy.deepcopy(acc.unwrap_model(unet)), copy.deepcopy(acc.unwrap_model(text_encoder))
         ema_unet.copy_to(u.parameters())
@@ -200,6 +232,8 @@ def train(cfg: Text2ImgConfig):
         t0 = time.monotonic()
         pipe = ema_pipeline()
         metrics, images = measure_accuracy(pipe, scenes)
+        if cfg.layout_fraction > 0:
+            metrics.update(measure_layout_accuracy(pipe, scenes[-cfg.eval_prompts_per_form:]))
         save_grid(images[: 8 * len(CAPTION_FORMS)], out / "samples.png", cols=8, scale=3)
         (out / "samples.txt").write_text("\n".join(s.caption for s in scenes))
         log.add({"step": state["step"], **metrics, "eval_s": time.monotonic() - t0})
@@ -218,7 +252,8 @@ def train(cfg: Text2ImgConfig):
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=gen)
         x0 = latents[idx].to(acc.device)  # (B, 4, 16, 16)
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.caption_dropout
-        texts = ["" if d else captions[i] for i, d in zip(idx.tolist(), drop.tolist())]
+        kind = torch.rand(cfg.batch_size, generator=gen)
+        texts = ["" if d else condition_text(i, r) for i, d, r in zip(idx.tolist(), drop.tolist(), kind.tolist())]
         ids = tokenizer(texts, padding="max_length", max_length=cfg.max_length, truncation=True,
                         return_tensors="pt").input_ids.to(acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
