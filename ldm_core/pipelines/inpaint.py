@@ -72,11 +72,7 @@ class InpaintPipeline(Text2ImgPipeline):
             image = image.resize((width, height), Image.LANCZOS)
         if mask_image.size != (width, height):
             mask_image = mask_image.resize((width, height), Image.NEAREST)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        seeds = seeds if seeds is not None else [0]
-        if len(prompts) == 1 and len(seeds) > 1:
-            prompts = prompts * len(seeds)
-        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        prompts, negs, seeds = self.batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
         self.scheduler = make_scheduler(self.scheduler.config, sampler)
         generators = make_generators(seeds)

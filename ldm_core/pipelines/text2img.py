@@ -40,6 +40,16 @@ class Text2ImgPipeline(DiffusionPipeline):
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
 
+    @staticmethod
+    def batch_inputs(prompt, negative_prompt, seeds) -> tuple[list[str], list[str], list[int]]:
+        """One prompt, negative prompt and seed per image (a single prompt is repeated)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+        if len(prompts) == 1 and len(seeds) > 1:
+            prompts = prompts * len(seeds)
+        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        return prompts, negs, seeds
+
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str], do_cfg: bool) -> torch.Tensor:
         cond = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.device)  # (B, L, D)
         if not do_cfg:
@@ -79,11 +89,7 @@ class Text2ImgPipeline(DiffusionPipeline):
                  seeds: list[int] | None = None, sampler: str = DEFAULT_SAMPLER,
                  callback: StepCallback | None = None, output_type: str = "pil") -> PipelineOutput:
         # 1. inputs
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        seeds = seeds if seeds is not None else list(range(len(prompts)))
-        if len(prompts) == 1 and len(seeds) > 1:
-            prompts = prompts * len(seeds)
-        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        prompts, negs, seeds = self.batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
         self.scheduler = make_scheduler(self.scheduler.config, sampler)
         generators = make_generators(seeds)

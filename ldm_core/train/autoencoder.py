@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from ..data.shapes import render_batch
-from .common import (LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, psnr,
+from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, psnr,
                      save_grid, save_json, to_uint8)
 from .losses import LPIPS, PatchDiscriminator, StructuralLoss, adaptive_weight, hinge_d_loss
 
@@ -108,12 +108,9 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
     opt_g = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     ae, disc, perceptual, opt_g, opt_d = acc.prepare(_Reconstruct(vae), disc, perceptual, opt_g, opt_d)
-    state = {"step": 0}
-    ckpt = out / "checkpoint"
-    if (ckpt / "trainer.json").exists():
-        acc.load_state(str(ckpt))
-        state = __import__("json").loads((ckpt / "trainer.json").read_text())
-        acc.print(f"resumed from {ckpt} at step {state['step']}")
+    ckpt = Checkpoint(acc, out)
+    ckpt.resume()
+    state = ckpt.state
     save_json(out / "config.json", config_dict(cfg))
     log = LossLog(out)
     heldout = heldout_images(64)
@@ -121,11 +118,6 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
     ckpt_timer, sample_timer = Timer(cfg.checkpoint_minutes), Timer(cfg.sample_minutes)
     started = time.monotonic()
     world = acc.num_processes
-
-    def save_checkpoint():
-        acc.save_state(str(ckpt), safe_serialization=True)
-        if acc.is_main_process:
-            save_json(ckpt / "trainer.json", state)
 
     def write_samples():
         if not acc.is_main_process:
@@ -191,12 +183,12 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
         if sample_timer.due():
             write_samples()
         if ckpt_timer.due():
-            save_checkpoint()
+            ckpt.save()
         if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
             acc.print("time limit reached; checkpointing")
             break
     bar.close()
-    save_checkpoint()
+    ckpt.save()
     write_samples()
     model = vae.eval()
     if cfg.export and acc.is_main_process and state["step"] >= cfg.steps:

@@ -128,3 +128,24 @@ def ensure_dir(p: str | os.PathLike) -> Path:
     p = Path(p)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+class Checkpoint:
+    """A resumable training state in <out>/checkpoint: accelerate's state (models in
+    safetensors, optimizers, RNG) plus `trainer.json` with the step counter."""
+
+    def __init__(self, acc, out: Path):
+        self.acc, self.path = acc, out / "checkpoint"
+        self.state = {"step": 0}
+
+    def resume(self) -> int:
+        if (self.path / "trainer.json").exists():
+            self.acc.load_state(str(self.path))
+            self.state = json.loads((self.path / "trainer.json").read_text())
+            self.acc.print(f"resumed from {self.path} at step {self.state['step']}")
+        return self.state["step"]
+
+    def save(self) -> None:
+        self.acc.save_state(str(self.path), safe_serialization=True)
+        if self.acc.is_main_process:
+            save_json(self.path / "trainer.json", self.state)

@@ -42,7 +42,7 @@ from ..data.shapes import CAPTION_FORMS, sample_scene
 from ..pipelines.common import encode_latents
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
-from .common import (LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
+from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
                      save_json)
 
 EVAL_SEED0 = 20_000_000
@@ -192,12 +192,9 @@ def train(cfg: Text2ImgConfig):
     ema_text = EMAModel(acc.unwrap_model(text_encoder).parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
                         power=0.75)
     acc.register_for_checkpointing(ema_unet, ema_text)
-    state = {"step": 0}
-    ckpt = out / "checkpoint"
-    if (ckpt / "trainer.json").exists():
-        acc.load_state(str(ckpt))
-        state = json.loads((ckpt / "trainer.json").read_text())
-        acc.print(f"resumed from {ckpt} at step {state['step']}")
+    ckpt = Checkpoint(acc, out)
+    ckpt.resume()
+    state = ckpt.state
     save_json(out / "config.json", config_dict(cfg))
     log = LossLog(out)
     scenes = eval_prompts(cfg.eval_prompts_per_form)
@@ -220,11 +217,6 @@ def train(cfg: Text2ImgConfig):
         ema_text.copy_to(te.parameters())
         return Text2ImgPipeline(vae=vae, text_encoder=te.eval(), tokenizer=tokenizer, unet=u.eval(),
                                 scheduler=scheduler)
-
-    def save_checkpoint():
-        acc.save_state(str(ckpt), safe_serialization=True)
-        if acc.is_main_process:
-            save_json(ckpt / "trainer.json", state)
 
     def evaluate():
         if not acc.is_main_process:
@@ -283,7 +275,7 @@ def train(cfg: Text2ImgConfig):
         if sample_timer.due():
             evaluate()
         if ckpt_timer.due():
-            save_checkpoint()
+            ckpt.save()
             if cfg.export and acc.is_main_process:
                 p = ema_pipeline()
                 export_model(Path(cfg.out) / "latest_export", p.unet, p.text_encoder, tokenizer, scheduler,
@@ -292,7 +284,7 @@ def train(cfg: Text2ImgConfig):
             acc.print("time limit reached; checkpointing")
             break
     bar.close()
-    save_checkpoint()
+    ckpt.save()
     evaluate()
     if cfg.export and acc.is_main_process:
         p = ema_pipeline()
