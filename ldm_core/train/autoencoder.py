@@ -47,6 +47,11 @@ class AutoencoderConfig(RunConfig):
     disc_lr: float = 2e-4
     export: str = ""                 # folder to write the final model to (diffusers format)
     export_fp16: bool = True
+    init_from: str = ""              # start from an exported autoencoder
+    freeze_encoder: bool = False     # train the decoder only: latents (and their statistics) stay fixed,
+                                     # so a diffusion model can train on them meanwhile
+    beta1: float = 0.5               # Adam betas of the generator (0.5, 0.9 as in the paper's GAN setup)
+    beta2: float = 0.9
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
@@ -103,9 +108,14 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
     out = ensure_dir(cfg.out)
     acc = Accelerator()
     torch.manual_seed(cfg.seed)
-    vae, disc = build_autoencoder(cfg), PatchDiscriminator()
+    vae = AutoencoderKL.from_pretrained(cfg.init_from).float() if cfg.init_from else build_autoencoder(cfg)
+    disc = PatchDiscriminator()
+    if cfg.freeze_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     perceptual = LPIPS.from_file(cfg.lpips_weights) if cfg.lpips_weights else StructuralLoss()
-    opt_g = torch.optim.Adam(vae.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_g = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
+                             betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     ae, disc, perceptual, opt_g, opt_d = acc.prepare(_Reconstruct(vae), disc, perceptual, opt_g, opt_d)
     ckpt = Checkpoint(acc, out)
