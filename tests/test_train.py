@@ -49,3 +49,51 @@ def test_text2img_trains_exports_and_runs_in_the_studio(autoencoder, tmp_path):
                    'pipeline = "Text2ImgPipeline"\nsteps = 3\n')
     r = ModelStack(Catalog.load(cat), device="cpu").run(Text2ImgRequest(prompt="a red circle", seed=1))
     assert r.images[0].size == (64, 64)
+
+
+def test_inpaint_and_superres_stages_train_export_and_run(autoencoder, tmp_path):
+    from PIL import Image
+
+    from ldm_core.catalog import Catalog
+    from ldm_core.requests import InpaintRequest, SuperResRequest
+    from ldm_core.stack import ModelStack
+    ae = str(autoencoder / "shapes-autoencoder")
+    (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
+    t2i = tmp_path / "t2i"
+    train_main(["text2img", "--out", str(tmp_path / "t2i-run"), "--steps", "1", "--autoencoder", ae,
+                "--export", str(t2i), "--max-length", "24", *T2I])
+    # inpainting starts from the text-to-image weights, its 5 new input channels at zero
+    train_main(["inpaint", "--out", str(tmp_path / "inp-run"), "--steps", "2", "--autoencoder", ae,
+                "--init-from", str(t2i), "--latent-cache", str(tmp_path / "t2i-run" / "latents.safetensors"),
+                "--export", str(autoencoder / "inp"), *T2I])
+    train_main(["superres", "--out", str(tmp_path / "sr-run"), "--steps", "2", "--autoencoder", ae,
+                "--export", str(autoencoder / "sr"), *T2I])
+    import json
+    assert json.loads((autoencoder / "inp" / "unet" / "config.json").read_text())["in_channels"] == 9
+    assert json.loads((autoencoder / "sr" / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
+    cat = autoencoder / "catalog2.toml"
+    cat.write_text('[[model]]\nname = "i"\ntask = "inpaint"\nsource = "inp"\npipeline = "InpaintPipeline"\nsteps = 2\n'
+                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr"\npipeline = "SuperResPipeline"\nsteps = 2\n')
+    stack = ModelStack(Catalog.load(cat), device="cpu")
+    img = Image.new("RGB", (64, 64), "white")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (10, 10, 30, 30))
+    assert stack.run(InpaintRequest(image=img, mask=mask, prompt="a red circle")).images[0].size == (64, 64)
+    assert stack.run(SuperResRequest(image=Image.new("RGB", (16, 16)))).images[0].size == (64, 64)
+
+
+def test_masks_and_degradations():
+    import random
+
+    import numpy as np
+
+    from ldm_core.data.shapes import sample_scene
+    from ldm_core.train.conditioning import MASK_KINDS, degrade, random_mask
+    s = sample_scene(3)
+    for kind in MASK_KINDS:
+        m = random_mask(s, random.Random(0), kind)
+        assert m.shape == (64, 64) and m.dtype == bool and m.any()
+    o = s.objects[0]
+    assert any(random_mask(s, random.Random(k), "object")[o.y + o.size // 2, o.x + o.size // 2] for k in range(10))
+    low = degrade(s.image, random.Random(0))
+    assert low.shape == (16, 16, 3) and low.dtype == np.uint8

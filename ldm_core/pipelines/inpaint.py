@@ -18,6 +18,12 @@ from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_laten
 from .text2img import Text2ImgPipeline
 
 
+def mask_latents(mask: torch.Tensor, size) -> torch.Tensor:
+    """(B, 1, H, W) binary mask -> (B, 1, h, w): a latent cell is "repaint" when any of its
+    pixels is (max-pooling, so thin brush strokes are never lost)."""
+    return F.adaptive_max_pool2d(mask, tuple(size))
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB -> (1, 3, H, W) in [-1, 1]."""
     a = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
@@ -51,7 +57,7 @@ class InpaintPipeline(Text2ImgPipeline):
         m = (m > 0.5).to(img.dtype)                                      # (1, 1, H, W), 1 = repaint
         masked = img * (1 - m)                                           # repaint region set to 0 (grey)
         masked_latents = encode_latents(self.vae, masked).to(dtype)      # (1, C, h, w)
-        m_lat = F.interpolate(m, size=masked_latents.shape[-2:], mode="nearest").to(dtype)
+        m_lat = mask_latents(m, masked_latents.shape[-2:]).to(dtype)
         return m_lat.expand(n, -1, -1, -1), masked_latents.expand(n, -1, -1, -1)
 
     def unet_input(self, x, do_cfg):

@@ -16,6 +16,8 @@ from ..cli_util import add_dataclass_args, dataclass_from_args
 STAGES = {
     "autoencoder": ("ldm_core.train.autoencoder", "AutoencoderConfig"),
     "text2img": ("ldm_core.train.diffusion", "Text2ImgConfig"),
+    "inpaint": ("ldm_core.train.diffusion", "InpaintConfig"),
+    "superres": ("ldm_core.train.diffusion", "SuperResConfig"),
 }
 
 

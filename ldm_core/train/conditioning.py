@@ -1,0 +1,73 @@
+"""Training inputs of the concatenation-conditioned tasks (paper §4.4-4.5): random
+inpainting masks of several kinds, and super-resolution degradations."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from ..data.shapes import CANVAS, Scene
+
+MASK_KINDS = ("object", "box", "stroke", "large")
+
+
+def random_mask(scene: Scene, rng: random.Random, kind: str | None = None) -> np.ndarray:
+    """(64, 64) bool, True = repaint. Kinds: one object's box (dilated), a random box of any
+    size, brush strokes, or a large region (half the image or everything but a border)."""
+    kind = kind or rng.choice(MASK_KINDS)
+    m = Image.new("L", (CANVAS, CANVAS), 0)
+    d = ImageDraw.Draw(m)
+    if kind == "object" and scene.objects:
+        o = rng.choice(scene.objects)
+        pad = rng.randint(1, 4)
+        x0, y0, x1, y1 = o.box_px
+        d.rectangle([x0 - pad, y0 - pad, x1 + pad - 1, y1 + pad - 1], fill=255)
+    elif kind == "box" or kind == "object":
+        w, h = rng.randint(6, 48), rng.randint(6, 48)
+        x, y = rng.randint(0, CANVAS - w), rng.randint(0, CANVAS - h)
+        d.rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+    elif kind == "stroke":
+        for _ in range(rng.randint(1, 3)):
+            x, y = rng.uniform(0, CANVAS), rng.uniform(0, CANVAS)
+            width = rng.randint(3, 10)
+            for _ in range(rng.randint(3, 8)):
+                nx = min(CANVAS, max(0, x + rng.uniform(-20, 20)))
+                ny = min(CANVAS, max(0, y + rng.uniform(-20, 20)))
+                d.line([x, y, nx, ny], fill=255, width=width, joint="curve")
+                x, y = nx, ny
+    else:  # large
+        if rng.random() < 0.5:
+            side = rng.choice(["left", "right", "top", "bottom"])
+            half = CANVAS // 2
+            box = {"left": [0, 0, half, CANVAS], "right": [half, 0, CANVAS, CANVAS],
+                   "top": [0, 0, CANVAS, half], "bottom": [0, half, CANVAS, CANVAS]}[side]
+            d.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=255)
+        else:
+            b = rng.randint(4, 12)
+            d.rectangle([0, 0, CANVAS - 1, CANVAS - 1], fill=255)
+            d.rectangle([b, b, CANVAS - 1 - b, CANVAS - 1 - b], fill=0 if rng.random() < 0.5 else 255)
+    a = np.asarray(m) > 127
+    if not a.any():
+        a[rng.randrange(CANVAS), rng.randrange(CANVAS)] = True
+    return a
+
+
+def degrade(image: np.ndarray, rng: random.Random, factor: int = 4, bicubic_only: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H/f, W/f, 3) uint8: bicubic downsampling, and half of the time a
+    Gaussian blur before it and Gaussian noise after it (paper §4.4: bicubic, and a
+    blur-plus-noise degradation for generalisation)."""
+    img = Image.fromarray(image)
+    if not bicubic_only and rng.random() < 0.5:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+    low = img.resize((image.shape[1] // factor, image.shape[0] // factor), Image.BICUBIC)
+    out = np.asarray(low, dtype=np.float32)
+    if not bicubic_only and rng.random() < 0.5:
+        out = out + np.random.default_rng(rng.randrange(2 ** 31)).normal(0, rng.uniform(0, 8), out.shape)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def to_unit(x: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
