@@ -326,11 +326,10 @@ class ModelStack:
         false-colour view of the latent channels. Called from inside a step callback."""
         from .pipelines.common import decode_latents, latent_preview, to_pil
         entry = self.catalog.get(request.model, request.task)
-        pipe = self._resident.get(entry.name)
-        lat = latents[:1]
-        if pipe is None:
+        resident = self._resident.get(entry.name)
+        if resident is None:
             return None
-        vae = pipe.pipe.vae if hasattr(pipe.pipe, "pipe") else pipe.pipe.vae
+        lat, vae = latents[:1], resident.pipe.vae
         if lat.shape[-1] * lat.shape[-2] <= 32 * 32:
             return to_pil(decode_latents(vae, lat.to(vae.dtype)))[0]
         return latent_preview(lat)[0]
