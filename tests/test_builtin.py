@@ -48,3 +48,21 @@ def test_text2img_draws_the_asked_object(builtin_stack):
         r = builtin_stack.run(Text2ImgRequest(prompt=s.caption, seed=i, model="shapes-text2img"))
         ok.append(judge_caption(s, np.asarray(r.images[0]))["correct"])
     assert sum(ok) >= 3, f"single-object prompts drawn right: {sum(ok)}/6"
+
+
+@needs("shapes-superres")
+def test_superres_beats_bicubic_on_held_out_scenes(builtin_stack):
+    import random
+
+    from ldm_core.requests import SuperResRequest
+    from ldm_core.train.common import psnr
+    from ldm_core.train.conditioning import degrade
+    scenes = [sample_scene(41_000_000 + i) for i in range(4)]
+    gt, sr, bic = [], [], []
+    for i, s in enumerate(scenes):
+        low = Image.fromarray(degrade(s.image, random.Random(i), bicubic_only=True))
+        sr.append(np.asarray(builtin_stack.run(SuperResRequest(image=low, seed=i, model="shapes-superres")).images[0]))
+        bic.append(np.asarray(low.resize((64, 64), Image.BICUBIC)))
+        gt.append(s.image)
+    gt, sr, bic = np.stack(gt), np.stack(sr), np.stack(bic)
+    assert psnr(gt, sr) > psnr(gt, bic) + 1.0
