@@ -68,7 +68,8 @@ def build(stack: ModelStack) -> InpaintTab:
                 stop = gr.Button("Stop", variant="stop")
             controls = sampling_controls(stack, "inpaint", size=False)
             preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery")
+            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery",
+                                 object_fit="contain")
             info = gr.Code(label="Parameters used", language="json")
 
     @gpu

@@ -43,7 +43,8 @@ def build(stack: ModelStack) -> SuperResTab:
                 generate = gr.Button("Upscale 4×", variant="primary", elem_id="sr-generate")
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
-            gallery = gr.Gallery(label="4× result", columns=1, height=320, format="png", elem_id="sr-gallery")
+            gallery = gr.Gallery(label="4× result", columns=1, height=320, format="png", elem_id="sr-gallery",
+                                 object_fit="contain")
             preview = gr.Image(label="Preview", height=120, interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 

@@ -52,7 +52,8 @@ def build(stack: ModelStack) -> Text2ImgTab:
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True)
-            gallery = gr.Gallery(label="Images", columns=4, height=360, format="png", elem_id="t2i-gallery")
+            gallery = gr.Gallery(label="Images", columns=4, height=360, format="png", elem_id="t2i-gallery",
+                                 object_fit="contain")
             with gr.Row():
                 send_sr = gr.Button("Send to super-resolution", size="sm")
                 send_inp = gr.Button("Send to inpainting", size="sm")
