@@ -97,3 +97,60 @@ def test_masks_and_degradations():
     assert any(random_mask(s, random.Random(k), "object")[o.y + o.size // 2, o.x + o.size // 2] for k in range(10))
     low = degrade(s.image, random.Random(0))
     assert low.shape == (16, 16, 3) and low.dtype == np.uint8
+
+
+def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
+    """Coordinate maps: a committed model widens to take them (new channels at zero), trains, and
+    the studio's pipeline feeds them. Photo crops mix into the autoencoder and superres batches."""
+    import numpy as np
+    import torch
+
+    from ldm_core.catalog import Catalog
+    from ldm_core.data.photos import heldout_crops, photos, random_crops
+    from ldm_core.pipelines.common import coord_maps
+    from ldm_core.requests import Layout2ImgRequest, SuperResRequest
+    from ldm_core.stack import ModelStack
+    ae = str(autoencoder / "shapes-autoencoder")
+    (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
+    t2i, t2i_xy = tmp_path / "t2i", tmp_path / "t2i-xy"
+    train_main(["text2img", "--out", str(tmp_path / "a"), "--steps", "1", "--autoencoder", ae, "--export", str(t2i),
+                *T2I])
+    train_main(["text2img", "--out", str(tmp_path / "b"), "--steps", "2", "--autoencoder", ae, "--init-from", str(t2i),
+                "--coord-channels", "--workers", "2", "--max-minutes", "5", "--export", str(t2i_xy), *T2I])
+    unet_cfg = json.loads((t2i_xy / "unet" / "config.json").read_text())
+    assert unet_cfg["in_channels"] == 6
+    with pytest.raises(ValueError, match="coord-channels"):   # a 6-channel model cannot lose its maps
+        train_main(["text2img", "--out", str(tmp_path / "c"), "--steps", "1", "--autoencoder", ae,
+                    "--init-from", str(t2i_xy), *T2I])
+    m = coord_maps(torch.zeros(2, 4, 3, 5))
+    assert m.shape == (2, 2, 3, 5) and m[0, 0, 0, 0] == -1 and m[0, 0, 0, -1] == 1 and m[0, 1, -1, 0] == 1
+
+    # photo crops: deterministic, held-out photos never among the training ones
+    a, b = (random_crops(3, np.random.default_rng(5)) for _ in range(2))
+    assert a.shape == (3, 64, 64, 3) and (a == b).all()
+    train_ids = {im.tobytes()[:4096] for im in photos("train")}
+    assert photos("heldout") and not train_ids & {im.tobytes()[:4096] for im in photos("heldout")}
+    assert heldout_crops(4).shape == (4, 64, 64, 3)
+    train_main(["autoencoder", "--out", str(tmp_path / "ae"), "--steps", "1", "--photo-fraction", "0.5",
+                "--export", str(tmp_path / "photo-ae"), *AE])
+    ev = json.loads((tmp_path / "photo-ae" / "eval.json").read_text())
+    assert ev["heldout_photo_psnr_db"] > 0
+    sr = autoencoder / "sr-photo"
+    train_main(["superres", "--out", str(tmp_path / "sr"), "--steps", "2", "--autoencoder", ae, "--photo-fraction",
+                "0.5", "--export", str(sr), *T2I])
+    rows = [json.loads(x) for x in (tmp_path / "sr" / "log.jsonl").read_text().splitlines()]
+    assert any("sr_photo_psnr" in r for r in rows)
+    train_main(["superres", "--out", str(tmp_path / "sr2"), "--steps", "1", "--autoencoder", ae, "--init-from",
+                str(sr), "--export", str(sr), *T2I])
+
+    cat = autoencoder / "catalog3.toml"
+    cat.write_text('[[model]]\nname = "xy"\ntask = "layout2img"\nsource = "' + str(t2i_xy.name) + '"\n'
+                   'pipeline = "Layout2ImgPipeline"\nsteps = 2\n'
+                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr-photo"\npipeline = "SuperResPipeline"\nsteps = 2\n')
+    import shutil
+    shutil.copytree(t2i_xy, autoencoder / t2i_xy.name)
+    stack = ModelStack(Catalog.load(cat), device="cpu")
+    r = stack.run(Layout2ImgRequest(prompt="", boxes=[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]))
+    assert r.images[0].size == (64, 64)
+    from PIL import Image
+    assert stack.run(SuperResRequest(image=Image.new("RGB", (16, 16)))).images[0].size == (64, 64)

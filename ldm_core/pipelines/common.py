@@ -62,6 +62,32 @@ def latent_channels(vae) -> int:
     return vae.config.latent_channels if isinstance(vae, AutoencoderKL) else vae.config.vq_embed_dim or vae.config.latent_channels
 
 
+COORD_CHANNELS = 2  # optional (x, y) position maps after a UNet's other inputs (CoordConv)
+
+
+def coord_maps(like: torch.Tensor) -> torch.Tensor:
+    """(B, 2, h, w) maps of x and y in [-1, 1], shaped like `like` (B, C, h, w).
+
+    A UNet built with two more input channels than its task needs reads these: they tell each
+    position where it is, which box tokens ("<loc7>") and relations ("left of") need."""
+    b, _, h, w = like.shape
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w): x then y
+    return grid[None].expand(b, -1, -1, -1)
+
+
+def with_coords(x: torch.Tensor, unet_in_channels: int) -> torch.Tensor:
+    """Append the coordinate maps when the UNet takes them (its input is 2 channels wider than x)."""
+    extra = unet_in_channels - x.shape[1]
+    if extra == 0:
+        return x
+    if extra != COORD_CHANNELS:
+        raise ValueError(f"the UNet takes {unet_in_channels} input channels; this task gives {x.shape[1]} "
+                         f"(or {x.shape[1] + COORD_CHANNELS} with coordinate maps)")
+    return torch.cat([x, coord_maps(x)], 1)
+
+
 def vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_latents, encode_latents,
+from .common import (with_coords, DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_latents, encode_latents,
                      latent_channels, make_generators, make_scheduler, to_pil)
 from .text2img import Text2ImgPipeline
 
@@ -44,12 +44,10 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
 
 
 class InpaintPipeline(Text2ImgPipeline):
-    def check_inputs(self, prompts, negative_prompts, height, width, steps, guidance_scale, seeds):
-        super().check_inputs(prompts, negative_prompts, height, width, steps, guidance_scale, seeds)
-        c = latent_channels(self.vae)
-        if self.unet.config.in_channels != 2 * c + 1:
-            raise ValueError(f"this UNet takes {self.unet.config.in_channels} input channels; an inpainting UNet "
-                             f"takes {2 * c + 1} (latents + mask + masked-image latents)")
+    task_inputs = "latents + mask + masked-image latents"
+
+    def task_in_channels(self) -> int:
+        return 2 * latent_channels(self.vae) + 1
 
     def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype):
         img = pil_to_tensor(image).to(self.device, self.vae.dtype)      # (1, 3, H, W)
@@ -64,7 +62,8 @@ class InpaintPipeline(Text2ImgPipeline):
         m, ml = self._cond
         if do_cfg:
             m, ml = torch.cat([m] * 2), torch.cat([ml] * 2)
-        return torch.cat([x, m, ml], dim=1)  # (B, 2C+1, h, w)
+        x = torch.cat([x, m, ml], dim=1)  # (B, 2C+1, h, w)
+        return with_coords(x, self.unet.config.in_channels)
 
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], image: Image.Image, mask_image: Image.Image,

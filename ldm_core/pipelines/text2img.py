@@ -11,7 +11,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, apply_guidance, decode_latents, encode_prompts,
-                     latent_channels, make_generators, make_scheduler, per_image_noise, report_step, to_pil,
+                     latent_channels, make_generators, with_coords, COORD_CHANNELS, make_scheduler, per_image_noise, report_step, to_pil,
                      vae_scale_factor)
 
 
@@ -39,6 +39,16 @@ class Text2ImgPipeline(DiffusionPipeline):
             raise ValueError(f"steps must be at least 1, got {steps}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        c, n = self.task_in_channels(), self.unet.config.in_channels
+        if n not in (c, c + COORD_CHANNELS):
+            raise ValueError(f"this UNet takes {n} input channels; a {self.task_inputs} UNet takes {c} "
+                             f"({self.task_inputs}) or {c + COORD_CHANNELS} (+ coordinate maps)")
+
+    task_inputs = "latents"
+
+    def task_in_channels(self) -> int:
+        """Input channels the task itself feeds the UNet (coordinate maps come on top)."""
+        return latent_channels(self.vae)
 
     @staticmethod
     def batch_inputs(prompt, negative_prompt, seeds) -> tuple[list[str], list[str], list[int]]:
@@ -80,8 +90,9 @@ class Text2ImgPipeline(DiffusionPipeline):
         return latents
 
     def unet_input(self, x, do_cfg):
-        """Hook for tasks that concatenate conditioning to the latent input (inpainting)."""
-        return x
+        """Hook for tasks that concatenate conditioning to the latent input (inpainting); here
+        only the coordinate maps, for a UNet that takes them."""
+        return with_coords(x, self.unet.config.in_channels)
 
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int = 64,

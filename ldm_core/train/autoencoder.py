@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from ..data.photos import heldout_crops, random_crops
 from ..data.shapes import render_batch
 from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, psnr,
                      save_grid, save_json, to_uint8)
@@ -52,6 +53,7 @@ class AutoencoderConfig(RunConfig):
                                      # so a diffusion model can train on them meanwhile
     beta1: float = 0.5               # Adam betas of the generator (0.5, 0.9 as in the paper's GAN setup)
     beta2: float = 0.9
+    photo_fraction: float = 0.0      # share of each batch that is natural-photo crops (ldm_core.data.photos)
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
@@ -124,9 +126,11 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
     save_json(out / "config.json", config_dict(cfg))
     log = LossLog(out)
     heldout = heldout_images(64)
+    heldout_p = heldout_crops(64) if cfg.photo_fraction > 0 else None
     last_layer = vae.decoder.conv_out.weight
     ckpt_timer, sample_timer = Timer(cfg.checkpoint_minutes), Timer(cfg.sample_minutes)
     started = time.monotonic()
+    timed_out = False
     world = acc.num_processes
 
     def write_samples():
@@ -134,9 +138,15 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
             return
         vae.eval()
         rec = reconstruct(vae, heldout)
+        row = {"step": state["step"], "heldout_psnr": psnr(heldout, rec)}
+        grid = [heldout[:16], rec[:16]]
+        if cfg.photo_fraction > 0:
+            rec_p = reconstruct(vae, heldout_p)
+            row["heldout_photo_psnr"] = psnr(heldout_p, rec_p)
+            grid += [heldout_p[:16], rec_p[:16]]
         vae.train()
-        save_grid(np.concatenate([heldout[:16], rec[:16]]), out / "samples.png", cols=16)
-        log.add({"step": state["step"], "heldout_psnr": psnr(heldout, rec)})
+        save_grid(np.concatenate(grid), out / "samples.png", cols=16)
+        log.add(row)
         log.plot(out / "loss.png")
 
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
@@ -148,7 +158,11 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
             g["lr"] = lr
         # each process renders its own slice of the deterministic seed stream
         s0 = (step * world + acc.process_index) * cfg.batch_size
-        x = from_uint8(render_batch(range(s0, s0 + cfg.batch_size))[0]).to(acc.device)  # (B, 3, 64, 64)
+        images = render_batch(range(s0, s0 + cfg.batch_size))[0]  # (B, 64, 64, 3)
+        if cfg.photo_fraction > 0:
+            k = round(cfg.batch_size * cfg.photo_fraction)
+            images[:k] = random_crops(k, np.random.default_rng(cfg.seed * 1_000_003 + s0))
+        x = from_uint8(images).to(acc.device)  # (B, 3, 64, 64)
 
         # ---- generator (autoencoder) step ----
         xr, mean, logvar = ae(x)  # (B, 3, 64, 64), (B, 4, 16, 16) x2
@@ -196,17 +210,18 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
             ckpt.save()
         if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
             acc.print("time limit reached; checkpointing")
+            timed_out = True
             break
     bar.close()
     ckpt.save()
     write_samples()
     model = vae.eval()
-    if cfg.export and acc.is_main_process and state["step"] >= cfg.steps:
-        export(model, cfg)
+    if cfg.export and acc.is_main_process and (state["step"] >= cfg.steps or timed_out):
+        export(model, cfg, steps=state["step"])
     return model
 
 
-def export(vae: AutoencoderKL, cfg: AutoencoderConfig) -> Path:
+def export(vae: AutoencoderKL, cfg: AutoencoderConfig, steps: int | None = None) -> Path:
     """Measure latent statistics, write the model (safetensors) and its held-out PSNR."""
     mean, std = latent_stats(vae)
     vae.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0)
@@ -216,7 +231,11 @@ def export(vae: AutoencoderKL, cfg: AutoencoderConfig) -> Path:
     test = heldout_images(256)
     rec = reconstruct(AutoencoderKL.from_pretrained(dest).float().eval(), test)
     report = {"heldout_psnr_db": psnr(test, rec), "heldout_scenes": len(test), "latents_mean": mean,
-              "latents_std": std, "steps": cfg.steps}
+              "latents_std": std, "steps": steps or cfg.steps}
+    if cfg.photo_fraction > 0:
+        crops = heldout_crops(256)
+        report["heldout_photo_psnr_db"] = psnr(crops, reconstruct(AutoencoderKL.from_pretrained(dest).float().eval(),
+                                                                  crops))
     save_json(dest / "eval.json", report)
     print(f"exported to {dest}: held-out PSNR {report['heldout_psnr_db']:.2f} dB")
     return dest

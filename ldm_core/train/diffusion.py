@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data.shapes import CAPTION_FORMS, sample_scene
-from ..pipelines.common import encode_latents
+from ..pipelines.common import COORD_CHANNELS, encode_latents, with_coords
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
 from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
@@ -73,6 +73,9 @@ class Text2ImgConfig(RunConfig):
     export: str = ""
     latent_cache: str = ""             # reuse another run's latents.safetensors (same autoencoder!)
     task: str = "text2img"
+    coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv) for position control
+    photo_fraction: float = 0.0        # superres: share of each batch that is natural-photo crops
+    workers: int = 1                   # processes rendering the latent cache
 
 
 @dataclass
@@ -118,19 +121,31 @@ def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> 
 
 
 @torch.no_grad()
-def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256) -> tuple[torch.Tensor, list[dict]]:
-    """Render scenes 0..n-1, encode them once; cached at `path` (safetensors + json)."""
+def _render_chunk(start_stop: tuple[int, int]) -> list:
+    return [sample_scene(s) for s in range(*start_stop)]
+
+
+def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256,
+                       workers: int = 1) -> tuple[torch.Tensor, list[dict]]:
+    """Render scenes 0..n-1 (in `workers` processes), encode them once; cached at `path` (safetensors + json)."""
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if len(meta) == n:
             return load_file(path)["latents"].float(), meta
     lat, meta = [], []
-    for i in tqdm(range(0, n, batch), desc="encoding scenes"):
-        scenes = [sample_scene(s) for s in range(i, min(n, i + batch))]
+    chunks = [(i, min(n, i + batch)) for i in range(0, n, batch)]
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    rendered = pool.imap(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
+    for scenes in tqdm(rendered, total=len(chunks), desc="encoding scenes"):
         x = from_uint8(np.stack([s.image for s in scenes]))
         lat.append(encode_latents(vae, x).half())
         meta += [{"caption": s.caption, "boxes": s.boxes, "form": s.form} for s in scenes]
+    if pool:
+        pool.close()
     latents = torch.cat(lat).contiguous()  # (N, 4, 16, 16)
     save_file({"latents": latents}, path)
     meta_path.write_text(json.dumps(meta))
@@ -230,8 +245,20 @@ def extra_inputs(task: str, vae, idx: list[int], rng, device) -> torch.Tensor | 
     return torch.cat([mask_latents(masks.to(device), masked.shape[-2:]), masked], 1)
 
 
-def unet_forward(unet, xt, t, cond, extra):
+def photo_examples(vae, k: int, rng, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Super-resolution examples from natural-photo crops: (k, 4, 16, 16) target latents and
+    (k, 3, 16, 16) degraded low-resolution images."""
+    from ..data.photos import random_crops
+    from .conditioning import degrade, to_unit
+    crops = random_crops(k, np.random.default_rng(rng.randrange(2 ** 31)))  # (k, 64, 64, 3)
+    with torch.no_grad():
+        z = encode_latents(vae, to_unit(crops).to(device))
+    return z, to_unit(np.stack([degrade(c, rng) for c in crops])).to(device)
+
+
+def unet_forward(unet, xt, t, cond, extra, in_channels: int):
     x = xt if extra is None else torch.cat([xt, extra], 1)
+    x = with_coords(x, in_channels)  # (x, y) maps when the UNet takes them
     if cond is None:
         return unet(x, t).sample
     return unet(x, t, encoder_hidden_states=cond).sample
@@ -247,18 +274,27 @@ def train(cfg: Text2ImgConfig):
     acc = Accelerator()
     torch.manual_seed(cfg.seed)
     vae = AutoencoderKL.from_pretrained(cfg.autoencoder).float().eval().requires_grad_(False).to(acc.device)
-    latents, meta = build_latent_cache(vae, cfg.num_scenes, Path(cfg.latent_cache or out / "latents.safetensors"))
+    latents, meta = build_latent_cache(vae, cfg.num_scenes, Path(cfg.latent_cache or out / "latents.safetensors"),
+                                       workers=cfg.workers)
+    latents = latents.to(acc.device)
     tokenizer = build_tokenizer(cfg.max_length) if uses_text else None
     text_encoder = None
-    in_ch = 4 + EXTRA_CHANNELS[task]
+    in_ch = 4 + EXTRA_CHANNELS[task] + (COORD_CHANNELS if cfg.coord_channels else 0)
     if not uses_text:
-        unet = build_unet2d(cfg, in_ch)
+        if cfg.init_from:
+            from diffusers import UNet2DModel
+            unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet").float()
+        else:
+            unet = build_unet2d(cfg, in_ch)
     elif cfg.init_from:  # e.g. inpainting from the text-to-image model: new input channels start at zero
         from transformers import CLIPTextModel
         unet = UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet").float()
         text_encoder = CLIPTextModel.from_pretrained(Path(cfg.init_from) / "text_encoder").float()
-        if unet.config.in_channels != in_ch:
+        if unet.config.in_channels < in_ch:
             unet = widen_input(unet, in_ch)
+        elif unet.config.in_channels > in_ch:
+            raise ValueError(f"{cfg.init_from} takes {unet.config.in_channels} input channels, more than this "
+                             f"task's {in_ch} (is --coord-channels missing?)")
     else:
         unet = build_unet(cfg, in_channels=in_ch)
         text_encoder = build_text_encoder(TextEncoderConfig(cfg.text_hidden, cfg.text_layers, 4, cfg.max_length),
@@ -321,7 +357,7 @@ def train(cfg: Text2ImgConfig):
         elif task == "inpaint":
             metrics, images = measure_inpaint(pipe, scenes)
         else:
-            metrics, images = measure_superres(pipe, scenes)
+            metrics, images = measure_superres(pipe, scenes, photos=cfg.photo_fraction > 0)
         save_grid(images[: 8 * len(CAPTION_FORMS)], out / "samples.png", cols=8, scale=3)
         (out / "samples.txt").write_text("\n".join(s.caption for s in scenes))
         log.add({"step": state["step"], **metrics, "eval_s": time.monotonic() - t0})
@@ -334,11 +370,14 @@ def train(cfg: Text2ImgConfig):
         m.train()
     while state["step"] < cfg.steps:
         step = state["step"]
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * step / cfg.steps))
+        progress = step / cfg.steps   # cosine over the step budget, or the time budget if that ends first
+        if cfg.max_minutes:
+            progress = max(progress, min(1.0, (time.monotonic() - started) / (cfg.max_minutes * 60)))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (0.55 + 0.45 * math.cos(math.pi * progress))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=gen)
-        x0 = latents[idx].to(acc.device)  # (B, 4, 16, 16)
+        x0 = latents[idx.to(latents.device)]  # (B, 4, 16, 16)
         cond = None
         if uses_text:
             drop = torch.rand(cfg.batch_size, generator=gen) < cfg.caption_dropout
@@ -348,10 +387,14 @@ def train(cfg: Text2ImgConfig):
                             return_tensors="pt").input_ids.to(acc.device)
             cond = text_encoder(ids)[0]  # (B, L, D)
         extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device)
+        if task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
+            k = round(cfg.batch_size * cfg.photo_fraction)
+            x0, extra = x0.clone(), extra.clone()
+            x0[:k], extra[:k] = photo_examples(vae, k, rng, acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(acc.device)
         xt = scheduler.add_noise(x0, noise, t)
-        pred = unet_forward(unet, xt, t, cond, extra)
+        pred = unet_forward(unet, xt, t, cond, extra, in_ch)
         w = min_snr_weights(scheduler, t, cfg.min_snr_gamma)
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * w).mean()
         opt.zero_grad(set_to_none=True)
@@ -429,8 +472,9 @@ def measure_inpaint(pipe, scenes, steps: int = 25, guidance: float = 3.0) -> tup
 
 
 @torch.no_grad()
-def measure_superres(pipe, scenes, steps: int = 25) -> tuple[dict, np.ndarray]:
-    """PSNR of 4x super-resolution of bicubic-downsampled held-out scenes, against bicubic upsampling."""
+def measure_superres(pipe, scenes, steps: int = 25, photos: bool = False) -> tuple[dict, np.ndarray]:
+    """PSNR of 4x super-resolution of bicubic-downsampled held-out scenes (and, with `photos`,
+    held-out photo crops), against bicubic upsampling."""
     from PIL import Image
     from .common import psnr
     from .conditioning import degrade
@@ -441,4 +485,14 @@ def measure_superres(pipe, scenes, steps: int = 25) -> tuple[dict, np.ndarray]:
         bic.append(np.asarray(Image.fromarray(low).resize((64, 64), Image.BICUBIC)))
         gt.append(s.image)
     gt, sr, bic = np.stack(gt), np.stack(sr), np.stack(bic)
-    return {"sr_psnr": psnr(gt, sr), "bicubic_psnr": psnr(gt, bic)}, sr
+    metrics = {"sr_psnr": psnr(gt, sr), "bicubic_psnr": psnr(gt, bic)}
+    if photos:
+        from ..data.photos import heldout_crops
+        crops = heldout_crops(16)
+        low = [degrade(c, random.Random(i), bicubic_only=True) for i, c in enumerate(crops)]
+        sr_p = np.stack([np.asarray(pipe(Image.fromarray(lo), num_inference_steps=steps,
+                                         seeds=[EVAL_SEED0 + i]).images[0]) for i, lo in enumerate(low)])
+        bic_p = np.stack([np.asarray(Image.fromarray(lo).resize((64, 64), Image.BICUBIC)) for lo in low])
+        metrics.update(sr_photo_psnr=psnr(crops, sr_p), bicubic_photo_psnr=psnr(crops, bic_p))
+        sr = np.concatenate([sr, sr_p])
+    return metrics, sr

@@ -1,0 +1,67 @@
+"""Natural photographs that ship inside installed packages (scikit-image's sample images and
+matplotlib's), cut into 64x64 crops: the super-resolution model and its autoencoder train on
+these beside Shapes World scenes so the SR tab also works on real photos.
+
+Held-out images (never trained on): `HELDOUT`. Crops are deterministic per seed.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+COLOUR = ["astronaut", "cat", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "coffee", "rocket"]
+GREY = ["brick", "camera", "cell", "clock", "coins", "grass", "gravel", "moon", "page", "text"]
+HELDOUT = ("coffee", "rocket", "camera")   # photo eval crops come from these alone
+
+
+def _load(name: str) -> np.ndarray | None:
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            return np.asarray(Image.open(f).convert("RGB"))
+    import skimage.data
+    try:
+        im = np.asarray(getattr(skimage.data, name)())
+    except Exception:  # an image that would need a download: skip it
+        return None
+    if im.ndim == 2:
+        im = np.repeat(im[..., None], 3, axis=2)
+    return im[..., :3].astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def photos(split: str = "train") -> tuple[np.ndarray, ...]:
+    """The photos of a split ("train" or "heldout") as (H, W, 3) uint8 arrays."""
+    try:
+        import skimage.data  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("photo crops need scikit-image (pip install scikit-image)") from e
+    names = COLOUR + GREY + ["grace_hopper"]
+    names = [n for n in names if (n in HELDOUT) == (split == "heldout")]
+    return tuple(im for im in map(_load, names) if im is not None)
+
+
+def random_crops(n: int, rng: np.random.Generator, split: str = "train", size: int = 64,
+                 min_scale: float = 0.25) -> np.ndarray:
+    """(n, size, size, 3) uint8 crops; each image is first downscaled by a random factor in
+    [min_scale, 1] (so both fine and coarse textures appear), then cropped and maybe flipped."""
+    ims = photos(split)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        im = ims[rng.integers(len(ims))]
+        s = rng.uniform(min_scale, 1.0) if min_scale < 1 else 1.0
+        h, w = im.shape[:2]
+        ch, cw = min(h, int(size / s)), min(w, int(size / s))   # crop at source scale, then resize
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        crop = im[y:y + ch, x:x + cw]
+        if crop.shape[:2] != (size, size):
+            crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
+        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+    return out
+
+
+def heldout_crops(n: int = 64, seed: int = 0) -> np.ndarray:
+    """Fixed held-out evaluation crops at the photos' native scale."""
+    return random_crops(n, np.random.default_rng(seed), "heldout", min_scale=1.0)
