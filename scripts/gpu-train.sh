@@ -26,7 +26,7 @@ COMMON=(--batch-size "$B" --warmup 100 --steps 1000000 --max-minutes "$M" --samp
 T2I=(--num-scenes "${SCENES:-200000}" --latent-cache "$R/latents.safetensors" --layout-fraction 0.5 --lr 5e-4)
 
 if [ "${BENCH:-0}" = 1 ]; then
-  timeout "${BENCH_S:-120}" python3 bench/run.py --gpu-only > "$R/bench.log" 2>&1 &
+  timeout "${BENCH_S:-130}" python3 bench/gpu.py --out "$R/results-cuda.json" --budget-s 90 > "$R/bench.log" 2>&1 &
 fi
 # one latent cache for the three text-conditioned runs (the shared autoencoder's latents)
 python3 - "$R" "${SCENES:-200000}" "$W" <<'EOF'
