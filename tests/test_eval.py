@@ -167,3 +167,42 @@ def test_evaluate_layout2img_fake_generators():
     assert res["summary"]["image_accuracy"] == 1.0 and res["summary"]["box_accuracy"] == 1.0
     _, _, res = evaluate_layout2img(lambda p, l, s: [BLANK] * len(p), n=12, with_fid=False)
     assert res["summary"]["box_accuracy"] == 0.0
+
+
+@needs_classifier
+def test_evaluate_inpaint_perfect_and_useless_inpainters():
+    from PIL import Image
+
+    from ldm_core.eval.restore import INPAINT_SEED0, evaluate_inpaint
+    truth = {sample_scene(INPAINT_SEED0 + i).caption: sample_scene(INPAINT_SEED0 + i).image for i in range(6)}
+    originals = {}
+
+    def perfect(prompt, image, mask, seed):  # knows the answer for the captioned call, keeps the image otherwise
+        originals.setdefault(seed, image)
+        return Image.fromarray(truth[prompt]) if prompt else image
+
+    _, grid, res = evaluate_inpaint(perfect, n=6)
+    assert res["object_restored"] == 1.0 and res["outside_exact"] == 6 and grid.size[0] > 0
+
+    def grey(prompt, image, mask, seed):  # paints the hole grey: object never back, outside unchanged
+        a, m = np.asarray(image).copy(), np.asarray(mask) > 127
+        a[m] = 127
+        return Image.fromarray(a)
+
+    _, _, res = evaluate_inpaint(grey, n=6)
+    assert res["object_restored"] == 0.0 and res["outside_exact"] == 6
+    assert res["fid_empty_prompt"] == pytest.approx(res["fid_unfilled_hole"])
+
+
+def test_evaluate_superres_bicubic_ties_and_blur_loses():
+    from PIL import Image, ImageFilter
+
+    from ldm_core.eval.restore import evaluate_superres
+    bicubic = lambda im, seed: im.resize((im.width * 4, im.height * 4), Image.BICUBIC)  # noqa: E731
+    table, _, res = evaluate_superres(bicubic, n=6, n_photos=4, large=bicubic)
+    for part in ("scenes", "photos"):
+        assert res[part]["sr_psnr"] == pytest.approx(res[part]["bicubic_psnr"])
+    assert res["large"]["output"] == "1024x1024" and "photos" in table
+    blurry = lambda im, seed: bicubic(im, seed).filter(ImageFilter.GaussianBlur(3))  # noqa: E731
+    _, _, res = evaluate_superres(blurry, n=6, n_photos=0)
+    assert res["scenes"]["sr_psnr"] < res["scenes"]["bicubic_psnr"] - 1 and "photos" not in res

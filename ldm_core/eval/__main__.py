@@ -6,6 +6,9 @@
     python -m ldm_core.eval autoencoder --model models/shapes-autoencoder
     python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25]
     python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25]
+    python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
+    python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
+    (--catalog FILE evaluates models of another catalog)
 
 Reports are printed and written (report.md, results.json, grid.png) under --out
 (default outputs/eval/<task>[-<model>]).
@@ -34,10 +37,10 @@ def _import_stack(request_cls: str):
     return ModelStack, getattr(req, request_cls)
 
 
-def stack_text2img(model: str, steps: int = 25):
+def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
     ModelStack, Text2ImgRequest = _import_stack("Text2ImgRequest")
-    stack = ModelStack.from_catalog()
+    stack = ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
         return [np.asarray(stack.run(Text2ImgRequest(prompt=p, seed=s, steps=steps, model=model))
@@ -45,15 +48,30 @@ def stack_text2img(model: str, steps: int = 25):
     return generate
 
 
-def stack_layout2img(model: str, steps: int = 25):
+def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}])."""
     ModelStack, Layout2ImgRequest = _import_stack("Layout2ImgRequest")
-    stack = ModelStack.from_catalog()
+    stack = ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
         return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model))
                            .images[0].convert("RGB")) for p, b, s in zip(prompts, layouts, seeds)]
     return generate
+
+
+def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
+    """inpaint(prompt, image, mask, seed) -> PIL image, via ModelStack + InpaintRequest."""
+    ModelStack, InpaintRequest = _import_stack("InpaintRequest")
+    stack = ModelStack.from_catalog(catalog)
+    return lambda prompt, image, mask, seed: stack.run(
+        InpaintRequest(prompt=prompt, image=image, mask=mask, seed=seed, steps=steps, model=model)).images[0]
+
+
+def stack_superres(model: str, steps: int = 25, catalog: str | None = None):
+    """upscale(image, seed) -> PIL image, via ModelStack + SuperResRequest."""
+    ModelStack, SuperResRequest = _import_stack("SuperResRequest")
+    stack = ModelStack.from_catalog(catalog)
+    return lambda image, seed: stack.run(SuperResRequest(image=image, seed=seed, steps=steps, model=model)).images[0]
 
 
 # --- tasks -----------------------------------------------------------------------------------
@@ -154,16 +172,30 @@ def task_autoencoder(a) -> None:
 
 def task_text2img(a) -> None:
     from .evaluate import evaluate_text2img
-    generate = stack_text2img(a.model, a.steps)
+    generate = stack_text2img(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_text2img(generate, n_per_form=a.n_per_form, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), f"## text2img: {a.model}\n\n{table}", res, grid)
 
 
 def task_layout2img(a) -> None:
     from .evaluate import evaluate_layout2img
-    generate = stack_layout2img(a.model, a.steps)
+    generate = stack_layout2img(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_layout2img(generate, n=a.n, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
+
+
+def task_inpaint(a) -> None:
+    from .restore import evaluate_inpaint
+    table, grid, res = evaluate_inpaint(stack_inpaint(a.model, a.steps, a.catalog), n=a.n, seed=a.seed)
+    _write(Path(a.out or f"outputs/eval/inpaint-{a.model}"), f"## inpaint: {a.model}\n\n{table}", res, grid)
+
+
+def task_superres(a) -> None:
+    from .restore import evaluate_superres
+    up = stack_superres(a.model, a.steps, a.catalog)
+    table, grid, res = evaluate_superres(up, n=a.n, n_photos=a.n_photos, seed=a.seed,
+                                         large=None if a.no_large else up)
+    _write(Path(a.out or f"outputs/eval/superres-{a.model}"), f"## superres: {a.model}\n\n{table}", res, grid)
 
 
 def main(argv=None) -> None:
@@ -191,15 +223,20 @@ def main(argv=None) -> None:
     p = add("autoencoder", task_autoencoder, "reconstruction PSNR of an exported AutoencoderKL")
     p.add_argument("--model", default="models/shapes-autoencoder")
     p.add_argument("--n", type=int, default=256)
-    for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img)]:
+    for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img), ("inpaint", task_inpaint),
+                     ("superres", task_superres)]:
         p = add(name, fn, f"evaluate a {name} model from the catalog")
         p.add_argument("--model", required=True, help="catalog model name")
+        p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
         p.add_argument("--steps", type=int, default=25, help="sampling steps")
         p.add_argument("--seed", type=int, default=0, help="first generation seed")
         if name == "text2img":
             p.add_argument("--n-per-form", type=int, default=50)
         else:
             p.add_argument("--n", type=int, default=100)
+        if name == "superres":
+            p.add_argument("--n-photos", type=int, default=64, help="held-out photo crops")
+            p.add_argument("--no-large", action="store_true", help="skip the 256² -> 1024² timing")
 
     a = parser.parse_args(argv)
     import torch

@@ -120,11 +120,11 @@ def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> 
     return torch.clamp(snr, max=gamma) / snr
 
 
-@torch.no_grad()
 def _render_chunk(start_stop: tuple[int, int]) -> list:
     return [sample_scene(s) for s in range(*start_stop)]
 
 
+@torch.no_grad()
 def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256,
                        workers: int = 1) -> tuple[torch.Tensor, list[dict]]:
     """Render scenes 0..n-1 (in `workers` processes), encode them once; cached at `path` (safetensors + json)."""
@@ -141,7 +141,7 @@ def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256,
         pool = multiprocessing.get_context("fork").Pool(workers)
     rendered = pool.imap(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
     for scenes in tqdm(rendered, total=len(chunks), desc="encoding scenes"):
-        x = from_uint8(np.stack([s.image for s in scenes]))
+        x = from_uint8(np.stack([s.image for s in scenes])).to(next(vae.parameters()).device)
         lat.append(encode_latents(vae, x).half())
         meta += [{"caption": s.caption, "boxes": s.boxes, "form": s.form} for s in scenes]
     if pool:
