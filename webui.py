@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.limits import Limits
@@ -32,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (same as --host 0.0.0.0)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--auth", action="append", default=[],
-                   help="user:password (repeatable), or a file with one user:password per line")
+                   help="user:password (repeatable), or a file with one user:password per line; the "
+                        "environment variable LDM_AUTH (user:password lines, e.g. a Space secret) adds more")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--models", default=str(DEFAULT_CATALOG), help="model catalog file (TOML)")
     p.add_argument("--attention-slicing", choices=["auto", "on", "off"], default="auto")
@@ -48,14 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def parse_auth(items: list[str]) -> list[tuple[str, str]] | None:
     pairs = []
     for item in items:
-        lines = Path(item).read_text().splitlines() if Path(item).is_file() else [item]
-        for line in lines:
+        is_file = "\n" not in item and len(item) < 1024 and Path(item).is_file()
+        lines = Path(item).read_text().splitlines() if is_file else item.splitlines()
+        for n, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             user, sep, pw = line.partition(":")
-            if not sep or not user or not pw:
-                raise SystemExit(f"--auth expects user:password, got {line!r}")
+            if not sep or not user or not pw:  # (the line itself may hold a password: not echoed)
+                raise SystemExit(f"--auth expects user:password; line {n} of an --auth value is not that")
             pairs.append((user, pw))
     return pairs or None
 
@@ -104,13 +107,18 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     host = "0.0.0.0" if args.listen else args.host
-    auth = parse_auth(args.auth)
+    auth = parse_auth(args.auth + ([os.environ["LDM_AUTH"]] if os.environ.get("LDM_AUTH") else []))
     if (host not in ("127.0.0.1", "localhost", "::1") or args.share) and not auth:
         print("WARNING: the studio is reachable from other machines without a password; "
               "add --auth user:password", file=sys.stderr)
+    limits = Limits()
     stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
                        memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
-                       allow_downloads=not args.offline, limits=Limits())
+                       allow_downloads=not args.offline, limits=limits)
+    # the UI's image widgets are decoded by Gradio itself, before the studio's checks: PIL refuses
+    # anything over twice this many pixels (a decompression bomb) before decoding it
+    Image.MAX_IMAGE_PIXELS = max(limits.max_input_pixels, 16 * limits.max_superres_input_pixels,
+                                 limits.max_side ** 2)
     if args.preload:
         for task in ("text2img", "layout2img", "superres", "inpaint"):
             entry = stack.catalog.default(task)

@@ -6,6 +6,7 @@
     python -m ldm_core superres photo.png
     python -m ldm_core inpaint image.png mask.png --prompt "a green square"
     python -m ldm_core models            # the catalog, with availability
+    python -m ldm_core watermark a.png   # was it made here? (metadata label and invisible watermark)
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--model", default=None)
     _sampling(inp)
     sub.add_parser("models")
+    wm = sub.add_parser("watermark", help="read the AI-generated label, parameters and invisible watermark")
+    wm.add_argument("images", nargs="+")
     return p
 
 
@@ -73,11 +76,35 @@ def make_request(a: argparse.Namespace):
     return InpaintRequest(image=a.image, mask=a.mask, prompt=a.prompt, width=a.width, height=a.height, **common)
 
 
+def show_provenance(paths) -> int:
+    """One line per image: the watermark, the AI-generated label, the parameters. Exit 1 when
+    any image carries no watermark."""
+    from .provenance import is_ai_generated, read_parameters, read_watermark
+    from .requests import RequestError, load_image
+    missing = 0
+    for path in paths:
+        try:
+            image = load_image(path, what=str(path))
+        except RequestError as e:
+            print(f"{path}: {e}")
+            missing += 1
+            continue
+        mark = read_watermark(image)
+        missing += not mark.found
+        params = read_parameters(path)
+        label = "AI-generated label" if is_ai_generated(path) else "no AI-generated label"
+        print(f"{path}: {'watermark ' + mark.mark if mark.found else 'no watermark'} ({mark.matched}/32 bits), "
+              f"{label}, {'parameters: ' + json.dumps(params) if params else 'no parameters'}")
+    return 1 if missing else 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .catalog import Catalog
     from .requests import RequestError
     from .stack import ModelLoadError, ModelStack
+    if args.task == "watermark":
+        return show_provenance(args.images)
     catalog = Catalog.load(args.models)
     if args.task == "models":
         for task in ("text2img", "layout2img", "superres", "inpaint"):

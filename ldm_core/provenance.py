@@ -1,11 +1,15 @@
 """Provenance of every image: generation parameters and an "AI-generated" label in PNG
-text chunks, so a saved image can be reproduced and is marked as machine-made.
+text chunks, so a saved image can be reproduced and is marked as machine-made, and an
+invisible watermark in the pixels (`ldm_core.watermark`) that survives the metadata being
+stripped (a screenshot-free copy, a re-save, a JPEG at quality >= 75, a crop).
 
 Chunks written:
 - `parameters`: the A1111-style one-line summary (prompt, negative prompt, steps, ...),
   which other tools already read;
 - `ldm_studio`: the exact parameters as JSON (what `read_parameters` returns);
 - `AI-generated`: "true", and `Software`: "Latent Diffusion Studio".
+
+`read_watermark(image)` reads the pixel mark back (`python -m ldm_core watermark FILE`).
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import uuid
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+
+from . import watermark as _wm
 
 SOFTWARE = "Latent Diffusion Studio"
 
@@ -39,13 +45,30 @@ def png_info(params: dict) -> PngImagePlugin.PngInfo:
     return info
 
 
-def save_png(image: Image.Image, params: dict, out_dir: str | os.PathLike, stem: str | None = None) -> Path:
-    """Write `image` as a PNG carrying `params`; returns its path (a fresh unique name)."""
+def save_png(image: Image.Image, params: dict, out_dir: str | os.PathLike, stem: str | None = None,
+             watermark: bool = True) -> Path:
+    """Write `image` as a PNG carrying `params` and (by default) the invisible watermark;
+    returns its path (a fresh unique name)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem or params.get('task', 'image')}-{params.get('seed', 'x')}-{uuid.uuid4().hex[:8]}.png"
+    if watermark:
+        image = _wm.embed(image)
     image.save(path, format="PNG", pnginfo=png_info(params))
     return path
+
+
+def read_watermark(src) -> _wm.Reading:
+    """The invisible watermark of an image (a path or a PIL image): `.found` is True when it
+    carries the studio's mark; `.matched` says how many of its 32 bits were read right."""
+    if isinstance(src, Image.Image):
+        return _wm.read(src)
+    with Image.open(src) as img:
+        return _wm.read(img)
+
+
+def has_watermark(src) -> bool:
+    return read_watermark(src).found
 
 
 def read_parameters(src) -> dict | None:

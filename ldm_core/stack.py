@@ -8,7 +8,12 @@
   memory-efficient chunks on CUDA and CPU), "on" or "off";
 - a memory budget: loading past it evicts the least-recently used pipelines first;
 - one lock per device serialises generation;
-- `run(request)` validates, generates and stamps provenance on every image.
+- `run(request)` validates, generates and stamps provenance on every image;
+- out of memory during a generation frees what it can (the failed run's tensors, the other
+  resident models, the CUDA cache) and raises `OutOfMemory` with a message for the user; the
+  stack goes on serving. Test hook, off unless set: with the environment variable
+  LDM_INJECT_OOM=<text>, a generation whose prompt contains <text> raises
+  torch.OutOfMemoryError at its first step (how the tests inject the fault on CPU).
 """
 from __future__ import annotations
 
@@ -41,6 +46,24 @@ SKIP_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
 
 class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says why and is safe to show."""
+
+
+class OutOfMemory(RuntimeError):
+    """A generation ran out of memory; what could be freed was. The message is safe to show."""
+
+
+INJECT_OOM_ENV = "LDM_INJECT_OOM"
+
+
+def _inject_faults(req, callback: StepCallback | None) -> StepCallback | None:
+    """The test hook of the module docstring; a no-op unless LDM_INJECT_OOM is set."""
+    token = os.environ.get(INJECT_OOM_ENV)
+    if not token or token not in (getattr(req, "prompt", None) or ""):
+        return callback
+
+    def out_of_memory(step):
+        raise torch.OutOfMemoryError(f"{INJECT_OOM_ENV}: injected at step {step.step}")
+    return out_of_memory
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -150,8 +173,8 @@ class ModelStack:
         if not entry.is_hub:
             root = self.catalog.local_path(entry)
             if not (root / "model_index.json").is_file():
-                raise ModelLoadError(f"model {entry.name!r}: {root} has no model_index.json (not trained or not "
-                                     f"installed); see README 'Built-in models'")
+                raise ModelLoadError(f"model {entry.name!r}: its folder {root.name}/ has no model_index.json (not "
+                                     f"trained or not installed); see README 'Built-in models'")
             return root
         from huggingface_hub import snapshot_download
         try:
@@ -180,12 +203,14 @@ class ModelStack:
                 obj = cls.from_pretrained(path, subfolder=subfolder, **kwargs)
             else:
                 obj = cls.from_pretrained(path, **kwargs)
-        except OSError as e:
-            raise ModelLoadError(f"{path.name}/{subfolder or ''}: {str(e).splitlines()[0][:300]} "
-                                 f"(only safetensors weights are loaded)") from None
         except Exception as e:
+            # the first line of the reason, with this machine's folders left out (users see it)
+            why = (str(e).splitlines() or [""])[0][:300].replace(f"{path.parent}{os.sep}", "")
+            if isinstance(e, OSError):
+                raise ModelLoadError(f"{path.name}/{subfolder or ''}: {why} (only safetensors weights are "
+                                     f"loaded)") from None
             raise ModelLoadError(f"{path.name}/{subfolder or ''} could not be loaded: {type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:300]}") from None
+                                 f"{why}") from None
         if isinstance(obj, torch.nn.Module):
             obj = obj.to(self.device).eval().requires_grad_(False)
         self._components[key] = obj
@@ -228,6 +253,11 @@ class ModelStack:
                 if missing:
                     raise ModelLoadError(f"model {entry.name!r} lacks components {sorted(missing)}")
                 pipe = cls(**parts)
+            except ModelLoadError as e:
+                self._drop_unreferenced()
+                if str(e).startswith("model "):
+                    raise
+                raise ModelLoadError(f"model {entry.name!r} could not be loaded: {e}") from None
             except Exception:
                 self._drop_unreferenced()
                 raise
@@ -272,21 +302,45 @@ class ModelStack:
         req, entry = validate(request, self.catalog, self.limits)
         pipe = self.load(entry)
         seeds = resolve_seeds(req.seed, req.num_images)
+        callback = _inject_faults(req, callback)
         t0 = time.perf_counter()
+        oom = None
         with self.device_lock():
             try:
                 out, size = self._call(pipe, req, seeds, callback)
-            except (RequestError, GenerationCancelled):
+            except GenerationCancelled as e:
+                log.info("%s", e)
+                raise
+            except RequestError:
                 raise
             except ValueError as e:  # a pipeline's check_inputs
                 raise RequestError(str(e)) from None
+            except (torch.OutOfMemoryError, MemoryError) as e:
+                oom = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                # leaving this block drops the exception, its traceback and the frames holding the tensors
             finally:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+            if oom is not None:
+                raise self._out_of_memory(req, entry, oom)
         seconds = time.perf_counter() - t0
         info = self._info(req, entry, size, seeds)
         infos = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
         return Result(out.images, infos, info, seconds)
+
+    def _out_of_memory(self, req, entry: ModelEntry, what: str) -> OutOfMemory:
+        """Free what can be freed after an out-of-memory error; the error to raise."""
+        with self._load_lock:
+            others = [n for n in self._resident if n != entry.name]
+            for name in others:
+                del self._resident[name]
+            self._drop_unreferenced()   # gc.collect() and, on CUDA, torch.cuda.empty_cache()
+        log.warning("out of memory in %s (%s); unloaded %s", entry.name, what, others or "nothing else")
+        n = getattr(req, "num_images", 1)
+        size = f" of {req.width}x{req.height}" if getattr(req, "width", None) else ""
+        return OutOfMemory(f"out of memory while generating {n} image{'s' * (n > 1)}{size} with {entry.name}; "
+                           f"the server freed what it could and keeps running. Try fewer images, a smaller size "
+                           f"or fewer steps.")
 
     def _call(self, pipe, req, seeds, callback):
         if isinstance(req, Text2ImgRequest):

@@ -8,6 +8,7 @@ sees exactly the spec's keyword parameters with their defaults:
 from __future__ import annotations
 
 import json
+from contextlib import closing
 
 import gradio as gr
 
@@ -19,12 +20,17 @@ from .common import GPU_CONCURRENCY_ID, gpu, stream, user_error
 
 
 def _finish(stack: ModelStack, request):
-    """Run to the end (no previews) and return (paths, info JSON)."""
+    """Generator for an API event: an empty update per step (so that a client's cancel stops
+    the generation between two steps: Gradio can only stop a generator between updates),
+    then (paths, info JSON)."""
     try:
-        for ev in stream(stack, request, preview_every=0):
-            if isinstance(ev, tuple):
-                paths, info = ev
-                return [str(p) for p in paths], json.dumps(info)
+        with closing(stream(stack, request, preview_every=0)) as events:  # closed: the generation stops
+            for ev in events:
+                if isinstance(ev, tuple):
+                    paths, info = ev
+                    yield [str(p) for p in paths], json.dumps(info)
+                    return
+                yield gr.skip(), gr.skip()
     except gr.Error:
         raise
     except Exception as e:
@@ -57,9 +63,9 @@ def build(stack: ModelStack) -> None:
 
         @gpu
         def text2img(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model):
-            return _finish(stack, Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
-                                                  guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                                  width=width, height=height, sampler=sampler, model=model))
+            yield from _finish(stack, Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                                                      guidance_scale=guidance_scale, seed=seed, num_images=num_images,
+                                                      width=width, height=height, sampler=sampler, model=model))
 
         gr.Button(visible=False).click(text2img, [prompt, negative, *s], [out_g, out_j], api_name="text2img",
                                        concurrency_id=GPU_CONCURRENCY_ID)
@@ -74,10 +80,10 @@ def build(stack: ModelStack) -> None:
         @gpu
         def layout2img(prompt, boxes, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
                        sampler, model):
-            return _finish(stack, Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt,
-                                                    steps=steps, guidance_scale=guidance_scale, seed=seed,
-                                                    num_images=num_images, width=width, height=height,
-                                                    sampler=sampler, model=model))
+            yield from _finish(stack, Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt,
+                                                        steps=steps, guidance_scale=guidance_scale, seed=seed,
+                                                        num_images=num_images, width=width, height=height,
+                                                        sampler=sampler, model=model))
 
         gr.Button(visible=False).click(layout2img, [l_prompt, boxes, l_neg, *ls], [l_g, l_j], api_name="layout2img",
                                        concurrency_id=GPU_CONCURRENCY_ID)
@@ -91,8 +97,9 @@ def build(stack: ModelStack) -> None:
 
         @gpu
         def superres(image, steps, seed, model):
-            paths, info = _finish(stack, SuperResRequest(image=image, steps=steps, seed=seed, model=model))
-            return paths[0], info
+            with closing(_finish(stack, SuperResRequest(image=image, steps=steps, seed=seed, model=model))) as outs:
+                for paths, info in outs:
+                    yield (paths[0] if isinstance(paths, list) else paths), info
 
         gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model], [sr_out, sr_j],
                                        api_name="superres", concurrency_id=GPU_CONCURRENCY_ID)
@@ -108,10 +115,10 @@ def build(stack: ModelStack) -> None:
         @gpu
         def inpaint(image, mask, prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
                     sampler, model):
-            return _finish(stack, InpaintRequest(image=image, mask=mask, prompt=prompt,
-                                                 negative_prompt=negative_prompt, steps=steps,
-                                                 guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                                 width=width, height=height, sampler=sampler, model=model))
+            yield from _finish(stack, InpaintRequest(image=image, mask=mask, prompt=prompt,
+                                                     negative_prompt=negative_prompt, steps=steps,
+                                                     guidance_scale=guidance_scale, seed=seed, num_images=num_images,
+                                                     width=width, height=height, sampler=sampler, model=model))
 
         gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s], [i_g, i_j],
                                        api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID)

@@ -3,8 +3,10 @@ the sampling controls; error translation; the Spaces GPU decorator."""
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -14,7 +16,9 @@ from ldm_core.catalog import CatalogError
 from ldm_core.pipelines import SAMPLERS
 from ldm_core.pipelines.common import GenerationCancelled, StepInfo
 from ldm_core.requests import RequestError
-from ldm_core.stack import ModelLoadError, ModelStack
+from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory
+
+log = logging.getLogger("tabs")
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 
@@ -28,10 +32,11 @@ except Exception:  # elsewhere a no-op
 
 def user_error(e: Exception) -> gr.Error:
     """A message for the user, never a stack trace."""
-    if isinstance(e, (RequestError, CatalogError, ModelLoadError, ValueError)):
+    if isinstance(e, (RequestError, CatalogError, ModelLoadError, OutOfMemory, ValueError)):
         return gr.Error(str(e))
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
         return gr.Error("out of memory: try fewer images, fewer steps or a smaller size")
+    log.error("generation failed", exc_info=e)   # the details go to the log, not to the user
     return gr.Error(f"generation failed ({type(e).__name__}); the server keeps running. See the server log.")
 
 
@@ -88,15 +93,17 @@ def stream(stack: ModelStack, request, preview_every: int = 5) -> Iterator[Progr
 
 def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None):
     """Generator for a Gradio event: yields (gallery, preview, info) updates."""
-    for ev in stream(stack, request):
-        if isinstance(ev, Progress):
-            if progress is not None:
-                progress((ev.step, ev.total), desc="denoising", unit="steps")
-            if ev.preview is not None:
-                yield gr.skip(), ev.preview, gr.skip()
-        else:
-            paths, info = ev
-            yield [str(p) for p in paths], None, json.dumps(info, indent=1)
+    with closing(stream(stack, request)) as events:  # closed (Stop, a client gone): the generation stops
+        for ev in events:
+            if isinstance(ev, Progress):
+                if progress is not None:
+                    progress((ev.step, ev.total), desc="denoising", unit="steps")
+                # one update per step, even an empty one: Gradio can only stop a generator between
+                # two of its updates, so this is what lets Stop act within a step
+                yield gr.skip(), (gr.skip() if ev.preview is None else ev.preview), gr.skip()
+            else:
+                paths, info = ev
+                yield [str(p) for p in paths], None, json.dumps(info, indent=1)
 
 
 @dataclass

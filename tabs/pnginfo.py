@@ -1,4 +1,5 @@
-"""PNG info tab: read the parameters a studio PNG carries, and send them to their tab."""
+"""PNG info tab: read the parameters a studio PNG carries and its invisible watermark, and send
+the parameters to their tab."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ldm_core.provenance import a1111_text, read_parameters
+from ldm_core.provenance import a1111_text, read_parameters, read_watermark
 from ldm_core.requests import RequestError, load_image
 
 
@@ -21,20 +22,23 @@ def read(path: str | None):
     if not path:
         return "", "", None
     try:
-        load_image(path, what="PNG")  # size and format checks before trusting it
+        image = load_image(path, what="PNG")  # size and format checks before trusting it
         params = read_parameters(path)
     except RequestError as e:
         return f"not readable: {e}", "", None
+    mark = read_watermark(image)
+    mark_line = (f"Invisible watermark: made by Latent Diffusion Studio ({mark.matched}/32 bits)" if mark.found
+                 else "Invisible watermark: none found")
     if not params:
-        return "this image carries no Latent Diffusion Studio parameters", "", None
-    return a1111_text(params), json.dumps(params, indent=1), params
+        return f"this image carries no Latent Diffusion Studio parameters\n{mark_line}", "", None
+    return f"{a1111_text(params)}\n{mark_line}", json.dumps(params, indent=1), params
 
 
 def build() -> PngInfoTab:
     with gr.Row():
         with gr.Column():
-            file = gr.File(label="PNG made by the studio", file_types=[".png"], type="filepath",
-                           elem_id="pnginfo-file")
+            file = gr.File(label="PNG made by the studio (or any copy of one: the watermark is checked too)",
+                           file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", elem_id="pnginfo-file")
             send = gr.Button("Send to its tab", variant="primary")
         with gr.Column():
             summary = gr.Textbox(label="Parameters", lines=4, interactive=False)

@@ -29,3 +29,16 @@ def test_all_four_tasks(tiny_catalog, tmp_path, capsys):
 def test_bad_input_exits_2_with_a_message(tiny_catalog, tmp_path, capsys):
     assert main(["--models", str(tiny_catalog), "text2img", "a", "--steps", "0"]) == 2
     assert "steps must be between" in capsys.readouterr().err
+
+
+def test_watermark_command(tiny_catalog, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--models", str(tiny_catalog), "--device", "cpu", "--outdir", str(out), "text2img", "a", "--seed",
+                 "2"]) == 0
+    made = [p for p in capsys.readouterr().out.split() if p.endswith(".png")][0]
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "plain.png")
+    assert main(["watermark", made]) == 0
+    line = capsys.readouterr().out
+    assert "watermark LDS1 (32/32 bits), AI-generated label, parameters: {" in line
+    assert main(["watermark", made, str(tmp_path / "plain.png")]) == 1
+    assert "plain.png: no watermark" in capsys.readouterr().out

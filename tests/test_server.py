@@ -1,56 +1,29 @@
 """End to end: the real server (`python webui.py`), all four endpoints through gradio_client."""
+import io
 import json
-import os
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ldm_core.provenance import read_parameters
+from ldm_core.provenance import read_parameters, read_watermark
+from servers import webui
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def studio(tiny_catalog, tmp_path_factory):
+    with webui(tiny_catalog, tmp_path_factory.mktemp("server") / "out", "--auth", "alice:secret") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def server(tiny_catalog, tmp_path_factory):
-    port = free_port()
-    out = tmp_path_factory.mktemp("server-out")
-    log = open(out / "server.log", "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "webui.py"), "--models", str(tiny_catalog), "--port",
-                             str(port), "--output-dir", str(out), "--auth", "alice:secret"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except Exception:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("server did not start:\n" + (out / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def server(studio):
+    return studio.url
 
 
 @pytest.fixture(scope="module")
@@ -114,22 +87,235 @@ def test_same_seed_reproduces_over_the_api(client):
     assert np.array_equal(np.asarray(Image.open(a[0]["image"])), np.asarray(Image.open(b[0]["image"])))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(prompt="a", steps=1000, api_name="/text2img"), "steps must be between"),
-    (dict(prompt="a", model="../../etc/passwd", api_name="/text2img"), "unknown model"),
-    (dict(prompt="", boxes="[{", api_name="/layout2img"), "not valid JSON"),
-    (dict(prompt="", boxes='[{"label": "a", "box": [0, 0, 2, 1]}]', api_name="/layout2img"), r"\[0, 1\]"),
-])
-def test_bad_requests_get_clear_errors_and_the_server_goes_on(client, kwargs, message):
-    from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match=message):
-        client.predict(**kwargs)
-    assert client.predict(prompt="a red circle", api_name="/text2img")[0]
+# ---------------------------------------------------------------- every bad input, through the real server
+def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:
+    b = io.BytesIO()
+    img.save(b, format=fmt)
+    return b.getvalue()
 
 
-def test_not_an_image_is_a_clear_error(client, tmp_path):
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, tiny_catalog):
+    """The inputs of the table below, by name (`@name` in a row)."""
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    png = _encode(noise)
+    data = {
+        "image.png": png,
+        "mask.png": _encode(mask),
+        "small.png": _encode(noise.resize((16, 16))),
+        "not-an-image.png": b"this is not a png, whatever its name says",
+        "truncated.png": png[: len(png) // 2],
+        "16-bit.png": _encode(Image.fromarray(rng.integers(0, 65535, (32, 32)).astype(np.uint16))),
+        "cmyk.jpg": _encode(noise.convert("CMYK"), "JPEG"),
+        "palette.png": _encode(noise.convert("P")),
+        "rgba.png": _encode(noise.convert("RGBA")),
+        "bomb.png": _encode(Image.new("1", (20_000, 20_000))),      # 400 Mpixel in a small file
+        "large.png": _encode(Image.new("RGB", (1024, 1024))),        # over the super-resolution input limit
+        "mask-64.png": _encode(mask.resize((64, 64))),
+        "mask-black.png": _encode(Image.new("L", (32, 32), 0)),
+        "mask-white.png": _encode(Image.new("L", (32, 32), 255)),
+    }
+    assert len(data["bomb.png"]) < 2_000_000 and Image.open(io.BytesIO(data["16-bit.png"])).mode.startswith("I")
+    assert Image.open(io.BytesIO(data["cmyk.jpg"])).mode == "CMYK"
+    out = {}
+    for name, b in data.items():
+        (d / name).write_bytes(b)
+        out[name] = str(d / name)
+    out["model-folder"] = str(tiny_catalog.parent / "tiny-text2img")
+    return out
+
+
+BOX = '{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}'
+OK = None  # documented handling: the request succeeds
+T2I, LAY, SR, INP = "/text2img", "/layout2img", "/superres", "/inpaint"
+INPUTS = [  # (what, endpoint, parameters; "@name" is a file of `files`, expected error (regex) or OK)
+    ("empty prompt", T2I, dict(prompt=""), "prompt is empty"),
+    ("blank prompt", T2I, dict(prompt=" \n\t "), "prompt is empty"),
+    ("10,000-character prompt", T2I, dict(prompt="a" * 10_000), "prompt is 10000 characters long; the limit is 1000"),
+    ("10,000-character negative prompt", T2I, dict(prompt="a", negative_prompt="b" * 10_000),
+     "negative_prompt is 10000 characters long"),
+    ("malformed boxes JSON", LAY, dict(prompt="", boxes="[{"), "boxes is not valid JSON"),
+    ("boxes not a list", LAY, dict(prompt="", boxes='{"label": "x"}'), "boxes must be a JSON list"),
+    ("box without coordinates", LAY, dict(prompt="", boxes='[{"label": "x"}]'), '"label" and "box"'),
+    ("box outside [0, 1]", LAY, dict(prompt="", boxes='[{"label": "a", "box": [0, 0, 2, 1]}]'),
+     r"coordinates must lie in \[0, 1\]"),
+    ("box with a negative coordinate", LAY, dict(prompt="", boxes='[{"label": "a", "box": [-0.1, 0, 0.5, 0.5]}]'),
+     r"coordinates must lie in \[0, 1\]"),
+    ("zero-area box", LAY, dict(prompt="", boxes='[{"label": "a", "box": [0.5, 0.1, 0.5, 0.6]}]'),
+     "zero or negative area"),
+    ("too many boxes", LAY, dict(prompt="", boxes="[" + ",".join([BOX] * 9) + "]"), "9 boxes given; at most 8"),
+    ("no box and no caption", LAY, dict(prompt="", boxes="[]"), "give at least one box"),
+    ("unknown model", T2I, dict(prompt="a", model="no-such-model"), "unknown model"),
+    ("model name that is a path", T2I, dict(prompt="a", model="../../etc/passwd"), "unknown model"),
+    ("model name that is a model folder", T2I, dict(prompt="a", model="@model-folder"), "unknown model"),
+    ("model name that is a hub id", T2I, dict(prompt="a", model="hub:CompVis/ldm-text2im-large-256"), "unknown model"),
+    ("model of another task", T2I, dict(prompt="a", model="tiny-superres"), "unknown model"),
+    ("steps 0", T2I, dict(prompt="a", steps=0), "steps must be between 1 and 150, got 0"),
+    ("steps 1000", T2I, dict(prompt="a", steps=1000), "steps must be between 1 and 150, got 1000"),
+    ("guidance -1", T2I, dict(prompt="a", guidance_scale=-1), "guidance_scale must be between 0.0 and 30.0"),
+    ("guidance 100", T2I, dict(prompt="a", guidance_scale=100), "guidance_scale must be between 0.0 and 30.0"),
+    ("batch 0", T2I, dict(prompt="a", num_images=0), "num_images must be between 1 and 8, got 0"),
+    ("batch 100", T2I, dict(prompt="a", num_images=100), "num_images must be between 1 and 8, got 100"),
+    ("width 16", T2I, dict(prompt="a", width=16), "width must be between 32 and 1024, got 16"),
+    ("height 100,000", T2I, dict(prompt="a", height=100_000), "height must be between 32 and 1024"),
+    ("width not a multiple of 8", T2I, dict(prompt="a", width=60), "width must be a multiple of 8"),
+    ("layout size out of range", LAY, dict(prompt="", boxes=f"[{BOX}]", width=4096), "width must be between"),
+    ("seed 2**40", T2I, dict(prompt="a", seed=2 ** 40), "seed must be between"),
+    ("unknown sampler", T2I, dict(prompt="a", sampler="PLMS++"), "unknown sampler"),
+    ("not an image", SR, dict(image="@not-an-image.png"), "image is not an image PIL can read"),
+    ("truncated PNG", SR, dict(image="@truncated.png"), "image is truncated or corrupt"),
+    ("decompression bomb", SR, dict(image="@bomb.png"), "image has too many pixels|image is 20000x20000"),
+    ("image over the pixel limit", SR, dict(image="@large.png"), "1024x1024 = 1048576 pixels; the limit is 262144"),
+    ("super-resolution steps 0", SR, dict(image="@small.png", steps=0), "steps must be between"),
+    ("unknown super-resolution model", SR, dict(image="@small.png", model="/etc/passwd"), "unknown model"),
+    ("16-bit PNG", SR, dict(image="@16-bit.png"), OK),
+    ("CMYK JPEG", SR, dict(image="@cmyk.jpg"), OK),
+    ("palette PNG", SR, dict(image="@palette.png"), OK),
+    ("RGBA PNG", SR, dict(image="@rgba.png"), OK),
+    ("inpaint: image not an image", INP, dict(image="@not-an-image.png", mask="@mask.png"),
+     "image is not an image PIL can read"),
+    ("inpaint: mask not an image", INP, dict(image="@image.png", mask="@not-an-image.png"),
+     "mask is not an image PIL can read"),
+    ("inpaint: truncated mask", INP, dict(image="@image.png", mask="@truncated.png"), "mask is truncated or corrupt"),
+    ("inpaint: decompression bomb image", INP, dict(image="@bomb.png", mask="@mask.png"),
+     "image has too many pixels|image is 20000x20000"),
+    ("inpaint: decompression bomb mask", INP, dict(image="@image.png", mask="@bomb.png"),
+     "mask has too many pixels|mask is 20000x20000"),
+    ("inpaint: all-black mask", INP, dict(image="@image.png", mask="@mask-black.png"), "the mask is empty"),
+    ("inpaint: all-white mask", INP, dict(image="@image.png", mask="@mask-white.png"), OK),
+    ("inpaint: mask of another size", INP, dict(image="@image.png", mask="@mask-64.png"), OK),
+    ("inpaint: CMYK image", INP, dict(image="@cmyk.jpg", mask="@mask.png"), OK),
+    ("inpaint: RGBA image, palette mask", INP, dict(image="@rgba.png", mask="@palette.png"), OK),
+    ("inpaint: 16-bit image", INP, dict(image="@16-bit.png", mask="@mask.png"), OK),
+]
+
+
+def _resolve(kwargs: dict, files: dict) -> dict:
     from gradio_client import handle_file
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, str) and v.startswith("@"):
+            v = files[v[1:]]
+            v = handle_file(v) if k in ("image", "mask") else v
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("what,api,kwargs,expected", INPUTS, ids=[row[0] for row in INPUTS])
+def test_every_bad_input_gets_a_clear_answer_and_the_server_goes_on(client, files, what, api, kwargs, expected):
     from gradio_client.exceptions import AppError
-    (tmp_path / "x.png").write_bytes(b"this is not a png")
-    with pytest.raises(AppError, match="not an image"):
-        client.predict(image=handle_file(str(tmp_path / "x.png")), api_name="/superres")
+    if expected is OK:
+        result = client.predict(**_resolve(kwargs, files), api_name=api)
+        paths = [result[0]] if api == SR else [i["image"] for i in result[0]]
+        for p in paths:
+            assert read_parameters(p)["task"] == api.strip("/") and read_watermark(p).found
+    else:
+        with pytest.raises(AppError) as e:
+            client.predict(**_resolve(kwargs, files), api_name=api)
+        message = str(e.value)
+        assert re.search(expected, message), message
+        assert "Traceback" not in message and 'File "' not in message
+    assert client.predict(prompt="a red circle", steps=1, api_name="/text2img")[0]  # and the next one is served
+
+
+# ---------------------------------------------------------------- outputs, uploads and file routes
+def test_outputs_are_fresh_watermarked_pngs_never_the_upload(client, files):
+    from gradio_client import handle_file
+    image, _ = client.predict(image=handle_file(files["small.png"]), api_name="/superres")
+    assert Path(image).read_bytes() != Path(files["small.png"]).read_bytes()
+    assert Image.open(image).size == (64, 64) and read_parameters(image)["task"] == "superres"
+    assert read_watermark(image).found
+    images, _ = client.predict(image=handle_file(files["image.png"]), mask=handle_file(files["mask.png"]),
+                               api_name="/inpaint")
+    assert Path(images[0]["image"]).read_bytes() != Path(files["image.png"]).read_bytes()
+    assert read_watermark(images[0]["image"]).found
+
+
+def _login(url: str) -> str:
+    import httpx
+    r = httpx.post(url + "login", data={"username": "alice", "password": "secret"})
+    assert r.status_code == 200
+    return "; ".join(f"{k}={v}" for k, v in r.cookies.items())
+
+
+def _raw_get(url: str, path: str, cookie: str | None) -> tuple[int, bytes, dict]:
+    """GET `path` exactly as written (no client-side normalisation of ../ or %2F)."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+    r = conn.getresponse()
+    body, headers = r.read(), {k.lower(): v for k, v in r.getheaders()}
+    conn.close()
+    return r.status, body, headers
+
+
+def test_file_routes_refuse_traversal(studio, client, tiny_catalog):
+    client.predict(prompt="a red circle", api_name="/text2img")
+    cookie = _login(studio.url)
+    own = sorted(studio.out.glob("*.png"))[0]              # an output: the one kind of file it may serve
+    status, body, _ = _raw_get(studio.url, f"/gradio_api/file={own}", cookie)
+    assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _raw_get(studio.url, f"/gradio_api/file={own}", None)[0] == 401   # and only after login
+    weights = next((tiny_catalog.parent / "tiny-text2img" / "unet").glob("*.safetensors"))
+    for path in ["/file=/etc/passwd", "/file=../../etc/passwd", "/file=..%2F..%2Fetc%2Fpasswd",
+                 "/gradio_api/file=/etc/passwd", "/gradio_api/file=%2Fetc%2Fpasswd",
+                 "/gradio_api/file=../../../../../../etc/passwd",
+                 "/gradio_api/file=..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+                 "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                 "/gradio_api/file=%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+                 f"/gradio_api/file={studio.out}/../../../../../../etc/passwd",
+                 f"/gradio_api/file={studio.out}/..%2F{studio.log_path.name}",
+                 f"/gradio_api/file={studio.log_path}",
+                 f"/gradio_api/file={ROOT / 'webui.py'}", f"/gradio_api/file={weights}",
+                 "/gradio_api/file=/proc/self/environ", "/gradio_api/file=/etc/passwd%00.png",
+                 "/gradio_api/file=file:///etc/passwd", "/gradio_api/file=//etc/passwd",
+                 "/gradio_api/file=C:\\Windows\\win.ini"]:
+        status, body, _ = _raw_get(studio.url, path, cookie)
+        assert status in (400, 403, 404), (path, status)
+        assert len(body) < 500 and b"root:x" not in body, path   # an error message, never the file
+
+
+def test_uploads_are_never_served_as_pages(studio):
+    """An uploaded file goes back (to a logged-in user) only as a download, never rendered."""
+    import httpx
+    cookie = _login(studio.url)
+    r = httpx.post(studio.url + "gradio_api/upload", headers={"Cookie": cookie},
+                   files={"files": ("evil.html", b"<script>alert(1)</script>", "text/html")})
+    path = r.json()[0]
+    status, _, headers = _raw_get(studio.url, f"/gradio_api/file={path}", cookie)
+    assert status == 200 and "html" not in headers["content-type"]
+    assert headers["content-disposition"].startswith("attachment")
+    assert _raw_get(studio.url, f"/gradio_api/file={path}", None)[0] == 401
+
+
+# ---------------------------------------------------------------- cancel
+def test_cancel_stops_within_a_step_and_the_server_goes_on(client, studio):
+    job = client.submit(prompt="a long one", steps=150, width=256, height=256, seed=3, api_name="/text2img")
+    deadline = time.time() + 120
+    while len(job.outputs()) < 3:       # one (empty) update per step: it is running
+        assert time.time() < deadline and not job.done()
+        time.sleep(0.02)
+    seen = len(job.outputs())
+    assert job.cancel()
+    images, _ = client.predict(prompt="a red circle", steps=1, api_name="/text2img")   # served next
+    assert images
+    match = re.search(r"generation cancelled after step (\d+) of 150", studio.log())
+    assert match, studio.log()[-2000:]
+    assert int(match.group(1)) <= seen + 5, (match.group(0), seen)  # measured: 2 steps after the last one seen
+
+
+def test_auth_from_flags_files_and_the_environment(tmp_path):
+    import webui
+    (tmp_path / "users").write_text("# users\nbob:pw2\n\ncarol:a:b\n")
+    assert webui.parse_auth(["alice:pw1", str(tmp_path / "users"), "dave:x\neve:y"]) == [
+        ("alice", "pw1"), ("bob", "pw2"), ("carol", "a:b"), ("dave", "x"), ("eve", "y")]
+    assert webui.parse_auth([]) is None
+    with pytest.raises(SystemExit, match="line 1") as e:
+        webui.parse_auth(["secretwithoutuser"])
+    assert "secretwithoutuser" not in str(e.value)
