@@ -1,140 +1,390 @@
-"""GPU speed and memory of the real-size architectures (random weights), one process.
+"""The GPU suite: real-size architectures only (SD-1.5-sized UNet and VAE, the paper's LDM
+text2im 256 UNet), random weights.
 
-    python bench/gpu.py [--out bench/results-cuda.json] [--budget-s 110]
+    python bench/run.py --gpu-only                  # < 150 s on an H100, torch.compile warm-up included
+    python bench/gpu.py [--out bench/results-cuda.json] [--budget-s 140]   # the same (scripts/gpu-train.sh)
 
-For the SD-1.5-sized UNet at 512² (64×64×4 latent, 77×768 context) and the paper's LDM
-text2im 256² UNet: iterations/s at batch 1 and of a guided step (batch 2), peak
-`torch.cuda.max_memory_allocated`, for fp16 vs bf16, SDPA vs sliced attention, and
-`torch.compile`. Also the SD-1.5 VAE decode at 512² with and without slicing/tiling.
-Imports only torch and diffusers (the GPU machines have no gradio). Each case is caught on its
-own, and a case that would start past the time budget is skipped and said so.
+Imports nothing but the standard library, torch and diffusers (no gradio, nothing of the
+studio), so it runs on a bare CUDA machine. Every case is caught on its own: a failure is
+recorded and printed, and the suite goes on. Results are printed as they come and written
+to JSON after every case.
+
+- speed: UNet calls per second at 512² (64×64×4 latent), batch 1 (one plain step) and batch
+  2 (one guided step: [uncond; cond]), for fp16 / bf16, SDPA / sliced attention,
+  cudnn.benchmark, channels-last, a CUDA graph of the eager UNet, and torch.compile
+  (mode "default", then "reduce-overhead" = with CUDA graphs, if time is left; the compile
+  runs last, in a subprocess with a deadline, so a slow compile cannot take the suite past
+  its budget: whatever the deadline cuts off is reported as such);
+- memory: torch.cuda.max_memory_allocated of one guided UNet step with attention slicing
+  off (SDPA), on (sliced), the studio's "auto" and the unfused attention that slicing was
+  invented against; VAE decodes at 512², 1024² (plain / tiled) and 4×512² (plain / sliced).
 """
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
-from pathlib import Path
+import traceback
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realsize import LDM_TEXT2IM_256, SD15_UNET, SD15_VAE  # noqa: E402
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import realsize as R  # noqa: E402  (torch + diffusers only)
 
 
-def timed(fn, iters: int, warmup: int = 3, rounds: int = 3) -> dict:
+def _log(*a) -> None:
+    print(*a, flush=True)
+
+
+def _stats(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def calls_per_second(fn, device, blocks: int = 5, per_block: int = 10, warmup: int = 3) -> dict:
+    """Throughput of fn(): `blocks` timed blocks of `per_block` calls, one sync per block."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    R.sync(device)
     rates = []
-    for _ in range(rounds):
+    for _ in range(blocks):
         t0 = time.perf_counter()
-        for _ in range(iters):
+        for _ in range(per_block):
             fn()
-        torch.cuda.synchronize()
-        rates.append(iters / (time.perf_counter() - t0))
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "n": rounds}
+        R.sync(device)
+        rates.append(per_block / (time.perf_counter() - t0))
+    return _stats(rates)
 
 
-def unet_case(cfg: dict, dtype: str, attention: str, batch: int, ctx_len: int = 77) -> dict:
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**cfg).to("cuda", DTYPES[dtype]).eval()
-    if attention == "sliced":
-        unet.set_attention_slice("auto")
-    fn_model = unet
-    compile_s = None
-    if attention == "compile":
-        fn_model = torch.compile(unet)
-    s = cfg["sample_size"]
-    x = torch.randn(batch, 4, s, s, device="cuda", dtype=DTYPES[dtype])
-    ctx = torch.randn(batch, ctx_len, cfg["cross_attention_dim"], device="cuda", dtype=DTYPES[dtype])
-    t = torch.tensor([500] * batch, device="cuda")
+class GpuSuite:
+    def __init__(self, device: str = "cuda", budget_s: float = 140.0, out: str | None = None, small: bool = False,
+                 compile_backend: str = "inductor"):
+        self.device = torch.device(device)
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + budget_s
+        self.out = out
+        self.small = small                      # tiny models: a test of the code path, not a measurement
+        self.compile_backend = compile_backend
+        self.unet = "tiny" if small else "sd15"
+        self.unets = ["tiny"] if small else ["ldm256", "sd15"]
+        self.vae = "tiny-vae" if small else "sd15-vae"
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.sizes = {"blocks": 2, "per_block": 2, "warmup": 1} if small else {}   # calls per throughput figure
+        self.repeats = 1 if small else 3                                             # runs per memory figure
+        self.results: dict = {"meta": self.meta(), "speed": [], "memory": [], "errors": []}
 
-    @torch.inference_mode()
-    def step():
-        fn_model(x, t, encoder_hidden_states=ctx)
+    def meta(self) -> dict:
+        m = {"device": str(self.device), "torch": torch.__version__, "cuda": torch.version.cuda,
+             "python": sys.version.split()[0]}
+        try:
+            import diffusers
+            m["diffusers"] = diffusers.__version__
+        except Exception:  # noqa: BLE001
+            pass
+        if self.device.type == "cuda":
+            m["gpu"] = torch.cuda.get_device_name(self.device)
+            m["gpu_memory_gb"] = round(torch.cuda.get_device_properties(self.device).total_memory / 2 ** 30, 1)
+        return m
 
-    if attention == "compile":
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = time.perf_counter() - self.t0
+        if self.out:
+            with open(self.out, "w") as f:
+                json.dump(self.results, f, indent=1, default=str)
+
+    def case(self, kind: str, label: str, fn, min_left: float = 3.0) -> dict | None:
+        """Run one case; record its result or its error; never raise."""
+        if self.left() < min_left:
+            row = {"case": label, "skipped": f"time budget ({self.left():.0f} s left)"}
+            self.results[kind].append(row)
+            _log(f"[gpu] {label}: skipped (time budget)")
+            self.save()
+            return None
+        try:
+            row = {"case": label, **fn()}
+            _log(f"[gpu] {label}: " + ", ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "case"))
+        except Exception as e:  # noqa: BLE001 - one failed case must not end the suite
+            row = {"case": label, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            self.results["errors"].append({"case": label, "traceback": traceback.format_exc()[-2000:]})
+            _log(f"[gpu] {label}: ERROR {row['error']}")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.results[kind].append(row)
+        self.save()
+        return row
+
+    # ------------------------------------------------------------ speed
+    def speed_row(self, m, dtype, channels_last: bool = False) -> dict:
+        row = {}
+        for batch, key in ((1, "batch1"), (2, "guided")):
+            x, t, ctx = R.unet_inputs(self.unet, batch, self.device, dtype)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            row[key + "_its"] = calls_per_second(lambda: m(x, t, encoder_hidden_states=ctx, return_dict=False),
+                                                 self.device, **self.sizes)
+        return row
+
+    def run_speed(self) -> None:
+        name = R.LABELS[self.unet]
+        dt = str(self.dtype).replace("torch.", "")
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode():
+            m = R.build_unet(self.unet, self.device, self.dtype)
+            self.case("speed", f"{name}, {dt}, SDPA (the studio's default)", lambda: self.speed_row(m, self.dtype))
+
+            def sliced():
+                m.set_attention_slice("auto")
+                try:
+                    return self.speed_row(m, self.dtype)
+                finally:
+                    m.set_attention_slice(None)      # back to SDPA
+            self.case("speed", f"{name}, {dt}, sliced attention (slicing on)", sliced)
+            if cuda:
+                def bf16():
+                    m.to(torch.bfloat16)
+                    try:
+                        return self.speed_row(m, torch.bfloat16)
+                    finally:
+                        m.to(self.dtype)
+                self.case("speed", f"{name}, bf16, SDPA", bf16)
+                torch.backends.cudnn.benchmark = True
+                self.case("speed", f"{name}, {dt}, SDPA, cudnn.benchmark", lambda: self.speed_row(m, self.dtype))
+
+            def channels_last():
+                m.to(memory_format=torch.channels_last)
+                try:
+                    return self.speed_row(m, self.dtype, channels_last=True)
+                finally:
+                    m.to(memory_format=torch.contiguous_format)
+            self.case("speed", f"{name}, {dt}, SDPA, channels-last" + (", cudnn.benchmark" if cuda else ""),
+                      channels_last)
+            if cuda:
+                self.case("speed", f"{name}, {dt}, SDPA, cudnn.benchmark, CUDA graph of the eager UNet",
+                          lambda: self.graph_row(m))
+                torch.backends.cudnn.benchmark = False
+            del m
+        if cuda:
+            torch.cuda.empty_cache()
+
+    def graph_row(self, m) -> dict:
+        """The eager UNet captured once in a CUDA graph and replayed: no kernel-launch overhead."""
+        row = {}
+        for batch, key in ((1, "batch1"), (2, "guided")):
+            x, t, ctx = R.unet_inputs(self.unet, batch, self.device, self.dtype)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    m(x, t, encoder_hidden_states=ctx, return_dict=False)
+            torch.cuda.current_stream().wait_stream(stream)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                m(x, t, encoder_hidden_states=ctx, return_dict=False)
+            row[key + "_its"] = calls_per_second(g.replay, self.device, **self.sizes)
+            del g
+        return row
+
+    def run_compile(self) -> None:
+        """torch.compile in a subprocess with a deadline; its results arrive line by line, one
+        per (mode, batch), most wanted first: whatever the deadline leaves out is said so."""
+        name = R.LABELS[self.unet]
+        dt = str(self.dtype).replace("torch.", "")
+        # "default" first: what the studio's opt-in flag uses (H200, torch 2.11: 46 s to compile batch 1)
+        modes = ["default", "reduce-overhead"] if self.device.type == "cuda" else ["default"]
+        labels = {mode: f"{name}, {dt}, SDPA, torch.compile mode={mode}" for mode in modes}
+        timeout = self.left() - 2
+        if timeout < 20:
+            for mode in modes:
+                self.case("speed", labels[mode], lambda: {}, min_left=1e9)
+            return
+        spec = {"model": self.unet, "device": str(self.device), "dtype": dt, "backend": self.compile_backend,
+                "modes": modes}
+        cmd = [sys.executable, os.path.abspath(__file__), "--compile-worker", json.dumps(spec)]
         t0 = time.perf_counter()
-        step()
-        torch.cuda.synchronize()
-        compile_s = time.perf_counter() - t0
-    torch.cuda.reset_peak_memory_stats()
-    rate = timed(step, iters=20)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    del unet, fn_model
-    torch.cuda.empty_cache()
-    return {"it_s": rate, "peak_mib": peak, "compile_s": compile_s}
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            out, err, note = p.stdout, p.stderr, None if p.returncode == 0 else f"exit {p.returncode}"
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+            note = f"stopped at the suite's deadline ({timeout:.0f} s)"
+        wall = time.perf_counter() - t0
+        got = {mode: {} for mode in modes}
+        for line in out.splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                got[r.pop("mode")].update(r)
+        tail = ([ln for ln in err.strip().splitlines() if ln.strip()][-1:] or [""])[0][:200]
+        for mode in modes:
+            def row(r=got[mode]):
+                if "batch1_its" not in r and "guided_its" not in r:
+                    raise RuntimeError(r.get("error") or f"{note or 'no result'}: {tail}")
+                if note and "guided_its" not in r:
+                    r["note"] = note
+                return {**r, "worker_wall_s": wall}
+            self.case("speed", labels[mode], row, min_left=-1e9)
 
+    # ------------------------------------------------------------ memory
+    def unet_memory(self, m, model: str, attention: str) -> dict:
+        resolved = R.set_attention(m, attention, self.device.type)
+        try:
+            x, t, ctx = R.unet_inputs(model, 2, self.device, self.dtype)
+            run = lambda: m(x, t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
+            run()
+            times = []
+            with R.PeakMemory(self.device) as mem:
+                for _ in range(self.repeats):
+                    R.sync(self.device)
+                    t0 = time.perf_counter()
+                    run()
+                    R.sync(self.device)
+                    times.append(time.perf_counter() - t0)
+            return {"attention": resolved, "work_mb": mem.work, "peak_mb": mem.peak, "time": _stats(times)}
+        finally:
+            m.set_attention_slice(None)  # back to SDPA
 
-def vae_case(mode: str) -> dict:
-    vae = AutoencoderKL(**SD15_VAE).to("cuda", torch.float16).eval()
-    if mode == "sliced+tiled":
-        vae.enable_slicing()
-        vae.enable_tiling()
-    z = torch.randn(1, 4, 64, 64, device="cuda", dtype=torch.float16)
-    torch.cuda.reset_peak_memory_stats()
+    def run_memory(self) -> None:
+        with torch.inference_mode():
+            for model in self.unets:
+                try:
+                    m = R.build_unet(model, self.device, self.dtype)
+                except Exception as e:  # noqa: BLE001
+                    self.case("memory", f"{R.LABELS[model]}: build", lambda e=e: (_ for _ in ()).throw(e))
+                    continue
+                for attention, label in (("sdpa", "slicing off (SDPA)"), ("sliced", "slicing on"),
+                                         ("auto", "studio auto"), ("unfused", "unfused attention (reference)")):
+                    self.case("memory", f"{R.LABELS[model]}, guided step, {label}",
+                              lambda a=attention, m=m, model=model: self.unet_memory(m, model, a))
+                del m
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            big = 8 if self.small else 64
+            f = 2 ** (len(R.CONFIGS[self.vae]["block_out_channels"]) - 1)
+            px, px2 = big * f, 2 * big * f
+            cases = [("plain", 1, big, f"{px}² decode (the studio's choice)"),
+                     ("unfused", 1, big, f"{px}² decode, unfused attention"),
+                     ("plain", 1, 2 * big, f"{px2}² decode, whole"),
+                     ("tiled", 1, 2 * big, f"{px2}² decode, tiled (the studio's choice)"),
+                     ("plain", 4, big, f"4×{px}² decode, whole batch"),
+                     ("sliced", 4, big, f"4×{px}² decode, sliced (the studio's choice)")]
+            for mode, batch, latent, label in cases:
+                self.case("memory", f"{R.LABELS[self.vae]} {label}",
+                          lambda mode=mode, batch=batch, latent=latent: self.vae_memory(mode, batch, latent))
 
-    @torch.inference_mode()
-    def dec():
-        vae.decode(z)
+    def vae_memory(self, mode: str, batch: int, latent: int) -> dict:
+        vae = R.build_vae(self.vae, self.device, self.dtype, mode)
+        z = torch.randn(batch, vae.config.latent_channels, latent, latent, generator=torch.Generator("cpu").manual_seed(0))
+        z = z.to(self.device, self.dtype)
+        run = lambda: vae.decode(z, return_dict=False)  # noqa: E731
+        run()
+        times = []
+        with R.PeakMemory(self.device) as mem:
+            for _ in range(min(2, self.repeats)):
+                R.sync(self.device)
+                t0 = time.perf_counter()
+                run()
+                R.sync(self.device)
+                times.append(time.perf_counter() - t0)
+        del vae
+        return {"vae": mode, "work_mb": mem.work, "peak_mb": mem.peak, "time": _stats(times)}
 
-    rate = timed(dec, iters=5, warmup=1)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    del vae
-    torch.cuda.empty_cache()
-    return {"s": 1 / rate["median"], "peak_mib": peak}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="bench/results-cuda.json")
-    p.add_argument("--budget-s", type=float, default=110)
-    args = p.parse_args()
-    start = time.monotonic()
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-    dev = torch.cuda.get_device_name()
-    results = {"device": dev, "torch": torch.__version__, "cases": []}
-    # most wanted first: a case that would start past the budget is skipped
-    cases = [("unet", "sd15", "fp16", m, b) for m in ("sdpa", "compile", "sliced") for b in (1, 2)]
-    cases += [("unet", "sd15", "bf16", "sdpa", b) for b in (1, 2)]
-    cases += [("vae", "sd15-vae", "fp16", m, 1) for m in ("plain", "sliced+tiled")]
-    cases += [("unet", "ldm256", "fp16", "sdpa", 2), ("unet", "sd15", "bf16", "sliced", 2)]
-    print(f"| {dev} | dtype | attention | batch | it/s (median, min-max) | peak MiB | note |", flush=True)
-    print("|---|---|---|---|---|---|---|", flush=True)
-    for what, model, dtype, mode, batch in cases:
-        row = {"what": what, "model": model, "dtype": dtype, "mode": mode, "batch": batch}
-        if time.monotonic() - start > args.budget_s:
-            row["error"] = "skipped: time budget"
-        else:
+    # ------------------------------------------------------------ all
+    def run(self) -> dict:
+        _log(f"[gpu] {self.results['meta']}")
+        for part in (self.run_speed, self.run_memory, self.run_compile):
             try:
-                if what == "unet":
-                    cfg = SD15_UNET if model == "sd15" else LDM_TEXT2IM_256
-                    row.update(unet_case(cfg, dtype, mode, batch))
-                else:
-                    row.update(vae_case(mode))
-            except Exception as e:  # one failing case must not sink the suite
-                row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        results["cases"].append(row)
-        if "error" in row:
-            print(f"| {model} | {dtype} | {mode} | {batch} | - | - | {row['error']} |", flush=True)
-        elif what == "unet":
-            r = row["it_s"]
-            note = f"compile {row['compile_s']:.0f} s" if row["compile_s"] else ""
-            print(f"| {model} | {dtype} | {mode} | {batch} | {r['median']:.1f} ({r['min']:.1f}-{r['max']:.1f}) "
-                  f"| {row['peak_mib']:.0f} | {note} |", flush=True)
-        else:
-            print(f"| {model} decode 512² | {dtype} | {mode} | 1 | {row['s'] * 1000:.1f} ms/decode "
-                  f"| {row['peak_mib']:.0f} | |", flush=True)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
+                part()
+            except Exception as e:  # noqa: BLE001
+                self.results["errors"].append({"case": part.__name__, "traceback": traceback.format_exc()[-2000:]})
+                _log(f"[gpu] {part.__name__}: ERROR {type(e).__name__}: {e}")
+        self.save()
+        return self.results
+
+
+def _short(v) -> str:
+    if isinstance(v, dict) and "median" in v:
+        return f"{v['median']:.3g} ({v['min']:.3g}-{v['max']:.3g})"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def table(results: dict) -> list[str]:
+    """Markdown tables of a GPU suite's results."""
+    meta = results.get("meta", {})
+    lines = [f"### GPU: {meta.get('gpu', meta.get('device'))} (torch {meta.get('torch')}, CUDA {meta.get('cuda')}, "
+             f"diffusers {meta.get('diffusers')})", "",
+             "| UNet, random weights | batch 1, it/s | guided step (batch 2), it/s |", "|---|---|---|"]
+    for r in results.get("speed", []):
+        if "error" in r or "skipped" in r:
+            lines.append(f"| {r['case']} | {r.get('error') or r.get('skipped')} | |")
+            continue
+        extra = f" (compile {r['compile_s']:.0f} s)" if "compile_s" in r else ""
+        b1 = _short(r["batch1_its"]) if "batch1_its" in r else "–"
+        g = _short(r["guided_its"]) if "guided_its" in r else (r.get("note") or "–")
+        lines.append(f"| {r['case']}{extra} | {b1} | {g} |")
+    lines += ["", "| memory case (GPU) | extra memory (max_memory_allocated) | time |", "|---|---|---|"]
+    for r in results.get("memory", []):
+        if "error" in r or "skipped" in r:
+            lines.append(f"| {r['case']} | {r.get('error') or r.get('skipped')} | |")
+            continue
+        note = f" (→ {r['attention']})" if r.get("attention") and "auto" in r["case"] else ""
+        lines.append(f"| {r['case']}{note} | {r['work_mb']:.0f} MB | {_short(r['time'])} s |")
+    lines.append(f"\n(GPU suite: {results.get('elapsed_s', 0):.0f} s)")
+    return lines
+
+
+# ------------------------------------------------------------------ compile subprocess
+def compile_main(spec: dict) -> None:
+    device = torch.device(spec["device"])
+    dtype = getattr(torch, spec["dtype"])
+    with torch.inference_mode():
+        m = R.build_unet(spec["model"], device, dtype)
+        out = {mode: {"mode": mode} for mode in spec["modes"]}
+        for mode in spec["modes"]:                              # most wanted first
+            for batch, key in ((1, "batch1"), (2, "guided")):
+                x, t, ctx = R.unet_inputs(spec["model"], batch, device, dtype)
+                r = out[mode]
+                try:
+                    torch._dynamo.reset()
+                    kw = {} if mode == "default" else {"mode": mode}
+                    mc = torch.compile(m, fullgraph=True, dynamic=False, backend=spec.get("backend", "inductor"),
+                                       **kw)
+                    t0 = time.perf_counter()
+                    mc(x, t, encoder_hidden_states=ctx, return_dict=False)
+                    R.sync(device)
+                    r[f"{key}_compile_s"] = time.perf_counter() - t0
+                    r.setdefault("compile_s", r[f"{key}_compile_s"])
+                    r[f"{key}_its"] = calls_per_second(
+                        lambda: mc(x, t, encoder_hidden_states=ctx, return_dict=False), device)
+                except Exception as e:  # noqa: BLE001
+                    r.setdefault("error", f"{key}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+                print(json.dumps(r), flush=True)     # partial results survive a deadline
+
+
+def main(argv=None) -> None:
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results-cuda.json"))
+    p.add_argument("--budget-s", type=float, default=140.0, help="stop starting cases after this (compile included)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--small", action="store_true", help="tiny models: test the code path (any device)")
+    p.add_argument("--compile-backend", default="inductor", help=argparse.SUPPRESS)
+    p.add_argument("--compile-worker", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.compile_worker:
+        compile_main(json.loads(a.compile_worker))
+        return
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: the GPU suite needs one (or --device cpu --small to test it)")
+    res = GpuSuite(a.device, a.budget_s, a.out, small=a.small, compile_backend=a.compile_backend).run()
+    print("\n".join(table(res)), flush=True)
+    print(f"\nwritten to {a.out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,45 +1,61 @@
-"""Speed and memory of the studio, measured (issue: benchmarks, not timed unit tests).
+"""Speed and memory of the studio, measured (issue #5: benchmarks, not timed unit tests).
 
-    python bench/run.py                 # the full suite on this machine's device (< 15 min on 2 CPU cores)
-    python bench/run.py --smoke         # one tiny case of each benchmark (CI)
+    python bench/run.py                 # the full suite on this machine (< 15 min on 2 CPU cores)
+    python bench/run.py --smoke         # one tiny case of each benchmark (CI, < 1 min)
+    python bench/run.py --gpu-only      # only the real-size GPU cases (< 150 s on an H100; no gradio needed)
+    python bench/run.py --sections latency,overhead   # a subset
 
-Prints a markdown table and writes bench/results-<device>.json. Each figure is the median of
-`--repeats` runs with its spread (min-max). Memory is measured in a fresh subprocess per case:
-peak RSS on CPU (`resource.getrusage`), `torch.cuda.max_memory_allocated` on GPU.
+Prints markdown tables as each section finishes and writes bench/results-<device>.json after
+each one. Every figure is the median of several runs with its spread (min-max). Sections:
+
+- latency    built-in models, the four tasks, s/image at 25 steps (guided where the task has
+             guidance), batch 1 and 4, images/s;
+- overhead   the studio's pipeline (ModelStack.run) against a bare denoising loop over the same
+             UNet, scheduler, inputs and guidance (same image out), as a ratio; also with the web
+             UI's live previews, and what the CPU defaults buy (small convolutions, threads);
+- resident   a fresh process: time to the first image after start against later images; memory
+             after using one task against all four (shared components counted once);
+- webui      `python webui.py` launched as a subprocess, to the first built-in image through
+             gradio_client, and a later request;
+- superres   a 256² input to a 1024² output through the studio's tiled super-resolution, time
+             and peak RSS in a fresh process;
+- memory     real-size architectures (random weights): peak memory of one guided UNet step with
+             attention slicing off / on / the studio's auto / unfused attention, and SD-1.5 VAE
+             decodes (512², 1024² whole / tiled, batch of 4 whole / sliced), each in a fresh
+             process (peak RSS on CPU), with the time of each;
+- gpu        (CUDA only) bench/gpu.py: fp16/bf16, SDPA/sliced, channels-last, CUDA graph and
+             torch.compile on the SD-1.5-sized UNet at 512², and the memory cases on the GPU.
+
+--gpu-only imports nothing but torch, diffusers and the standard library.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(ROOT))
+import realsize as R  # noqa: E402  (torch + diffusers only)
 
-# Real architectures from their published configurations (random weights: speed and memory
-# do not depend on weight values).
-LDM_TEXT2IM_256 = dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
-                       block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1280, attention_head_dim=8,
-                       down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                       up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-                 cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
-                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-TINY_VAE = dict(block_out_channels=(32, 32), layers_per_block=1, latent_channels=4, norm_num_groups=32,
-                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+TASKS = ("text2img", "layout2img", "superres", "inpaint")
+SECTIONS = ("latency", "overhead", "resident", "webui", "superres", "memory", "gpu")
+PROMPT = "a red circle left of a blue square"
+
+
+def log(*a) -> None:
+    print(*a, flush=True)
 
 
 def stats(xs: list[float]) -> dict:
@@ -47,171 +63,547 @@ def stats(xs: list[float]) -> dict:
 
 
 def fmt(s: dict, unit: str = "s", digits: int = 3) -> str:
-    return f"{s['median']:.{digits}f} {unit} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+    return f"{s['median']:.{digits}f} {unit} ({s['min']:.{digits}f}–{s['max']:.{digits}f}, n={s['n']})"
 
 
-# ------------------------------------------------------------------ memory: one case per subprocess
-MEMORY_CASE = r"""
-import json, resource, sys, time, torch
-sys.path.insert(0, {root!r})
-from diffusers import AutoencoderKL, UNet2DConditionModel
-case = json.loads({case!r})
-dev = torch.device(case["device"]); dtype = torch.float16 if dev.type == "cuda" else torch.float32
-torch.manual_seed(0)
-with torch.inference_mode():
-    if case["what"] == "unet":
-        m = UNet2DConditionModel(**case["config"]).to(dev, dtype).eval()
-        if case["slicing"] == "on":
-            m.set_attention_slice("auto")
-        s = case["config"]["sample_size"]
-        x = torch.randn(2, 4, s, s, device=dev, dtype=dtype)           # guided: [uncond; cond]
-        ctx = torch.randn(2, 77, case["config"]["cross_attention_dim"], device=dev, dtype=dtype)
-        run = lambda: m(x, 10, encoder_hidden_states=ctx).sample
-    else:
-        m = AutoencoderKL(**case["config"]).to(dev, dtype).eval()
-        if case["slicing"] == "on":
-            m.enable_tiling()
-        z = torch.randn(1, 4, case["latent"], case["latent"], device=dev, dtype=dtype)
-        run = lambda: m.decode(z).sample
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if dev.type == "cuda":
-        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base_gpu = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(case["repeats"]):
-        t = time.perf_counter(); run()
-        if dev.type == "cuda": torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    if dev.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base_gpu) / 2**20
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-print(json.dumps({{"peak_mb": peak, "times": times}}))
-"""
+def repeat(fn, n_min: int, n_max: int, budget_s: float) -> list[float]:
+    """Time fn() at least n_min and at most n_max times, stopping after budget_s."""
+    times, start = [], time.perf_counter()
+    while len(times) < n_max and (len(times) < n_min or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
-def memory_case(case: dict) -> dict:
-    code = MEMORY_CASE.format(root=str(ROOT), case=json.dumps(case))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1][:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def machine() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    m = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+         "python": platform.python_version(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+    try:
+        m["cores_usable"] = len(os.sched_getaffinity(0))
+        m["loadavg_at_start"] = os.getloadavg()   # other work on the machine makes every figure noisy
+    except (AttributeError, OSError):
+        pass
+    try:
+        import diffusers
+        m["diffusers"] = diffusers.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    if torch.cuda.is_available():
+        m["gpu"] = torch.cuda.get_device_name()
+    return m
 
 
-def bench_memory(device: str, smoke: bool, repeats: int) -> list[dict]:
-    rows = []
-    unets = [("tiny UNet", TINY_UNET)] if smoke else [("LDM text2im 256² (32×32×4)", LDM_TEXT2IM_256),
-                                                      ("SD-1.5 UNet 512² (64×64×4)", SD15_UNET)]
-    for name, cfg in unets:
-        for slicing in ("off", "on"):
-            r = memory_case({"what": "unet", "config": cfg, "slicing": slicing, "device": device,
-                             "repeats": repeats})
-            rows.append({"case": f"{name}, guided step", "slicing": slicing, **r})
-    vae = ("tiny VAE decode", TINY_VAE, 8) if smoke else ("SD-1.5 VAE decode 512²", SD15_VAE, 64)
-    for slicing in ("off", "on"):
-        r = memory_case({"what": "vae", "config": vae[1], "latent": vae[2], "slicing": slicing, "device": device,
-                         "repeats": repeats})
-        rows.append({"case": vae[0], "slicing": "tiling " + slicing, **r})
-    return rows
+def child_env() -> dict:
+    """Environment of measuring subprocesses: the repository importable; large freed buffers
+    returned to the OS at once (glibc), so that peak RSS measures what a step really holds."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(BENCH), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    return env
 
 
-# ------------------------------------------------------------------ latency, overhead, resident stack
-def bench_pipelines(catalog_path: str | None, device: str, smoke: bool, repeats: int) -> dict:
+def run_child(name: str, args: list, timeout: float):
+    """CHILDREN[name](*args) in a fresh process (`python bench/run.py --child ...`); its result."""
+    p = subprocess.run([sys.executable, str(BENCH / "run.py"), "--child", name, json.dumps(args)],
+                       capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=str(ROOT))
+    if p.returncode != 0:
+        lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()] or ["(no output)"]
+        raise RuntimeError(f"subprocess failed: {lines[-1][:300]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ inputs of the image tasks
+def scene(size: int):
+    """A Shapes-World-like input image (RGB) and a mask over its right half's shape."""
+    from PIL import Image, ImageDraw
+    im = Image.new("RGB", (size, size), (235, 235, 225))
+    d = ImageDraw.Draw(im)
+    s = size / 64
+    d.ellipse([8 * s, 20 * s, 28 * s, 40 * s], fill=(220, 40, 40))
+    d.rectangle([38 * s, 22 * s, 56 * s, 40 * s], fill=(40, 60, 220))
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).rectangle([34 * s, 18 * s, 60 * s, 44 * s], fill=255)
+    return im, mask
+
+
+def make_request(task: str, batch: int, seed: int, steps: int, size: int):
+    from ldm_core.requests import Box, InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
+    if task == "text2img":
+        return Text2ImgRequest(prompt=PROMPT, steps=steps, seed=seed, num_images=batch)
+    if task == "layout2img":
+        return Layout2ImgRequest(prompt="", boxes=[Box("red circle", (0.1, 0.3, 0.45, 0.65)),
+                                                   Box("blue square", (0.55, 0.3, 0.9, 0.65))],
+                                 steps=steps, seed=seed, num_images=batch)
+    im, mask = scene(size)
+    if task == "superres":
+        return SuperResRequest(image=im, steps=steps, seed=seed, num_images=batch)
+    return InpaintRequest(image=im, mask=mask, prompt="a green triangle", steps=steps, seed=seed, num_images=batch)
+
+
+# ------------------------------------------------------------------ latency
+def bench_latency(ctx) -> tuple[dict, list[str]]:
+    stack, steps = ctx.stack(), ctx.steps
+    out, lines = {}, ["| task (model) | steps | first request (load + run) | s/image, batch 1 | s/image, batch 4 | "
+                      "images/s, batch 1 / 4 |", "|---|---|---|---|---|---|"]
+    for task in TASKS:
+        entry = stack.catalog.default(task)
+        size = ctx.sr_size if task == "superres" else ctx.size
+        t0 = time.perf_counter()
+        stack.run(make_request(task, 1, 0, steps, size))
+        first = time.perf_counter() - t0
+        row = {"model": entry.name, "steps": steps, "first_s": first,
+               "guided": task != "superres" and (entry.guidance or 0) > 1}
+        for batch in (1, 4):
+            seeds = iter(range(1, 1000))
+            times = repeat(lambda: stack.run(make_request(task, batch, next(seeds), steps, size)),
+                           2, ctx.repeats, ctx.budget * (1 if batch == 1 else 1.5))
+            row[f"batch{batch}"] = stats([t / batch for t in times])
+        out[task] = row
+        note = "" if row["guided"] else ", no guidance"
+        lines.append(f"| {task} ({entry.name}{note}) | {steps} | {first:.2f} s | {fmt(row['batch1'])} | "
+                     f"{fmt(row['batch4'])} | {1 / row['batch1']['median']:.2f} / {1 / row['batch4']['median']:.2f} |")
+        log(lines[-1])
+    return out, lines
+
+
+# ------------------------------------------------------------------ overhead
+def bench_overhead(ctx) -> tuple[dict, list[str]]:
+    import numpy as np
     import torch
 
-    from ldm_core.catalog import Catalog
+    import ldm_core.pipelines.common as C
+    from ldm_core.pipelines.common import (apply_guidance, decode_latents, make_generators, make_scheduler,
+                                           per_image_noise, to_pil)
     from ldm_core.requests import Text2ImgRequest
-    from ldm_core.stack import ModelStack
-    from ldm_core.pipelines.common import apply_guidance, make_generators, make_scheduler, per_image_noise
+    stack, steps = ctx.stack(), ctx.steps
+    entry = stack.catalog.default("text2img")
+    pipe = stack.load(entry)
+    req = Text2ImgRequest(prompt=PROMPT, steps=steps, seed=7)
 
-    stack = ModelStack(Catalog.load(catalog_path), device=device)
-    name = stack.catalog.default("text2img").name
-    steps = 4 if smoke else 25
-    t0 = time.perf_counter()
-    stack.run(Text2ImgRequest(prompt="a red circle", steps=steps, seed=0))
-    first = time.perf_counter() - t0
-    out = {"model": name, "first_request_s": first, "latency": {}}
-    for batch in (1, 4):
-        times = []
-        for r in range(repeats):
-            t = time.perf_counter()
-            stack.run(Text2ImgRequest(prompt="a red circle left of a blue square", steps=steps, seed=r,
-                                      num_images=batch))
-            times.append((time.perf_counter() - t) / batch)
-        out["latency"][batch] = stats(times)
-    # wrapper overhead: the studio's pipeline vs a bare guided loop over the same parts and inputs
-    pipe = stack.load(name)
-    entry = stack.catalog.get(name, "text2img")
-
+    @torch.inference_mode()
     def bare():
+        """What one writes with the same parts and no studio: tokenize, encode [uncond; cond],
+        the guided loop, decode, to PIL."""
         sched = make_scheduler(pipe.scheduler.config, entry.sampler)
-        sched.set_timesteps(steps)
-        with torch.inference_mode():
-            ids = pipe.tokenizer(["", "a red circle"], padding="max_length",
-                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
-            ctx = pipe.text_encoder(ids.to(pipe.device))[0]
-            f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-            lat = per_image_noise((1, 4, entry.height // f, entry.width // f), make_generators([0]), pipe.device,
-                                  ctx.dtype) * sched.init_noise_sigma
-            for t in sched.timesteps:
-                x = sched.scale_model_input(torch.cat([lat] * 2), t)
-                lat = sched.step(apply_guidance(pipe.unet(x, t, encoder_hidden_states=ctx).sample, entry.guidance),
-                                 t, lat).prev_sample
-            from ldm_core.pipelines.common import decode_latents
-            decode_latents(pipe.vae, lat)
+        sched.set_timesteps(steps, device=pipe.device)
+        ids = pipe.tokenizer(["", PROMPT], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(pipe.device)
+        cond = pipe.text_encoder(ids)[0]
+        f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        lat = per_image_noise((1, pipe.unet.config.in_channels, entry.height // f, entry.width // f),
+                              make_generators([7]), pipe.device, cond.dtype) * sched.init_noise_sigma
+        for t in sched.timesteps:
+            x = sched.scale_model_input(torch.cat([lat] * 2), t)
+            lat = sched.step(apply_guidance(pipe.unet(x, t, encoder_hidden_states=cond).sample, entry.guidance),
+                             t, lat).prev_sample
+        return to_pil(decode_latents(pipe.vae, lat))
 
-    def wrapped():
-        stack.run(Text2ImgRequest(prompt="a red circle", steps=steps, seed=0))
+    def studio():
+        return stack.run(req).images
 
-    b, w = [], []
-    for _ in range(repeats):
-        t = time.perf_counter(); bare(); b.append(time.perf_counter() - t)
-        t = time.perf_counter(); wrapped(); w.append(time.perf_counter() - t)
-    out["bare_loop"], out["studio"] = stats(b), stats(w)
-    out["overhead_ratio"] = statistics.median(w) / statistics.median(b)
-    out["resident_mb_one_model"] = stack.resident_bytes() / 2 ** 20
+    def ui_callback(s):  # what tabs/common.stream does in the browser: a preview every 5 steps
+        if s.step % 5 == 0 and s.step < s.total:
+            stack.preview(req, s.latents)
+        return False
+
+    def studio_ui():
+        return stack.run(req, callback=ui_callback).images
+
+    same = int(np.abs(np.asarray(bare()[0], dtype=int) - np.asarray(studio()[0], dtype=int)).max())
+    studio_ui()
+    runs = {"bare": [], "studio": [], "studio_ui": []}
+    fns = {"bare": bare, "studio": studio, "studio_ui": studio_ui}
+    n = max(3, ctx.repeats + 2)
+    for i in range(n):  # interleaved, order rotated: drift and noise hit all three alike
+        order = list(fns)[i % 3:] + list(fns)[:i % 3]
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            runs[k].append(time.perf_counter() - t0)
+    pair = {k: stats([s / b for s, b in zip(runs[k], runs["bare"])]) for k in ("studio", "studio_ui")}
+    res = {"model": entry.name, "steps": steps, "max_pixel_diff": same, **{k: stats(v) for k, v in runs.items()},
+           "ratio": pair["studio"], "ratio_ui": pair["studio_ui"]}
+    # later requests reload nothing: a request's wall time against the pipeline's own time
+    walls = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        res_ = stack.run(req)
+        walls.append((time.perf_counter() - t0) / res_.seconds)
+    res["request_vs_pipeline"] = stats(walls)
+    # what the CPU defaults buy, same request, interleaved
+    ab = {}
+    if stack.device.type == "cpu":
+        import torch as _t
+        threads = _t.get_num_threads()
+        variants = {"default": lambda: None, "small convs on oneDNN": lambda: setattr(C, "SMALL_CONV_MACS", 0),
+                    "1 thread": lambda: _t.set_num_threads(1)}
+        base_macs = C.SMALL_CONV_MACS
+        t = {k: [] for k in variants}
+        for i in range(n):
+            for k, setup in variants.items():
+                setup()
+                try:
+                    t0 = time.perf_counter()
+                    stack.run(req)
+                    t[k].append(time.perf_counter() - t0)
+                finally:
+                    C.SMALL_CONV_MACS = base_macs
+                    _t.set_num_threads(threads)
+        ab = {k: {**stats(v), "ratio": stats([x / d for x, d in zip(v, t["default"])])} for k, v in t.items()}
+        res["cpu_defaults"] = ab
+    lines = ["| wrapper overhead (" + f"{entry.name}, {steps} steps, batch 1) | time | vs bare loop |",
+             "|---|---|---|",
+             f"| bare loop (same UNet, scheduler, inputs, guidance, decode) | {fmt(res['bare'])} | 1 |",
+             f"| studio: ModelStack.run (the API's path) | {fmt(res['studio'])} | "
+             f"{res['ratio']['median']:.3f}× ({res['ratio']['min']:.3f}–{res['ratio']['max']:.3f}) |",
+             f"| studio + the web UI's live preview every 5 steps | {fmt(res['studio_ui'])} | "
+             f"{res['ratio_ui']['median']:.3f}× ({res['ratio_ui']['min']:.3f}–{res['ratio_ui']['max']:.3f}) |",
+             f"| request wall time / the pipeline's own time (no reload) | | "
+             f"{res['request_vs_pipeline']['median']:.3f}× |",
+             f"| (same image from both: largest pixel difference {same}) | | |"]
+    for k, v in ab.items():
+        if k != "default":
+            lines.append(f"| CPU default undone: {k} | {fmt(v)} | {v['ratio']['median']:.3f}× the studio's |")
+    for ln in lines[2:]:
+        log(ln)
+    return res, lines
+
+
+# ------------------------------------------------------------------ resident stack (fresh process)
+def child_resident(catalog: str, steps: int, size: int, sr_size: int, device: str, launched: float) -> dict:
+    """In a fresh process: start -> first image, later images, memory after one task and all four."""
+    t_enter = time.time()
+    from ldm_core.catalog import Catalog
+    from ldm_core.stack import ModelStack
+    stack = ModelStack(Catalog.load(catalog), device=device)
+    t_import = time.time() - launched
+    t0 = time.perf_counter()
+    stack.run(make_request("text2img", 1, 0, steps, size))
+    first, first_request = time.time() - launched, time.perf_counter() - t0
+    later = []
+    for i in range(3):
+        t0 = time.perf_counter()
+        stack.run(make_request("text2img", 1, i + 1, steps, size))
+        later.append(time.perf_counter() - t0)
+    one = {"rss_mb": R.rss_mb(), "weights_mb": stack.resident_bytes() / 2 ** 20, "models": list(stack._resident)}
+    for task in TASKS[1:]:
+        stack.run(make_request(task, 1, 0, steps, sr_size if task == "superres" else size))
+    four = {"rss_mb": R.rss_mb(), "weights_mb": stack.resident_bytes() / 2 ** 20,
+            "weights_unshared_mb": sum(r.bytes for r in stack._resident.values()) / 2 ** 20,
+            "models": list(stack._resident), "components": len(stack._components)}
+    return {"startup_s": t_enter - launched, "import_s": t_import, "first_image_s": first,
+            "first_request_s": first_request, "load_s": stack.load_seconds, "later_s": later, "one": one,
+            "four": four, "peak_rss_mb": R.peak_rss_mb()}
+
+
+def bench_resident(ctx) -> tuple[dict, list[str]]:
+    r = ctx.child("resident", ctx.catalog, ctx.steps, ctx.size, ctx.sr_size, ctx.device, time.time(), timeout=600)
+    later = stats(r["later_s"])
+    lines = ["| resident stack (fresh process, built-in text2img) | figure |", "|---|---|",
+             f"| process start → first image (interpreter + imports {r['import_s']:.1f} s, load, first run)"
+             f"{' (smoke: in-process, imports not counted)' if ctx.smoke else ''} | {r['first_image_s']:.2f} s |",
+             f"| first request (load {sum(r['load_s'].values()):.2f} s + run) | {r['first_request_s']:.2f} s |",
+             f"| later requests | {fmt(later)} |",
+             f"| weights held after one task / all four (shared components once) | {r['one']['weights_mb']:.1f} MB / "
+             f"{r['four']['weights_mb']:.1f} MB (held separately: {r['four']['weights_unshared_mb']:.1f} MB) |",
+             f"| process RSS after one task / all four | {r['one']['rss_mb']:.0f} MB / {r['four']['rss_mb']:.0f} MB |"]
+    for ln in lines[2:]:
+        log(ln)
+    return r, lines
+
+
+# ------------------------------------------------------------------ webui launch → first image
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_webui(ctx) -> tuple[dict, list[str]]:
+    import urllib.request
+
+    from gradio_client import Client  # imported before the clock starts: the server's time is measured
+    port = free_port()
+    logf = open(Path(ctx.tmp) / "webui.log", "w")
+    cmd = [sys.executable, str(ROOT / "webui.py"), "--port", str(port), "--models", ctx.catalog, "--offline",
+           "--output-dir", str(Path(ctx.tmp) / "webui-out")]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env(), cwd=str(ROOT))
+    try:
+        url, up = f"http://127.0.0.1:{port}/", None
+        while time.perf_counter() - t0 < 180:
+            if proc.poll() is not None:
+                raise RuntimeError(f"webui.py exited with {proc.returncode}: "
+                                   f"{(Path(ctx.tmp) / 'webui.log').read_text()[-300:]}")
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                up = time.perf_counter() - t0
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.05)
+        if up is None:
+            raise RuntimeError("webui.py did not answer within 180 s")
+        client = Client(url, verbose=False)
+        t1 = time.perf_counter()
+        client.predict(prompt=PROMPT, seed=1, api_name="/text2img")
+        first = time.perf_counter() - t0
+        first_call = time.perf_counter() - t1
+        later = []
+        for i in range(max(2, ctx.repeats - 2)):
+            t1 = time.perf_counter()
+            client.predict(prompt=PROMPT, seed=2 + i, api_name="/text2img")
+            later.append(time.perf_counter() - t1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        logf.close()
+    r = {"server_up_s": up, "first_image_s": first, "first_call_s": first_call, "later": stats(later)}
+    lines = ["| `python webui.py` (subprocess, built-in catalog) → image via gradio_client | figure |", "|---|---|",
+             f"| launch → server answers | {up:.1f} s |",
+             f"| launch → first image (load + generate + PNG + HTTP) | {first:.1f} s |",
+             f"| a later /text2img request, end to end | {fmt(r['later'])} |"]
+    for ln in lines[2:]:
+        log(ln)
+    return r, lines
+
+
+# ------------------------------------------------------------------ large super-resolution (fresh process)
+def child_superres(catalog: str, steps: int, size: int, device: str) -> dict:
+    """In a fresh process: one tiled super-resolution request, its time and peak memory."""
+    from ldm_core.catalog import Catalog
+    from ldm_core.stack import ModelStack
+    stack = ModelStack(Catalog.load(catalog), device=device)
+    stack.run(make_request("superres", 1, 0, 1, 32))          # load, warm up
+    req = make_request("superres", 1, 0, steps, size)
+    with R.PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        res = stack.run(req)
+        wall = time.perf_counter() - t0
+    return {"seconds": wall, "steps": steps, "input": size, "output": list(res.images[0].size),
+            "peak_mb": mem.peak, "work_mb": mem.work, "before_mb": mem.before}
+
+
+def bench_superres(ctx) -> tuple[dict, list[str]]:
+    r = ctx.child("superres", ctx.catalog, ctx.steps, ctx.large_sr, ctx.device, timeout=900)
+    lines = [f"| large super-resolution, tiled ({r['input']}² → {r['output'][0]}×{r['output'][1]}, {r['steps']} "
+             f"steps, fresh process) | figure |", "|---|---|",
+             f"| time | {r['seconds']:.1f} s ({r['seconds'] / r['steps']:.2f} s/step) |",
+             f"| peak RSS of the process (model and interpreter included) | {r['peak_mb']:.0f} MB |",
+             f"| of which the request itself | {r['work_mb']:.0f} MB |"]
+    for ln in lines[2:]:
+        log(ln)
+    return r, lines
+
+
+# ------------------------------------------------------------------ real-size memory (fresh process per case)
+def memory_cases(smoke: bool) -> list[tuple[str, dict]]:
+    attn = [("sdpa", "off (SDPA)"), ("sliced", "on (sliced)"), ("unfused", "unfused attention (reference)")]
+    if smoke:
+        unets, vae, big = ["tiny"], "tiny-vae", 8
+    else:
+        unets, vae, big = ["ldm256", "sd15"], "sd15-vae", 64
+    cases = []
+    for m in unets:
+        heavy = m == "sd15"
+        for a, label in attn:
+            cases.append((f"{R.LABELS[m]}, guided step | {label}",
+                          {"what": "unet", "model": m, "attention": a, "batch": 2,
+                           "warmup": 0 if heavy else 1, "repeats": 2 if heavy else 3}))
+    f = 2 ** (len(R.CONFIGS[vae]["block_out_channels"]) - 1)
+    px = big * f
+    vae_cases = [(f"{px}² decode | whole (the studio's choice)", "plain", 1, big, None, 1, 2),
+                 (f"{px}² decode | unfused attention (reference)", "unfused", 1, big, None, 1, 2),
+                 (f"{2 * px}² decode | whole", "plain", 1, 2 * big, None, 0, 1),
+                 (f"{2 * px}² decode | tiled, {px}² tiles (the studio's choice)", "tiled", 1, 2 * big, None, 0, 1),
+                 (f"4×{px // 2}² decode | whole batch", "plain", 4, big // 2, None, 1, 2),
+                 (f"4×{px // 2}² decode | sliced (the studio's choice)", "sliced", 4, big // 2, None, 1, 2)]
+    for label, mode, batch, latent, tile, warmup, repeats in vae_cases:
+        cases.append((f"{R.LABELS[vae]} {label}", {"what": "vae", "model": vae, "vae_mode": mode, "batch": batch,
+                                                   "latent": latent, "tile": tile, "warmup": warmup,
+                                                   "repeats": repeats}))
+    return cases
+
+
+def child_memory(cases: list[dict]) -> list[dict]:
+    """Real-size cases, one after another (the full run gives each its own fresh process)."""
+    out = []
+    for c in cases:
+        try:
+            out.append(R.run_case(c))
+        except Exception as e:  # noqa: BLE001
+            out.append({"error": f"{type(e).__name__}: {str(e)[:200]}"})
     return out
+
+
+CHILDREN = {"resident": child_resident, "superres": child_superres, "memory": child_memory}
+
+
+def bench_memory(ctx) -> tuple[dict, list[str]]:
+    cases = memory_cases(ctx.smoke)
+    results = []
+    lines = ["| real-size case (random weights, fresh process, CPU: peak RSS) | setting | extra memory of the "
+             "step (peak − before) | peak RSS | time |", "|---|---|---|---|---|"]
+    device_type = ctx.device.split(":")[0]
+
+    def emit(label, case, r):
+        name, setting = label.split(" | ")
+        results.append({"case": name, "setting": setting, **case, **r})
+        if "error" in r:
+            lines.append(f"| {name} | {setting} | error: {r['error']} | | |")
+        else:
+            lines.append(f"| {name} | {setting} | {r['work_mb']:.0f} MB | {r['peak_mb']:.0f} MB | "
+                         f"{fmt(stats(r['times']))} |")
+        log(lines[-1])
+        if case["what"] == "unet" and case["attention"] == "sdpa":   # the studio's auto: same configuration
+            auto = "sliced" if R.studio_auto_slicing(device_type) else "sdpa"
+            if auto == "sdpa":
+                results.append({"case": name, "setting": "studio auto", "same_as": setting, **case, **r})
+                lines.append(f"| {name} | studio auto → off on {device_type} (the same configuration) | ″ | ″ | ″ |")
+                log(lines[-1])
+
+    dev = {"device": ctx.device}
+    if ctx.smoke:  # all tiny cases in this process: a smoke test of the code, not a measurement
+        for (label, case), r in zip(cases, child_memory([{**c, **dev} for _, c in cases])):
+            emit(label, case, r)
+    else:
+        for label, case in cases:
+            try:
+                r = ctx.child("memory", [{**case, **dev}], timeout=900)[0]
+            except Exception as e:  # noqa: BLE001
+                r = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            emit(label, case, r)
+    return {"cases": results}, lines
+
+
+# ------------------------------------------------------------------ GPU
+def bench_gpu(ctx) -> tuple[dict, list[str]]:
+    import gpu
+    res = gpu.GpuSuite(ctx.device, ctx.gpu_budget, str(BENCH / "results-cuda.json")).run()
+    return res, gpu.table(res)
+
+
+# ------------------------------------------------------------------ driver
+class Context:
+    def __init__(self, a, catalog: str, tmp: str, device: str):
+        self.smoke, self.catalog, self.tmp, self.device = a.smoke, catalog, tmp, device
+        self.repeats = 2 if a.smoke else a.repeats
+        self.steps = 2 if a.smoke else 25
+        self.size = 32 if a.smoke else 64                 # text2img/inpaint input size (catalog native)
+        self.sr_size = 16 if a.smoke else 64               # super-resolution input (→ 4x)
+        self.large_sr = 80 if a.smoke else 256             # tiled super-resolution input
+        self.budget = 2.0 if a.smoke else a.budget_s
+        self.gpu_budget = a.gpu_budget_s
+        self._stack = None
+
+    def child(self, name: str, *args, timeout: float):
+        """A measuring child: a fresh process in the full run, this process in the smoke run."""
+        if self.smoke:
+            return CHILDREN[name](*args)
+        return run_child(name, list(args), timeout)
+
+    def stack(self):
+        if self._stack is None:
+            from ldm_core.catalog import Catalog
+            from ldm_core.stack import ModelStack
+            self._stack = ModelStack(Catalog.load(self.catalog), device=self.device,
+                                     output_dir=str(Path(self.tmp) / "out"))
+        return self._stack
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="one tiny case of each benchmark")
+    p.add_argument("--smoke", action="store_true", help="one tiny case of each benchmark (tiny random models)")
+    p.add_argument("--gpu-only", action="store_true", help="only the real-size GPU cases (bench/gpu.py)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7, help="most runs per figure (at least 2)")
+    p.add_argument("--budget-s", type=float, default=6.0, help="time per figure before stopping repeats")
+    p.add_argument("--gpu-budget-s", type=float, default=140.0)
     p.add_argument("--models", default=None, help="catalog (default: models/catalog.toml; tiny models in --smoke)")
     p.add_argument("--out", default=None)
+    p.add_argument("--child", nargs=2, metavar=("NAME", "JSON_ARGS"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(CHILDREN[a.child[0]](*json.loads(a.child[1]))), flush=True)
+        return
+    if a.gpu_only:
+        import gpu
+        out = a.out or str(BENCH / "results-cuda.json")
+        gpu.main(["--out", out, "--budget-s", str(a.gpu_budget_s)] + (["--device", a.device]
+                                                                       if a.device != "auto" else []))
+        return
     import torch
-
-    from ldm_core.stack import pick_device
-    device = str(pick_device(a.device))
-    repeats = 2 if a.smoke else a.repeats
-    catalog = a.models
-    if a.smoke and not catalog:
-        from ldm_core.testing import write_tiny_catalog
-        catalog = str(write_tiny_catalog(Path(tempfile.mkdtemp()) / "tiny"))
-    results = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cpu_count": os.cpu_count(), "smoke": a.smoke}
-    results["pipelines"] = bench_pipelines(catalog, device, a.smoke, repeats)
-    results["memory"] = bench_memory(device, a.smoke, repeats)
-    pl = results["pipelines"]
-    lines = [f"## Benchmarks on {device} ({results['cpu_count']} cores, torch {results['torch']})", "",
-             "| benchmark | figure |", "|---|---|",
-             f"| first request after start ({pl['model']}) | {pl['first_request_s']:.2f} s |"]
-    for batch, s in pl["latency"].items():
-        lines.append(f"| {pl['model']}, s/image, batch {batch} | {fmt(s)} ({1 / s['median']:.1f} images/s) |")
-    lines.append(f"| studio pipeline vs bare loop | {pl['overhead_ratio']:.3f}× ({fmt(pl['studio'])} vs "
-                 f"{fmt(pl['bare_loop'])}) |")
-    lines += ["", "| memory case | attention slicing | peak | time |", "|---|---|---|---|"]
-    for r in results["memory"]:
-        if "error" in r:
-            lines.append(f"| {r['case']} | {r['slicing']} | error: {r['error']} | |")
-        else:
-            lines.append(f"| {r['case']} | {r['slicing']} | {r['peak_mb']:.0f} MB | {fmt(stats(r['times']))} |")
-    table = "\n".join(lines)
-    print(table)
-    out = Path(a.out or ROOT / "bench" / f"results-{device}{'-smoke' if a.smoke else ''}.json")
-    out.write_text(json.dumps(results, indent=1, default=str))
-    print(f"\nwritten to {out}")
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    if not device.startswith("cuda") and "gpu" in sections:
+        sections.remove("gpu")
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ldm-bench-") as tmp:
+        catalog = a.models
+        if a.smoke and not catalog:
+            from ldm_core.testing import write_tiny_catalog
+            catalog = str(write_tiny_catalog(Path(tmp) / "tiny"))
+        catalog = str(Path(catalog or ROOT / "models" / "catalog.toml").resolve())
+        ctx = Context(a, catalog, tmp, device)
+        out = Path(a.out or BENCH / f"results-{device.split(':')[0]}{'-smoke' if a.smoke else ''}.json")
+        results = {"machine": machine(), "device": device, "smoke": a.smoke, "catalog": catalog, "sections": {},
+                   "seconds": {}}
+        m = results["machine"]
+        title = (f"## Benchmarks: {m['cpu']}, {m.get('cores_usable', m['cpu_count'])} cores"
+                 f"{', ' + m['gpu'] if 'gpu' in m else ''}; device {device}; torch {m['torch']} "
+                 f"({m['threads']} threads), diffusers {m.get('diffusers')}"
+                 f"{' — SMOKE RUN (tiny random models, not a measurement)' if a.smoke else ''}")
+        log(title)
+        tables = [title, ""]
+        funcs = {"latency": bench_latency, "overhead": bench_overhead, "resident": bench_resident,
+                 "webui": bench_webui, "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu}
+        for name in sections:
+            t0 = time.perf_counter()
+            log(f"\n### {name}")
+            try:
+                data, lines = funcs[name](ctx)
+            except Exception as e:  # noqa: BLE001 - a failed section is reported, the others still run
+                data = {"error": f"{type(e).__name__}: {str(e)[:300]}", "traceback": traceback.format_exc()[-3000:]}
+                lines = [f"| {name} | error: {data['error']} |", "|---|---|"]
+                log(f"{name}: ERROR {data['error']}")
+            results["sections"][name] = data
+            results["seconds"][name] = time.perf_counter() - t0
+            tables += lines + [""]
+            out.write_text(json.dumps(results, indent=1, default=str))
+        total = time.perf_counter() - t_start
+        results["seconds"]["total"] = total
+        if hasattr(os, "getloadavg"):
+            results["machine"]["loadavg_at_end"] = os.getloadavg()
+        out.write_text(json.dumps(results, indent=1, default=str))
+    load = [m.get("loadavg_at_start"), results["machine"].get("loadavg_at_end")]
+    tables.append(f"(whole run: {total:.0f} s; sections: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items() if k != "total")
+                  + (f"; 1-min load average at start / end: {load[0][0]:.1f} / {load[1][0]:.1f}" if all(load) else "")
+                  + ")")
+    log("\n" + "\n".join(tables))
+    log(f"\nwritten to {out}")
+    failed = [k for k, v in results["sections"].items() if isinstance(v, dict) and "error" in v]
+    if failed and a.smoke:
+        raise SystemExit(f"smoke run: sections failed: {failed}")
 
 
 if __name__ == "__main__":

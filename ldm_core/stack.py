@@ -6,6 +6,11 @@
 - device CUDA > MPS > CPU, fp16 on CUDA; attention slicing "auto" (on only where it
   lowers peak memory: MPS; PyTorch's fused SDPA already computes attention in
   memory-efficient chunks on CUDA and CPU), "on" or "off";
+- autoencoders decode a batch one image at a time (VAE slicing) and real-size ones
+  (sample_size >= 256) decode outputs larger than their native size in tiles; on CPU small
+  convolutions run on PyTorch's native kernel (see bench/run.py and README "Speed and
+  memory" for what each buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each
+  UNet with torch.compile, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
 - one lock per device serialises generation;
 - `run(request)` validates, generates and stamps provenance on every image;
@@ -23,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +39,7 @@ import torch
 from .catalog import Catalog, ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
 from .pipelines import COMPONENT_ALIASES, PIPELINES
-from .pipelines.common import GenerationCancelled, StepCallback, resolve_seeds
+from .pipelines.common import GenerationCancelled, StepCallback, native_small_convs, resolve_seeds
 from .requests import (InpaintRequest, Layout2ImgRequest, Request, RequestError, SuperResRequest, Text2ImgRequest,
                        validate)
 
@@ -42,6 +48,10 @@ log = logging.getLogger("ldm_core.stack")
 # weight/tokenizer/config files a hub download may fetch: never pickles, never code
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*"]
 SKIP_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
+
+
+# live previews are decoded only while a decode costs at most this share of the time between previews
+PREVIEW_BUDGET = 0.02
 
 
 class ModelLoadError(RuntimeError):
@@ -123,7 +133,7 @@ class ModelStack:
     def __init__(self, catalog: Catalog | None = None, device: str | None = None, dtype: torch.dtype | None = None,
                  memory_budget_gb: float | None = None, attention_slicing: str = "auto",
                  limits: Limits = DEFAULT_LIMITS, output_dir: str | os.PathLike | None = None,
-                 allow_downloads: bool = True):
+                 allow_downloads: bool = True, compile: bool | None = None):
         self.catalog = catalog or Catalog.load()
         self.device = pick_device(device)
         self.dtype = dtype or default_dtype(self.device)
@@ -134,6 +144,10 @@ class ModelStack:
         self.limits = limits
         self.output_dir = Path(output_dir) if output_dir else Path(os.environ.get("LDM_OUTPUT_DIR", "outputs"))
         self.allow_downloads = allow_downloads
+        # opt-in: torch.compile each UNet (slow first request; see README "Speed and memory")
+        self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
+        self._decode_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vae -> a preview decode
+        self._preview_last: tuple[int, float] = (0, 0.0)                                # (id(request), when)
         self._resident: OrderedDict[str, _Resident] = OrderedDict()   # LRU order: oldest first
         self._components: dict[str, object] = {}                       # cache key -> module
         self._load_lock = threading.Lock()
@@ -158,7 +172,10 @@ class ModelStack:
         else:
             why = f"{self.attention_slicing} (set by the operator)"
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "attention_slicing": why, "resident": list(self._resident),
+                "attention_slicing": why,
+                "vae": "decodes a batch one image at a time; real-size autoencoders tile outputs larger than "
+                       "their native size",
+                "compile": bool(self.compile), "resident": list(self._resident),
                 "resident_mb": round(self.resident_bytes() / 2 ** 20, 1),
                 "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
 
@@ -213,8 +230,20 @@ class ModelStack:
                                  f"{why}") from None
         if isinstance(obj, torch.nn.Module):
             obj = obj.to(self.device).eval().requires_grad_(False)
+            self._speed_and_memory(obj)
         self._components[key] = obj
         return obj
+
+    def _speed_and_memory(self, module: torch.nn.Module) -> None:
+        """The per-component defaults that bench/run.py measured (README "Speed and memory")."""
+        if self.device.type == "cpu" and not self.compile:
+            native_small_convs(module)
+        if hasattr(module, "use_slicing"):       # autoencoders: decode a batch one image at a time
+            module.enable_slicing()
+            if (getattr(module.config, "sample_size", 0) or 0) >= 256 and hasattr(module, "use_tiling"):
+                module.enable_tiling()           # real-size: outputs above the native size in tiles
+        if self.compile and type(module).__name__.startswith("UNet"):
+            module.compile()                     # torch.compile in place, on the first call
 
     def load(self, name_or_entry: str | ModelEntry):
         """The resident pipeline for a catalog model, loading it on first use."""
@@ -376,16 +405,27 @@ class ModelStack:
 
     @torch.inference_mode()
     def preview(self, request: Request, latents: torch.Tensor):
-        """A cheap look at the first image's current latents: decoded when small, else a
-        false-colour view of the latent channels. Called from inside a step callback."""
+        """A cheap look at the first image's current latents, called from inside a step
+        callback: decoded when the latents are small and a decode costs at most
+        PREVIEW_BUDGET of the time since the previous preview, else a false-colour view of the
+        latent channels (well under a millisecond). A decode per preview would cost about a
+        tenth of a built-in 64x64 generation on 2 CPU cores (bench/run.py, "studio + UI previews")."""
         from .pipelines.common import decode_latents, latent_preview, to_pil
         entry = self.catalog.get(request.model, request.task)
         resident = self._resident.get(entry.name)
         if resident is None:
             return None
         lat, vae = latents[:1], resident.pipe.vae
+        now = time.perf_counter()
+        last_request, last_at = self._preview_last
+        self._preview_last = (id(request), now)
         if lat.shape[-1] * lat.shape[-2] <= 32 * 32:
-            return to_pil(decode_latents(vae, lat.to(vae.dtype)))[0]
+            cost = self._decode_seconds.get(vae)
+            if cost is None or (last_request == id(request) and cost <= PREVIEW_BUDGET * (now - last_at)):
+                image = to_pil(decode_latents(vae, lat.to(vae.dtype)))[0]
+                self._decode_seconds[vae] = time.perf_counter() - now
+                self._preview_last = (id(request), time.perf_counter())
+                return image
         return latent_preview(lat)[0]
 
     def save(self, result: Result, out_dir: str | os.PathLike | None = None) -> list[Path]:

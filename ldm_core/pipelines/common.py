@@ -4,6 +4,7 @@ and can interrupt a running generation.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -141,6 +142,38 @@ def latent_preview(latents: torch.Tensor):
     lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
     arr = ((x - lo) / (hi - lo + 1e-6) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
+
+
+# ---------------------------------------------------------------- CPU kernels
+# Below this many multiply-adds a convolution runs faster on PyTorch's own CPU kernel than on
+# oneDNN's, whose per-call setup then costs more than it saves (bench/run.py measures it:
+# about 10 % of a built-in 64x64 image on 2 cores). 0 turns the switch off.
+SMALL_CONV_MACS = 2 ** 23
+_get_mkldnn, _set_mkldnn = torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled
+
+
+def _conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    if x.is_cpu and x.numel() * conv.out_channels * k // conv.groups <= SMALL_CONV_MACS:
+        before = _get_mkldnn()
+        _set_mkldnn(False)
+        try:
+            return torch.nn.Conv2d.forward(conv, x)
+        finally:
+            _set_mkldnn(before)
+    return torch.nn.Conv2d.forward(conv, x)
+
+
+def native_small_convs(module: torch.nn.Module) -> int:
+    """Route `module`'s small CPU convolutions to PyTorch's native kernel (numerically the
+    same convolution; the choice is made per call from the input's size). Returns how many
+    convolutions it wrapped; calling it twice changes nothing."""
+    n = 0
+    for m in module.modules():
+        if type(m) is torch.nn.Conv2d and "forward" not in m.__dict__:
+            m.forward = functools.partial(_conv_forward, m)
+            n += 1
+    return n
 
 
 # ---------------------------------------------------------------- text

@@ -1,0 +1,109 @@
+"""The benchmark suite's code paths and the speed/memory defaults it chose (not timings)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import gpu as bench_gpu  # noqa: E402
+import realsize as R  # noqa: E402
+
+from ldm_core.pipelines import common as C  # noqa: E402
+from ldm_core.requests import Text2ImgRequest  # noqa: E402
+from ldm_core.stack import ModelStack  # noqa: E402
+
+
+def test_bench_mirror_of_auto_slicing_matches_the_stack(tiny_catalog):
+    s = ModelStack.from_catalog(tiny_catalog, device="cpu")
+    for dev in ("cpu", "cuda", "mps"):
+        s.device = torch.device(dev)
+        assert s.slicing_enabled() == R.studio_auto_slicing(dev), dev
+
+
+def test_small_convolutions_on_the_native_kernel_compute_the_same():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(16, 8, 1))
+    x = torch.randn(2, 8, 16, 16)
+    with torch.inference_mode():
+        ref = net(x)
+        assert C.native_small_convs(net) == 2
+        assert C.native_small_convs(net) == 0                  # twice changes nothing
+        out = net(x)
+    assert torch.allclose(ref, out, atol=1e-5)
+    assert torch.backends.mkldnn.enabled                        # the global switch is restored
+
+
+def test_stack_defaults_for_autoencoders(tiny_catalog):
+    s = ModelStack.from_catalog(tiny_catalog, device="cpu")
+    pipe = s.load("tiny-text2img")
+    assert pipe.vae.use_slicing                                # a batch decodes one image at a time
+    assert not pipe.vae.use_tiling                             # tiny autoencoder: no tiling
+    assert "forward" in pipe.unet.conv_in.__dict__             # CPU: small convs routed per call
+    from diffusers import AutoencoderKL
+    big = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, sample_size=512)
+    s._speed_and_memory(big)
+    assert big.use_slicing and big.use_tiling                  # real-size: large outputs in tiles
+
+
+def test_previews_are_decoded_only_within_their_time_budget(tiny_catalog, monkeypatch):
+    s = ModelStack.from_catalog(tiny_catalog, device="cpu")
+    req = Text2ImgRequest(prompt="a red circle", steps=4, seed=0)
+    sizes = []
+
+    def cb(step):
+        sizes.append(s.preview(req, step.latents).size)
+
+    s.run(req, callback=cb)
+    assert sizes[0] == (32, 32)                                # first: decoded (its cost is measured)
+    assert sizes[1:] == [(8, 8)] * 3                           # steps far faster than a decode: latent view
+    monkeypatch.setattr("ldm_core.stack.PREVIEW_BUDGET", 1e9)  # a slow generation: every preview decoded
+    sizes.clear()
+    s.run(req, callback=cb)
+    assert sizes[1:] == [(32, 32)] * 3
+
+
+def test_gpu_suite_imports_neither_gradio_nor_the_studio():
+    code = ("import sys; sys.path.insert(0, 'bench'); import gpu, realsize; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('gradio', 'gradio_client', 'ldm_core', 'tabs')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_gpu_suite_code_path_on_cpu_records_and_continues(tmp_path, monkeypatch):
+    out = tmp_path / "gpu.json"
+    suite = bench_gpu.GpuSuite("cpu", budget_s=600, out=str(out), small=True)
+    monkeypatch.setattr(suite, "run_compile", lambda: suite.case("speed", "compile", lambda: 1 / 0))
+    res = suite.run()
+    assert {r["case"].split(",")[1].strip() for r in res["speed"][:1]} == {"float32"}
+    assert res["speed"][0]["batch1_its"]["median"] > 0 and res["speed"][0]["guided_its"]["median"] > 0
+    assert any(r.get("error", "").startswith("ZeroDivisionError") for r in res["speed"])  # recorded, not raised
+    mem = {r["case"]: r for r in res["memory"]}
+    auto = next(r for c, r in mem.items() if "studio auto" in c)
+    assert auto["attention"] == "sdpa"
+    assert json.loads(out.read_text())["memory"]                # written as it goes
+    assert "| tiny UNet" in "\n".join(bench_gpu.table(res))
+
+
+def test_gpu_only_without_cuda_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine")
+    out = subprocess.run([sys.executable, "bench/run.py", "--gpu-only"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode != 0 and "no CUDA device" in out.stderr
+
+
+def test_memory_case_in_a_fresh_process_measures_peak_rss():
+    case = {"what": "unet", "model": "tiny", "attention": "unfused", "batch": 2, "repeats": 1}
+    out = subprocess.run([sys.executable, "bench/run.py", "--child", "memory", json.dumps([[case]])],
+                         capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert out.returncode == 0, out.stderr[-500:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])[0]
+    assert r["attention"] == "unfused" and r["peak_mb"] > 100 and r["work_mb"] >= 0 and len(r["times"]) == 1
+    assert np.isfinite(r["times"]).all()
