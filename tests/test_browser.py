@@ -204,7 +204,8 @@ def test_layout2img(page, studio):
 
 def test_superres(page, studio, tmp_path):
     src = tmp_path / "low.png"
-    Image.new("RGB", (16, 16), (220, 40, 40)).save(src)
+    from ldm_core.data.shapes import sample_scene   # a held-out scene, downscaled 4x
+    Image.fromarray(sample_scene(41_000_007).image).resize((16, 16), Image.BICUBIC).save(src)
     open_tab(page, "Super-resolution")
     page.locator("#sr-input input[type=file]").set_input_files(str(src))
     page.locator("#sr-input img").first.wait_for(state="visible")
