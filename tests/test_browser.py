@@ -216,10 +216,10 @@ def test_superres(page, studio, tmp_path):
 
 
 def test_inpaint(page, studio, tmp_path):
-    src = tmp_path / "photo.png"
-    img = Image.new("RGB", (32, 32), (40, 70, 220))
-    img.paste((230, 200, 30), (8, 8, 24, 24))
-    img.save(src)
+    from ldm_core.data.shapes import sample_scene   # a held-out scene; the stroke crosses its middle
+    scene = sample_scene(42_000_003)
+    src = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(src)
     open_tab(page, "Inpainting")
     editor = page.locator("#inpaint-editor")
     editor.wait_for(state="visible")
@@ -237,7 +237,7 @@ def test_inpaint(page, studio, tmp_path):
     for i in range(1, 7):  # a brush stroke across the middle (few moves: every one re-renders WebGL in software)
         page.mouse.move(cx - 80 + 27 * i, cy - 20 + 8 * i)
     page.mouse.up()
-    page.fill("#inpaint-prompt textarea, #inpaint-prompt input", "a yellow triangle")
+    page.fill("#inpaint-prompt textarea, #inpaint-prompt input", scene.caption)
     page.click("#inpaint-generate")
     wait_gallery(page, "inpaint-gallery")
     assert list(studio[1].glob("**/inpaint-*.png"))
