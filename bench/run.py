@@ -103,12 +103,14 @@ def machine() -> dict:
     return m
 
 
-def child_env() -> dict:
-    """Environment of measuring subprocesses: the repository importable; large freed buffers
-    returned to the OS at once (glibc), so that peak RSS measures what a step really holds."""
+def child_env(exact_memory: bool = False) -> dict:
+    """Environment of measuring subprocesses: the repository importable. `exact_memory`: freed
+    buffers over 64 KB go back to the OS at once (glibc), so that peak - before measures what a
+    step really holds (it slows small models down: not for timings of the built-in ones)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(BENCH), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    if exact_memory:
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     return env
@@ -117,7 +119,8 @@ def child_env() -> dict:
 def run_child(name: str, args: list, timeout: float):
     """CHILDREN[name](*args) in a fresh process (`python bench/run.py --child ...`); its result."""
     p = subprocess.run([sys.executable, str(BENCH / "run.py"), "--child", name, json.dumps(args)],
-                       capture_output=True, text=True, timeout=timeout, env=child_env(), cwd=str(ROOT))
+                       capture_output=True, text=True, timeout=timeout, env=child_env(name == "memory"),
+                       cwd=str(ROOT))
     if p.returncode != 0:
         lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()] or ["(no output)"]
         raise RuntimeError(f"subprocess failed: {lines[-1][:300]}")
@@ -187,6 +190,7 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     from ldm_core.pipelines.common import (apply_guidance, decode_latents, make_generators, make_scheduler,
                                            per_image_noise, to_pil)
     from ldm_core.requests import Text2ImgRequest
+    from ldm_core.stack import ModelStack
     stack, steps = ctx.stack(), ctx.steps
     entry = stack.catalog.default("text2img")
     pipe = stack.load(entry)
@@ -263,6 +267,22 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
                     _t.set_num_threads(threads)
         ab = {k: {**stats(v), "ratio": stats([x / d for x, d in zip(v, t["default"])])} for k, v in t.items()}
         res["cpu_defaults"] = ab
+    # the opt-in torch.compile (LDM_TORCH_COMPILE=1): a stack of its own, its first request compiles
+    if not ctx.smoke:
+        from ldm_core.catalog import Catalog
+        cstack = ModelStack(Catalog.load(ctx.catalog), device=ctx.device, compile=True,
+                            output_dir=str(Path(ctx.tmp) / "out"))
+        try:
+            t0 = time.perf_counter()
+            cstack.run(req)
+            first = time.perf_counter() - t0
+            times = repeat(lambda: cstack.run(req), 3, ctx.repeats, ctx.budget)
+            res["compile"] = {"first_s": first, **stats(times),
+                              "vs_studio": statistics.median(times) / res["studio"]["median"]}
+        except Exception as e:  # noqa: BLE001 - no compiler here, say so
+            res["compile"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+        finally:
+            del cstack
     lines = ["| wrapper overhead (" + f"{entry.name}, {steps} steps, batch 1) | time | vs bare loop |",
              "|---|---|---|",
              f"| bare loop (same UNet, scheduler, inputs, guidance, decode) | {fmt(res['bare'])} | 1 |",
@@ -276,6 +296,11 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     for k, v in ab.items():
         if k != "default":
             lines.append(f"| CPU default undone: {k} | {fmt(v)} | {v['ratio']['median']:.3f}× the studio's |")
+    if "compile" in res:
+        c = res["compile"]
+        lines.append(f"| opt-in LDM_TORCH_COMPILE=1 | error: {c['error']} | |" if "error" in c else
+                     f"| opt-in LDM_TORCH_COMPILE=1 (its first request compiles: {c['first_s']:.1f} s) | {fmt(c)} | "
+                     f"{c['vs_studio']:.3f}× the studio's |")
     for ln in lines[2:]:
         log(ln)
     return res, lines
@@ -427,12 +452,16 @@ def memory_cases(smoke: bool) -> list[tuple[str, dict]]:
                            "warmup": 0 if heavy else 1, "repeats": 2 if heavy else 3}))
     f = 2 ** (len(R.CONFIGS[vae]["block_out_channels"]) - 1)
     px = big * f
-    vae_cases = [(f"{px}² decode | whole (the studio's choice)", "plain", 1, big, None, 1, 2),
+    vae_cases = [(f"{px}² decode | whole (the studio's choice: it fits)", "plain", 1, big, None, 1, 2),
                  (f"{px}² decode | unfused attention (reference)", "unfused", 1, big, None, 1, 2),
-                 (f"{2 * px}² decode | whole", "plain", 1, 2 * big, None, 0, 1),
-                 (f"{2 * px}² decode | tiled, {px}² tiles (the studio's choice)", "tiled", 1, 2 * big, None, 0, 1),
-                 (f"4×{px // 2}² decode | whole batch", "plain", 4, big // 2, None, 1, 2),
-                 (f"4×{px // 2}² decode | sliced (the studio's choice)", "sliced", 4, big // 2, None, 1, 2)]
+                 (f"{2 * px}² decode | whole (the studio's choice while it fits in half the free memory)", "plain",
+                  1, 2 * big, None, 0, 1),
+                 (f"{2 * px}² decode | tiled, {px}² tiles (the studio's choice when it would not)", "tiled", 1,
+                  2 * big, None, 0, 1),
+                 (f"4×{px // 2}² decode | whole batch (the studio's choice while it fits)", "plain", 4, big // 2,
+                  None, 1, 2),
+                 (f"4×{px // 2}² decode | one image at a time (the studio's choice when only that fits)", "sliced",
+                  4, big // 2, None, 1, 2)]
     for label, mode, batch, latent, tile, warmup, repeats in vae_cases:
         cases.append((f"{R.LABELS[vae]} {label}", {"what": "vae", "model": vae, "vae_mode": mode, "batch": batch,
                                                    "latent": latent, "tile": tile, "warmup": warmup,

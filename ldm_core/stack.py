@@ -6,11 +6,10 @@
 - device CUDA > MPS > CPU, fp16 on CUDA; attention slicing "auto" (on only where it
   lowers peak memory: MPS; PyTorch's fused SDPA already computes attention in
   memory-efficient chunks on CUDA and CPU), "on" or "off";
-- autoencoders decode a batch one image at a time (VAE slicing) and real-size ones
-  (sample_size >= 256) decode outputs larger than their native size in tiles; on CPU small
-  convolutions run on PyTorch's native kernel (see bench/run.py and README "Speed and
-  memory" for what each buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each
-  UNet with torch.compile, opt-in;
+- autoencoders decode the whole batch at once while it fits in half the free memory, else
+  one image at a time (VAE slicing), else in tiles; on CPU small convolutions run on
+  PyTorch's native kernel (see bench/run.py and README "Speed and memory" for what each
+  buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each UNet with torch.compile, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
 - one lock per device serialises generation;
 - `run(request)` validates, generates and stamps provenance on every image;
@@ -173,8 +172,7 @@ class ModelStack:
             why = f"{self.attention_slicing} (set by the operator)"
         return {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                 "attention_slicing": why,
-                "vae": "decodes a batch one image at a time; real-size autoencoders tile outputs larger than "
-                       "their native size",
+                "vae": "whole batch while it fits in half the free memory, else one image at a time, else tiles",
                 "compile": bool(self.compile), "resident": list(self._resident),
                 "resident_mb": round(self.resident_bytes() / 2 ** 20, 1),
                 "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
@@ -238,10 +236,8 @@ class ModelStack:
         """The per-component defaults that bench/run.py measured (README "Speed and memory")."""
         if self.device.type == "cpu" and not self.compile:
             native_small_convs(module)
-        if hasattr(module, "use_slicing"):       # autoencoders: decode a batch one image at a time
-            module.enable_slicing()
-            if (getattr(module.config, "sample_size", 0) or 0) >= 256 and hasattr(module, "use_tiling"):
-                module.enable_tiling()           # real-size: outputs above the native size in tiles
+        if hasattr(module, "use_slicing") and hasattr(module, "use_tiling"):
+            module.auto_memory = True            # autoencoders: whole batch, one at a time or tiles, as memory allows
         if self.compile and type(module).__name__.startswith("UNet"):
             module.compile()                     # torch.compile in place, on the first call
 

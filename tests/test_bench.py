@@ -39,16 +39,26 @@ def test_small_convolutions_on_the_native_kernel_compute_the_same():
     assert torch.backends.mkldnn.enabled                        # the global switch is restored
 
 
-def test_stack_defaults_for_autoencoders(tiny_catalog):
+def test_stack_defaults_for_autoencoders(tiny_catalog, monkeypatch):
     s = ModelStack.from_catalog(tiny_catalog, device="cpu")
     pipe = s.load("tiny-text2img")
-    assert pipe.vae.use_slicing                                # a batch decodes one image at a time
-    assert not pipe.vae.use_tiling                             # tiny autoencoder: no tiling
-    assert "forward" in pipe.unet.conv_in.__dict__             # CPU: small convs routed per call
-    from diffusers import AutoencoderKL
-    big = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, sample_size=512)
-    s._speed_and_memory(big)
-    assert big.use_slicing and big.use_tiling                  # real-size: large outputs in tiles
+    vae = pipe.vae
+    assert vae.auto_memory and not vae.use_slicing and not vae.use_tiling
+    assert "forward" in pipe.unet.conv_in.__dict__                       # CPU: small convs routed per call
+    calls = []
+    real_decode = type(vae).decode
+    monkeypatch.setattr(type(vae), "decode", lambda self, z, *a, **k: calls.append((self.use_slicing, self.use_tiling))
+                        or real_decode(self, z, *a, **k))
+    z = torch.randn(2, 4, 16, 16)
+    one = C.vae_working_bytes(vae, 64, 64)
+    assert one == 64 * 64 * vae.config.block_out_channels[0] * 4 * 8
+    for free, plan in ((None, (False, False)), (10 ** 12, (False, False)),   # fits: the whole batch at once
+                       (3 * one, (True, False)),                            # only one image fits
+                       (one, (True, True))):                                # not even one: tiles
+        monkeypatch.setattr(C, "available_memory", lambda device, free=free: free)
+        C.decode_latents(vae, z)
+        assert calls[-1] == plan, free
+    assert not vae.use_slicing and not vae.use_tiling                   # back to plain after each call
 
 
 def test_previews_are_decoded_only_within_their_time_budget(tiny_catalog, monkeypatch):
