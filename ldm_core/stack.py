@@ -146,7 +146,7 @@ class ModelStack:
         # opt-in: torch.compile each UNet (slow first request; see README "Speed and memory")
         self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
         self._decode_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vae -> a preview decode
-        self._preview_last: tuple[int, float] = (0, 0.0)                                # (id(request), when)
+        self._preview_since = 0.0                        # start of this generation or its last preview
         self._resident: OrderedDict[str, _Resident] = OrderedDict()   # LRU order: oldest first
         self._components: dict[str, object] = {}                       # cache key -> module
         self._load_lock = threading.Lock()
@@ -331,6 +331,7 @@ class ModelStack:
         t0 = time.perf_counter()
         oom = None
         with self.device_lock():
+            self._preview_since = time.perf_counter()   # previews budget their decodes from here
             try:
                 out, size = self._call(pipe, req, seeds, callback)
             except GenerationCancelled as e:
@@ -402,10 +403,10 @@ class ModelStack:
     @torch.inference_mode()
     def preview(self, request: Request, latents: torch.Tensor):
         """A cheap look at the first image's current latents, called from inside a step
-        callback: decoded when the latents are small and a decode costs at most
-        PREVIEW_BUDGET of the time since the previous preview, else a false-colour view of the
-        latent channels (well under a millisecond). A decode per preview would cost about a
-        tenth of a built-in 64x64 generation on 2 CPU cores (bench/run.py, "studio + UI previews")."""
+        callback: decoded when the latents are small and a decode costs at most PREVIEW_BUDGET
+        of the generation time since the previous preview (or the start), else a false-colour
+        view of the latent channels (well under a millisecond). A decode per preview would cost
+        about a tenth of a built-in 64x64 generation on 2 CPU cores (bench/run.py, "overhead")."""
         from .pipelines.common import decode_latents, latent_preview, to_pil
         entry = self.catalog.get(request.model, request.task)
         resident = self._resident.get(entry.name)
@@ -413,14 +414,13 @@ class ModelStack:
             return None
         lat, vae = latents[:1], resident.pipe.vae
         now = time.perf_counter()
-        last_request, last_at = self._preview_last
-        self._preview_last = (id(request), now)
+        since, self._preview_since = self._preview_since, now
         if lat.shape[-1] * lat.shape[-2] <= 32 * 32:
             cost = self._decode_seconds.get(vae)
-            if cost is None or (last_request == id(request) and cost <= PREVIEW_BUDGET * (now - last_at)):
+            if cost is None or cost <= PREVIEW_BUDGET * (now - since):
                 image = to_pil(decode_latents(vae, lat.to(vae.dtype)))[0]
-                self._decode_seconds[vae] = time.perf_counter() - now
-                self._preview_last = (id(request), time.perf_counter())
+                self._preview_since = time.perf_counter()
+                self._decode_seconds[vae] = self._preview_since - now
                 return image
         return latent_preview(lat)[0]
 
