@@ -563,7 +563,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=7, help="most runs per figure (at least 2)")
     p.add_argument("--budget-s", type=float, default=6.0, help="time per figure before stopping repeats")
-    p.add_argument("--gpu-budget-s", type=float, default=140.0)
+    p.add_argument("--gpu-budget-s", type=float, default=135.0, help="the GPU suite stops starting cases after this")
     p.add_argument("--models", default=None, help="catalog (default: models/catalog.toml; tiny models in --smoke)")
     p.add_argument("--out", default=None)
     p.add_argument("--child", nargs=2, metavar=("NAME", "JSON_ARGS"), help=argparse.SUPPRESS)
