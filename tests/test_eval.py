@@ -206,3 +206,20 @@ def test_evaluate_superres_bicubic_ties_and_blur_loses():
     blurry = lambda im, seed: bicubic(im, seed).filter(ImageFilter.GaussianBlur(3))  # noqa: E731
     _, _, res = evaluate_superres(blurry, n=6, n_photos=0)
     assert res["scenes"]["sr_psnr"] < res["scenes"]["bicubic_psnr"] - 1 and "photos" not in res
+
+
+def test_guidance_sweep_on_validation_prompts():
+    from ldm_core.eval.evaluate import VALIDATION_SEED0, guidance_sweep
+    seen = []
+
+    def generate(prompt, seed, g):  # right only at guidance 4: the sweep must tell them apart
+        seen.append(prompt)
+        return truth[prompt] if g == 4 else BLANK
+
+    from ldm_core.data.shapes import CAPTION_FORMS
+    truth = {sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).caption: sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).image
+             for k, f in enumerate(CAPTION_FORMS) for i in range(3)}
+    table, res = guidance_sweep(generate, [2.0, 4.0], n_per_form=3)
+    assert all(v == 1.0 for v in res["accuracy"]["4.0"].values())
+    assert all(v == 0.0 for v in res["accuracy"]["2.0"].values())
+    assert set(seen) <= set(truth) and "| 4.0 |" in table   # validation prompts only

@@ -6,6 +6,7 @@
     python -m ldm_core.eval autoencoder --model models/shapes-autoencoder
     python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25]
     python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25]
+    python -m ldm_core.eval guidance-sweep --model NAME [--guidance 3 4 5.5 7.5 --n-per-form 24]
     python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
     (--catalog FILE evaluates models of another catalog)
@@ -57,6 +58,14 @@ def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None):
         return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model))
                            .images[0].convert("RGB")) for p, b, s in zip(prompts, layouts, seeds)]
     return generate
+
+
+def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = None):
+    """generate(prompt, seed, guidance) -> (64, 64, 3) uint8, for guidance sweeps."""
+    ModelStack, Text2ImgRequest = _import_stack("Text2ImgRequest")
+    stack = ModelStack.from_catalog(catalog)
+    return lambda prompt, seed, g: np.asarray(stack.run(Text2ImgRequest(
+        prompt=prompt, seed=seed, steps=steps, model=model, guidance_scale=g)).images[0].convert("RGB"))
 
 
 def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
@@ -184,6 +193,12 @@ def task_layout2img(a) -> None:
     _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
 
 
+def task_guidance_sweep(a) -> None:
+    from .evaluate import guidance_sweep
+    table, res = guidance_sweep(stack_text2img_guided(a.model, a.steps, a.catalog), a.guidance, a.n_per_form)
+    _write(Path(a.out or f"outputs/eval/guidance-{a.model}"), f"## guidance sweep: {a.model}\n\n{table}", res)
+
+
 def task_inpaint(a) -> None:
     from .restore import evaluate_inpaint
     table, grid, res = evaluate_inpaint(stack_inpaint(a.model, a.steps, a.catalog), n=a.n, seed=a.seed)
@@ -223,6 +238,12 @@ def main(argv=None) -> None:
     p = add("autoencoder", task_autoencoder, "reconstruction PSNR of an exported AutoencoderKL")
     p.add_argument("--model", default="models/shapes-autoencoder")
     p.add_argument("--n", type=int, default=256)
+    p = add("guidance-sweep", task_guidance_sweep, "text2img accuracy per guidance scale on validation prompts")
+    p.add_argument("--model", required=True, help="catalog model name")
+    p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
+    p.add_argument("--n-per-form", type=int, default=24)
     for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img), ("inpaint", task_inpaint),
                      ("superres", task_superres)]:
         p = add(name, fn, f"evaluate a {name} model from the catalog")

@@ -185,3 +185,23 @@ def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, bat
 def _default_classifier():
     from .features import DEFAULT_DIR
     return DEFAULT_DIR
+
+
+VALIDATION_SEED0 = 23_000_000   # prompts for tuning settings; disjoint from the eval's TEXT_SEED0 set
+
+
+def guidance_sweep(generate: Callable, guidances: Sequence[float], n_per_form: int = 24) -> tuple[str, dict]:
+    """Caption accuracy per caption form for each guidance scale, on validation prompts (never the
+    eval's): generate(prompt, seed, guidance) -> (64, 64, 3) uint8."""
+    res = {}
+    for g in guidances:
+        row = {}
+        for k, form in enumerate(CAPTION_FORMS):
+            scenes = [sample_scene(VALIDATION_SEED0 + 100_000 * k + i, form) for i in range(n_per_form)]
+            row[form] = float(np.mean([judge_caption(s, generate(s.caption, i, g))["correct"]
+                                       for i, s in enumerate(scenes)]))
+        res[str(g)] = row
+    lines = ["| guidance | " + " | ".join(FORM_NAMES[f] for f in CAPTION_FORMS) + " |",
+             "|---|" + "---|" * len(CAPTION_FORMS)]
+    lines += [f"| {g} | " + " | ".join(_pct(r[f]) for f in CAPTION_FORMS) + " |" for g, r in res.items()]
+    return "\n".join(lines), {"n_per_form": n_per_form, "accuracy": res}
