@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from .common import (with_coords, DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_latents, encode_latents,
-                     latent_channels, make_generators, make_scheduler, to_pil)
+from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_latents, encode_latents,
+                     latent_channels, make_generators, make_scheduler, to_pil, with_coords)
 from .text2img import Text2ImgPipeline
 
 

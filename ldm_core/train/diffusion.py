@@ -386,11 +386,13 @@ def train(cfg: Text2ImgConfig):
             ids = tokenizer(texts, padding="max_length", max_length=cfg.max_length, truncation=True,
                             return_tensors="pt").input_ids.to(acc.device)
             cond = text_encoder(ids)[0]  # (B, L, D)
-        extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device)
         if task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
             k = round(cfg.batch_size * cfg.photo_fraction)
-            x0, extra = x0.clone(), extra.clone()
-            x0[:k], extra[:k] = photo_examples(vae, k, rng, acc.device)
+            z_p, low_p = photo_examples(vae, k, rng, acc.device)
+            x0 = torch.cat([z_p, x0[k:]])
+            extra = torch.cat([low_p, extra_inputs(task, vae, idx[k:].tolist(), rng, acc.device)])
+        else:
+            extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(acc.device)
         xt = scheduler.add_noise(x0, noise, t)
