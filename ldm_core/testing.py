@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .grounding import GROUNDING_CHANNELS
 from .text import build_tokenizer
 
 
@@ -88,7 +89,7 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
     tiny_vae().save_pretrained(vae_dir, safe_serialization=True)
     (vae_dir / "model_index.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     for name, max_len, in_ch, cls_name in (("tiny-text2img", 24, 4, "Text2ImgPipeline"),
-                                           ("tiny-layout2img", 80, 4, "Layout2ImgPipeline"),
+                                           ("tiny-layout2img", 24, 4 + GROUNDING_CHANNELS, "Layout2ImgPipeline"),
                                            ("tiny-inpaint", 24, 9, "InpaintPipeline")):
         d = root / name
         tok = build_tokenizer(max_len)

@@ -110,3 +110,80 @@ def test_pipeline_input_checks(stack):
     sr = stack.load("tiny-superres")
     with pytest.raises(ValueError, match="at least 8x8"):
         sr(Image.new("RGB", (4, 4)))
+
+
+def test_grounding_map_places_each_label_on_its_box():
+    from ldm_core.grounding import GROUNDING_CHANNELS, GROUNDING_WORDS, grounding_map, parse_label
+    g = grounding_map([("red circle", (0.25, 0.5, 0.5, 0.875)), ("blue", (0.0, 0.0, 0.125, 0.125))], 8, 8)
+    assert g.shape == (GROUNDING_CHANNELS, 8, 8)
+    red, circle, blue = (GROUNDING_WORDS.index(w) for w in ("red", "circle", "blue"))
+    assert g[red, 4:7, 2:4].eq(1).all() and g[red].sum() == 6 and g[circle].sum() == 6
+    assert g[blue, 0, 0] == 1 and g[blue].sum() == 1 and g[-1].sum() == 7   # occupancy: both boxes
+    assert g[GROUNDING_WORDS.index("square")].sum() == 0                    # "blue" names no shape
+    half = grounding_map([("square", (0.0, 0.0, 0.1875, 0.125))], 8, 8)       # 1.5 cells wide
+    assert half[-1, 0, 0] == 1 and half[-1, 0, 1] == 0.5 and half[-1, 1].sum() == 0
+    assert parse_label("A Red Circles") == ("red", "circle")
+    for bad, msg in [("purple circle", "purple"), ("the", "no colour"), ("red blue circle", "blue")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_label(bad)
+    for box, msg in [((0.5, 0.1, 0.5, 0.2), "no area"), ((-0.1, 0, 0.2, 0.2), r"\[0, 1\]")]:
+        with pytest.raises(ValueError, match=msg):
+            grounding_map([("red circle", box)], 8, 8)
+
+
+def test_grounded_unet_reads_the_map_and_draws_from_text_alone(stack):
+    """The built-in layout model's UNet takes latents + grounding map: the map reaches it in the
+    conditional half of the guided batch, empty in the unconditional half and for text alone."""
+    from ldm_core.grounding import GROUNDING_CHANNELS
+    pipe = stack.load("tiny-layout2img")
+    seen = []
+    hook = pipe.unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(i[0][:, 4:4 + GROUNDING_CHANNELS].clone()))
+    try:
+        stack.run(Layout2ImgRequest(prompt="", boxes=BOXES, model="tiny-layout2img", steps=2, guidance_scale=3.0))
+        g = seen[0]                                        # (2, G, 4, 4): [uncond; cond]
+        assert g.shape[0] == 2 and g[0].abs().sum() == 0 and g[1, -1].sum() > 0
+        seen.clear()
+        from ldm_core.pipelines import Text2ImgPipeline
+        Text2ImgPipeline(**pipe.components)("a red circle", height=32, width=32, num_inference_steps=1)
+        assert seen and all(s.abs().sum() == 0 for s in seen)
+    finally:
+        hook.remove()
+    with pytest.raises(RequestError, match="purple"):
+        stack.run(Layout2ImgRequest(prompt="", boxes='[{"label": "purple circle", "box": [0.1, 0.1, 0.5, 0.5]}]',
+                                    model="tiny-layout2img"))
+
+
+def test_token_layout_path_for_an_ungrounded_unet(stack):
+    """A UNet without map channels reads the boxes as label + corner tokens (paper §4.3)."""
+    from ldm_core.pipelines import Layout2ImgPipeline
+    pipe = Layout2ImgPipeline(**stack.load("tiny-text2img").components)
+    assert not pipe.grounded
+    with pytest.raises(ValueError, match="tokens"):    # 24-token tokenizer: 3 boxes of 6 tokens + caption
+        pipe("a red circle and a blue square", [("red circle", (0.1, 0.1, 0.3, 0.3))] * 3, num_inference_steps=1)
+    out = pipe("", [("red circle", (0.1, 0.1, 0.3, 0.3))], num_inference_steps=1, height=32, width=32)
+    assert out.images[0].size == (32, 32)
+
+
+def test_back_projection_makes_the_output_match_its_input():
+    import torch.nn.functional as F
+
+    from ldm_core.pipelines.superres import back_project
+    g = torch.Generator().manual_seed(0)
+    low = F.interpolate(torch.rand(2, 3, 4, 5, generator=g) * 1.6 - 0.8, size=(16, 20), mode="bilinear")  # smooth
+    x = torch.rand(2, 3, 64, 80, generator=g) * 2 - 1                  # an output unrelated to its input
+
+    def err(y):
+        return (F.interpolate(y, size=(16, 20), mode="bicubic", antialias=True) - low).abs().mean().item()
+    assert back_project(x, low, 0).equal(x)
+    assert err(back_project(x, low, 5)) < 0.15 * err(x) and err(back_project(x, low, 1)) > err(back_project(x, low, 5))
+
+
+def test_superres_back_projection_is_on_by_default_and_checked(stack):
+    pipe = stack.load("tiny-superres")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    on, off = (pipe(img, num_inference_steps=2, seeds=[1], **kw).images[0] for kw in ({}, {"back_projection": 0}))
+    down = [np.asarray(im.resize((16, 16), Image.BICUBIC), dtype=np.float32) for im in (on, off)]
+    target = np.asarray(img, dtype=np.float32)
+    assert np.abs(down[0] - target).mean() < np.abs(down[1] - target).mean()
+    with pytest.raises(ValueError, match="back_projection"):
+        pipe(img, num_inference_steps=1, back_projection=-1)

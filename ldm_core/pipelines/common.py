@@ -15,6 +15,8 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
                        EulerDiscreteScheduler, VQModel)
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..grounding import GROUNDING_CHANNELS  # noqa: F401  (re-exported for the pipelines)
+
 # ---------------------------------------------------------------- samplers
 # name -> (scheduler class, extra config). Built from the model's own scheduler config, so the
 # training noise schedule (betas, prediction type) is kept whatever the sampler.

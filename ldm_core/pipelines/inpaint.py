@@ -45,6 +45,7 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
 
 class InpaintPipeline(Text2ImgPipeline):
     task_inputs = "latents + mask + masked-image latents"
+    accepts_grounding = False
 
     def task_in_channels(self) -> int:
         return 2 * latent_channels(self.vae) + 1

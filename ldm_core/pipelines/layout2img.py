@@ -1,15 +1,22 @@
-"""Layout -> image (paper §4.3, "semantic layouts"), diffusers-shaped.
+"""Layout -> image (paper §4.3), diffusers-shaped.
 
-The built-in model reads boxes the paper's way: every box becomes tokens, its label and
-its four corners quantised to 1/32 of the canvas, appended to the (optional) caption and
-read by the UNet through cross-attention (`ldm_core.text.layout_text`). The pipeline is
-the text-to-image loop with that serialisation in front. GLIGEN hub checkpoints, which
-ground boxes through gated self-attention instead, run through `GligenLayoutPipeline`.
+The built-in model is grounded: each labelled box is placed on the latent grid as a
+grounding map (label words one-hot + occupancy, area coverage at the box's edges; see
+`ldm_core.grounding` for the design and why) concatenated to the latent input, and the
+optional caption is read through cross-attention. The same UNet draws from a caption
+alone with an empty map, so `shapes-text2img` and `shapes-layout2img` share its weights.
+Guidance pushes from (negative prompt, empty map) towards (caption, boxes).
+
+A UNet without the map channels gets the boxes the paper's token way instead (label and
+corners quantised to 1/32, appended to the caption, `ldm_core.text.layout_text`). GLIGEN
+hub checkpoints, which ground boxes through gated self-attention, run through
+`GligenLayoutPipeline`.
 """
 from __future__ import annotations
 
 import torch
 
+from ..grounding import MAX_BOXES, grounding_map
 from ..text import layout_text
 from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, make_generators, make_scheduler,
                      per_image_noise, report_step, latent_channels, vae_scale_factor)
@@ -24,6 +31,24 @@ class Layout2ImgPipeline(Text2ImgPipeline):
                  num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
                  sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
                  output_type: str = "pil") -> PipelineOutput:
+        if len(boxes) > MAX_BOXES:
+            raise ValueError(f"at most {MAX_BOXES} boxes, got {len(boxes)}")
+        if self.grounded:
+            n_tokens = len(self.tokenizer(prompt).input_ids)
+            if n_tokens > self.tokenizer.model_max_length:
+                raise ValueError(f"the caption takes {n_tokens} tokens; this model reads at most "
+                                 f"{self.tokenizer.model_max_length}: shorten it (the boxes take none)")
+            f = self.scale_factor
+            if height % f or width % f:
+                raise ValueError(f"height and width must be multiples of {f}, got {height}x{width}")
+            n = len(seeds) if seeds is not None else 1
+            self._grounding = grounding_map(boxes, height // f, width // f)[None].expand(n, -1, -1, -1).to(
+                self.device)  # (B, G, h, w)
+            try:
+                return super().__call__(prompt, negative_prompt, height, width, num_inference_steps, guidance_scale,
+                                        seeds, sampler, callback, output_type)
+            finally:
+                self._grounding = None
         text = layout_text(prompt, boxes)
         n_tokens = len(self.tokenizer(text).input_ids)
         if n_tokens > self.tokenizer.model_max_length:

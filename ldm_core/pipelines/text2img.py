@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
-from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, PipelineOutput, StepCallback, apply_guidance, decode_latents,
+from .common import (COORD_CHANNELS, GROUNDING_CHANNELS, DEFAULT_SAMPLER, PipelineOutput, StepCallback, apply_guidance, decode_latents,
                      encode_prompts, latent_channels, make_generators, make_scheduler, per_image_noise, report_step,
                      to_pil, vae_scale_factor, with_coords)
 
@@ -40,11 +40,24 @@ class Text2ImgPipeline(DiffusionPipeline):
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         c, n = self.task_in_channels(), self.unet.config.in_channels
-        if n not in (c, c + COORD_CHANNELS):
+        widths = [c, c + COORD_CHANNELS]
+        if self.accepts_grounding:
+            widths += [c + GROUNDING_CHANNELS, c + GROUNDING_CHANNELS + COORD_CHANNELS]
+        if n not in widths:
             raise ValueError(f"this UNet takes {n} input channels; a {self.task_inputs} UNet takes {c} "
-                             f"({self.task_inputs}) or {c + COORD_CHANNELS} (+ coordinate maps)")
+                             f"({self.task_inputs}) or {c + COORD_CHANNELS} (+ coordinate maps)"
+                             + (f", or {c + GROUNDING_CHANNELS} (+ a box grounding map)" if self.accepts_grounding
+                                else ""))
 
     task_inputs = "latents"
+    accepts_grounding = True   # a layout-grounded UNet also draws from text alone (an empty grounding map)
+    _grounding = None          # (B, G, h, w) box grounding map, set by Layout2ImgPipeline for one call
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the UNet takes a box grounding map after the latents (the built-in layout model)."""
+        extra = self.unet.config.in_channels - self.task_in_channels()
+        return self.accepts_grounding and extra in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
 
     def task_in_channels(self) -> int:
         """Input channels the task itself feeds the UNet (coordinate maps come on top)."""
@@ -91,7 +104,16 @@ class Text2ImgPipeline(DiffusionPipeline):
 
     def unet_input(self, x, do_cfg):
         """Hook for tasks that concatenate conditioning to the latent input (inpainting); here
-        only the coordinate maps, for a UNet that takes them."""
+        the box grounding map for a grounded UNet (empty for text alone; empty in the
+        unconditional half, so guidance pushes towards the boxes) and the coordinate maps,
+        for a UNet that takes them."""
+        if self.grounded:
+            g = self._grounding
+            if g is None:
+                g = x.new_zeros(x.shape[0], GROUNDING_CHANNELS, *x.shape[2:])
+            elif do_cfg:
+                g = torch.cat([torch.zeros_like(g), g])
+            x = torch.cat([x, g.to(x.dtype)], 1)  # (B, C + G, h, w)
         return with_coords(x, self.unet.config.in_channels)
 
     @torch.inference_mode()

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data.shapes import CAPTION_FORMS, sample_scene
+from ..grounding import GROUNDING_CHANNELS, grounding_map
 from ..pipelines.common import COORD_CHANNELS, encode_latents, with_coords
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
@@ -76,6 +77,9 @@ class Text2ImgConfig(RunConfig):
     coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv) for position control
     photo_fraction: float = 0.0        # superres: share of each batch that is natural-photo crops
     workers: int = 1                   # processes rendering the latent cache
+    grounding_fraction: float = 0.0    # share of examples given their boxes as a grounding map (layout, §4.3)
+    grounding_caption: float = 0.5     # ... of which this share also keeps the caption (else empty)
+    label_dropout: float = 0.05        # per box: drop its colour (and, separately, its shape) from the map
 
 
 @dataclass
@@ -256,6 +260,27 @@ def photo_examples(vae, k: int, rng, device) -> tuple[torch.Tensor, torch.Tensor
     return z, to_unit(np.stack([degrade(c, rng) for c in crops])).to(device)
 
 
+def grounding_batch(meta: list[dict], idx: list[int], kind: list[float], cfg: Text2ImgConfig,
+                    rng: random.Random) -> torch.Tensor:
+    """(B, G, 16, 16) grounding maps: scene i's boxes where kind < grounding_fraction, else empty.
+    Each box loses its colour and (separately) its shape with probability `label_dropout`, so
+    partial labels ("circle", "red") work too."""
+    maps = torch.zeros(len(idx), GROUNDING_CHANNELS, 16, 16)
+    for b, (i, r) in enumerate(zip(idx, kind)):
+        if r >= cfg.grounding_fraction:
+            continue
+        boxes = []
+        for o in meta[i]["boxes"]:
+            color, shape = o["label"].split()
+            if rng.random() < cfg.label_dropout:
+                color = None
+            elif rng.random() < cfg.label_dropout:
+                shape = None
+            boxes.append(((color, shape), o["box"]))
+        maps[b] = grounding_map(boxes, 16, 16)
+    return maps
+
+
 def unet_forward(unet, xt, t, cond, extra, in_channels: int):
     x = xt if extra is None else torch.cat([xt, extra], 1)
     x = with_coords(x, in_channels)  # (x, y) maps when the UNet takes them
@@ -279,7 +304,11 @@ def train(cfg: Text2ImgConfig):
     latents = latents.to(acc.device)
     tokenizer = build_tokenizer(cfg.max_length) if uses_text else None
     text_encoder = None
-    in_ch = 4 + EXTRA_CHANNELS[task] + (COORD_CHANNELS if cfg.coord_channels else 0)
+    if cfg.grounding_fraction > 0 and task != "text2img":
+        raise ValueError("--grounding-fraction is for the text2img stage (one UNet for text and layout)")
+    grounded = cfg.grounding_fraction > 0
+    in_ch = (4 + EXTRA_CHANNELS[task] + (GROUNDING_CHANNELS if grounded else 0)
+             + (COORD_CHANNELS if cfg.coord_channels else 0))
     if not uses_text:
         if cfg.init_from:
             from diffusers import UNet2DModel
@@ -291,7 +320,9 @@ def train(cfg: Text2ImgConfig):
         unet = UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet").float()
         text_encoder = CLIPTextModel.from_pretrained(Path(cfg.init_from) / "text_encoder").float()
         if unet.config.in_channels < in_ch:
-            unet = widen_input(unet, in_ch)
+            # new channels go after the old ones, but before coordinate maps the model already takes
+            had_coords = cfg.coord_channels and grounded and in_ch - unet.config.in_channels == GROUNDING_CHANNELS
+            unet = widen_input(unet, in_ch, at=unet.config.in_channels - COORD_CHANNELS if had_coords else None)
         elif unet.config.in_channels > in_ch:
             raise ValueError(f"{cfg.init_from} takes {unet.config.in_channels} input channels, more than this "
                              f"task's {in_ch} (is --coord-channels missing?)")
@@ -322,7 +353,12 @@ def train(cfg: Text2ImgConfig):
     captions = [m["caption"] for m in meta]
 
     def condition_text(i: int, r: float) -> str:
-        """The token string for scene i: its caption, or its boxes (with the caption half the time)."""
+        """The token string for scene i: its caption, or its boxes (with the caption half the time);
+        with grounding maps: the caption, or (boxes in the map) the caption a share of the time."""
+        if grounded:
+            if r >= cfg.grounding_fraction or r < cfg.grounding_fraction * cfg.grounding_caption:
+                return captions[i]
+            return ""
         if r >= cfg.layout_fraction:
             return captions[i]
         boxes = [(b["label"], b["box"]) for b in meta[i]["boxes"]]
@@ -352,7 +388,7 @@ def train(cfg: Text2ImgConfig):
         pipe = ema_pipeline()
         if task == "text2img":
             metrics, images = measure_accuracy(pipe, scenes)
-            if cfg.layout_fraction > 0:
+            if cfg.layout_fraction > 0 or grounded:
                 metrics.update(measure_layout_accuracy(pipe, scenes[-cfg.eval_prompts_per_form:]))
         elif task == "inpaint":
             metrics, images = measure_inpaint(pipe, scenes)
@@ -386,7 +422,9 @@ def train(cfg: Text2ImgConfig):
             ids = tokenizer(texts, padding="max_length", max_length=cfg.max_length, truncation=True,
                             return_tensors="pt").input_ids.to(acc.device)
             cond = text_encoder(ids)[0]  # (B, L, D)
-        if task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
+        if grounded:
+            extra = grounding_batch(meta, idx.tolist(), kind.tolist(), cfg, rng).to(acc.device)
+        elif task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
             k = round(cfg.batch_size * cfg.photo_fraction)
             z_p, low_p = photo_examples(vae, k, rng, acc.device)
             x0 = torch.cat([z_p, x0[k:]])
@@ -433,15 +471,18 @@ def train(cfg: Text2ImgConfig):
         acc.print(f"exported to {cfg.export}")
 
 
-def widen_input(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
-    """A copy of `unet` taking `in_channels` inputs; the new input channels start at zero (as
-    Stable Diffusion inpainting was initialised from the text-to-image model)."""
+def widen_input(unet: UNet2DConditionModel, in_channels: int, at: int | None = None) -> UNet2DConditionModel:
+    """A copy of `unet` taking `in_channels` inputs; the new input channels (inserted at input
+    index `at`, default after the existing ones) start at zero, as Stable Diffusion inpainting
+    was initialised from the text-to-image model."""
     cfg = dict(unet.config)
     cfg["in_channels"] = in_channels
     wide = UNet2DConditionModel.from_config(cfg)
     sd = unet.state_dict()
     w = sd["conv_in.weight"]  # (C, c_in, 3, 3)
-    sd["conv_in.weight"] = torch.cat([w, torch.zeros(w.shape[0], in_channels - w.shape[1], *w.shape[2:])], 1)
+    at = w.shape[1] if at is None else at
+    new = torch.zeros(w.shape[0], in_channels - w.shape[1], *w.shape[2:])
+    sd["conv_in.weight"] = torch.cat([w[:, :at], new, w[:, at:]], 1)
     wide.load_state_dict(sd)
     return wide
 
