@@ -6,12 +6,14 @@ scratch and read through cross-attention (plus an attention-pooled copy added to
 time embedding, which gives the colour/shape of a scene a fast global path). Captions
 are dropped 10 % of the time so classifier-free guidance works.
 
-One model serves two tabs: a share of the examples (`--layout-fraction`) is conditioned on
-the scene's boxes serialised as tokens (label + quantised corners, paper §4.3; half of them
-with the caption in front), the rest on the caption alone. Both are token sequences read
-through the same cross-attention, so the layout examples also teach the caption tokens
-where and what each object is. The catalog runs the export with `Text2ImgPipeline` and
-with `Layout2ImgPipeline`; the stack holds its weights once.
+One model serves two tabs. With `--grounding-fraction` (the built-in model) that share of
+the examples also gets the scene's boxes as a grounding map concatenated to the latent
+input (`ldm_core.grounding`; the caption kept `--grounding-caption` of the time), the rest
+an empty map; a model without map channels is widened (new channels at zero). With
+`--layout-fraction` instead, boxes are serialised as tokens (label + quantised corners,
+paper §4.3) and read through the same cross-attention as the caption: the earlier design,
+which this model size did not learn (see README). The catalog runs the export with
+`Text2ImgPipeline` and with `Layout2ImgPipeline`; the stack holds its weights once.
 
 What makes it trainable on 2 CPU cores: latents are computed once and cached; latents
 are standardised per channel (statistics saved in the autoencoder's config); the loss
