@@ -187,8 +187,8 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     import torch
 
     import ldm_core.pipelines.common as C
-    from ldm_core.pipelines.common import (apply_guidance, decode_latents, make_generators, make_scheduler,
-                                           per_image_noise, to_pil)
+    from ldm_core.pipelines.common import (apply_guidance, decode_latents, latent_channels, make_generators,
+                                           make_scheduler, per_image_noise, to_pil)
     from ldm_core.requests import Text2ImgRequest
     from ldm_core.stack import ModelStack
     stack, steps = ctx.stack(), ctx.steps
@@ -206,10 +206,13 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
                              truncation=True, return_tensors="pt").input_ids.to(pipe.device)
         cond = pipe.text_encoder(ids)[0]
         f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        lat = per_image_noise((1, pipe.unet.config.in_channels, entry.height // f, entry.width // f),
+        lat = per_image_noise((1, latent_channels(pipe.vae), entry.height // f, entry.width // f),
                               make_generators([7]), pipe.device, cond.dtype) * sched.init_noise_sigma
+        extra = pipe.unet.config.in_channels - lat.shape[1]   # the grounded UNet: an empty box map
         for t in sched.timesteps:
             x = sched.scale_model_input(torch.cat([lat] * 2), t)
+            if extra:
+                x = torch.cat([x, x.new_zeros(2, extra, *x.shape[2:])], 1)
             lat = sched.step(apply_guidance(pipe.unet(x, t, encoder_hidden_states=cond).sample, entry.guidance),
                              t, lat).prev_sample
         return to_pil(decode_latents(pipe.vae, lat))
