@@ -117,3 +117,20 @@ def test_memory_case_in_a_fresh_process_measures_peak_rss():
     r = json.loads(out.stdout.strip().splitlines()[-1])[0]
     assert r["attention"] == "unfused" and r["peak_mb"] > 100 and r["work_mb"] >= 0 and len(r["times"]) == 1
     assert np.isfinite(r["times"]).all()
+
+
+def test_overhead_bench_runs_on_a_grounded_text2img_model(tiny_catalog, tmp_path):
+    """The built-in text2img UNet also takes a (here empty) box grounding map: the bare loop the
+    overhead section compares against must feed it too."""
+    text = tiny_catalog.read_text()
+    grounded = text.replace('source = "tiny-text2img"', 'source = "tiny-layout2img"', 1)
+    assert grounded != text
+    cat = tiny_catalog.parent / "catalog-grounded-text2img.toml"
+    cat.write_text(grounded)
+    out = tmp_path / "overhead.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--sections", "overhead",
+                        "--models", str(cat), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ov = json.loads(out.read_text())["sections"]["overhead"]
+    assert "error" not in ov
