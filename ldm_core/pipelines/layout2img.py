@@ -33,30 +33,22 @@ class Layout2ImgPipeline(Text2ImgPipeline):
                  output_type: str = "pil") -> PipelineOutput:
         if len(boxes) > MAX_BOXES:
             raise ValueError(f"at most {MAX_BOXES} boxes, got {len(boxes)}")
-        if self.grounded:
-            n_tokens = len(self.tokenizer(prompt).input_ids)
-            if n_tokens > self.tokenizer.model_max_length:
-                raise ValueError(f"the caption takes {n_tokens} tokens; this model reads at most "
-                                 f"{self.tokenizer.model_max_length}: shorten it (the boxes take none)")
-            f = self.scale_factor
-            if height % f or width % f:
-                raise ValueError(f"height and width must be multiples of {f}, got {height}x{width}")
-            n = len(seeds) if seeds is not None else 1
-            self._grounding = grounding_map(boxes, height // f, width // f)[None].expand(n, -1, -1, -1).to(
-                self.device)  # (B, G, h, w)
-            try:
-                return super().__call__(prompt, negative_prompt, height, width, num_inference_steps, guidance_scale,
-                                        seeds, sampler, callback, output_type)
-            finally:
-                self._grounding = None
-        text = layout_text(prompt, boxes)
+        # grounded: the boxes go in as a map and the caption alone is text; else all of it is tokens
+        text = prompt if self.grounded else layout_text(prompt, boxes)
         n_tokens = len(self.tokenizer(text).input_ids)
         if n_tokens > self.tokenizer.model_max_length:
-            raise ValueError(f"caption and boxes take {n_tokens} tokens; this model reads at most "
-                             f"{self.tokenizer.model_max_length}: shorten the caption or use fewer boxes")
-        return super().__call__(text, negative_prompt, height, width, num_inference_steps, guidance_scale, seeds,
-                                sampler, callback, output_type)
-
+            what = "the caption takes" if self.grounded else "caption and boxes take"
+            raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {self.tokenizer.model_max_length}: "
+                             f"shorten the caption" + ("" if self.grounded else " or use fewer boxes"))
+        if self.grounded:   # height and width are checked (multiples of f) by the text-to-image call
+            f, n = self.scale_factor, len(seeds) if seeds is not None else 1
+            self._grounding = grounding_map(boxes, height // f, width // f)[None].expand(n, -1, -1, -1).to(
+                self.device)  # (B, G, h, w)
+        try:
+            return super().__call__(text, negative_prompt, height, width, num_inference_steps, guidance_scale, seeds,
+                                    sampler, callback, output_type)
+        finally:
+            self._grounding = None
 
 class GligenLayoutPipeline:
     """Adapter: runs a GLIGEN box-grounded Stable Diffusion checkpoint through diffusers'

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
-from .common import (COORD_CHANNELS, GROUNDING_CHANNELS, DEFAULT_SAMPLER, PipelineOutput, StepCallback, apply_guidance, decode_latents,
-                     encode_prompts, latent_channels, make_generators, make_scheduler, per_image_noise, report_step,
-                     to_pil, vae_scale_factor, with_coords)
+from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, GROUNDING_CHANNELS, PipelineOutput, StepCallback, apply_guidance,
+                     decode_latents, encode_prompts, latent_channels, make_generators, make_scheduler, per_image_noise,
+                     report_step, to_pil, vae_scale_factor, with_coords)
 
 
 class Text2ImgPipeline(DiffusionPipeline):
