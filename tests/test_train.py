@@ -97,6 +97,10 @@ def test_masks_and_degradations():
     assert any(random_mask(s, random.Random(k), "object")[o.y + o.size // 2, o.x + o.size // 2] for k in range(10))
     low = degrade(s.image, random.Random(0))
     assert low.shape == (16, 16, 3) and low.dtype == np.uint8
+    # p sets how often blur and noise are added: p = 0 is plain bicubic, p = 1 always differs from it
+    plain = [degrade(s.image, random.Random(k), bicubic_only=True) for k in range(8)]
+    assert all(np.array_equal(degrade(s.image, random.Random(k), p=0.0), b) for k, b in enumerate(plain))
+    assert not any(np.array_equal(degrade(s.image, random.Random(k), p=1.0), b) for k, b in enumerate(plain))
 
 
 def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):

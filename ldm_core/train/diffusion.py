@@ -78,6 +78,7 @@ class Text2ImgConfig(RunConfig):
     task: str = "text2img"
     coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv) for position control
     photo_fraction: float = 0.0        # superres: share of each batch that is natural-photo crops
+    degrade_p: float = 0.5             # superres: probability of the blur, and of the noise, in a degradation
     workers: int = 1                   # processes rendering the latent cache
     grounding_fraction: float = 0.0    # share of examples given their boxes as a grounding map (layout, §4.3)
     grounding_caption: float = 0.5     # ... of which this share also keeps the caption (else empty)
@@ -233,7 +234,7 @@ def build_unet2d(cfg, in_channels: int, out_channels: int = 4):
                        attention_head_dim=cfg.head_dim, norm_num_groups=32)
 
 
-def extra_inputs(task: str, vae, idx: list[int], rng, device) -> torch.Tensor | None:
+def extra_inputs(task: str, vae, idx: list[int], rng, device, degrade_p: float = 0.5) -> torch.Tensor | None:
     """Concatenated conditioning for scenes `idx`: inpaint (B, 5, 16, 16) = mask + masked-image
     latents; superres (B, 3, 16, 16) = the degraded 16x16 image. None for text2img."""
     if task == "text2img":
@@ -242,7 +243,7 @@ def extra_inputs(task: str, vae, idx: list[int], rng, device) -> torch.Tensor | 
     scenes = [sample_scene(i) for i in idx]
     images = np.stack([s.image for s in scenes])  # (B, 64, 64, 3)
     if task == "superres":
-        return to_unit(np.stack([degrade(im, rng) for im in images])).to(device)
+        return to_unit(np.stack([degrade(im, rng, p=degrade_p) for im in images])).to(device)
     from ..pipelines.inpaint import mask_latents
     masks = torch.from_numpy(np.stack([random_mask(s, rng) for s in scenes]))[:, None].float()  # (B, 1, 64, 64)
     x = to_unit(images)
@@ -251,7 +252,7 @@ def extra_inputs(task: str, vae, idx: list[int], rng, device) -> torch.Tensor | 
     return torch.cat([mask_latents(masks.to(device), masked.shape[-2:]), masked], 1)
 
 
-def photo_examples(vae, k: int, rng, device) -> tuple[torch.Tensor, torch.Tensor]:
+def photo_examples(vae, k: int, rng, device, degrade_p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Super-resolution examples from natural-photo crops: (k, 4, 16, 16) target latents and
     (k, 3, 16, 16) degraded low-resolution images."""
     from ..data.photos import random_crops
@@ -259,7 +260,7 @@ def photo_examples(vae, k: int, rng, device) -> tuple[torch.Tensor, torch.Tensor
     crops = random_crops(k, np.random.default_rng(rng.randrange(2 ** 31)))  # (k, 64, 64, 3)
     with torch.no_grad():
         z = encode_latents(vae, to_unit(crops).to(device))
-    return z, to_unit(np.stack([degrade(c, rng) for c in crops])).to(device)
+    return z, to_unit(np.stack([degrade(c, rng, p=degrade_p) for c in crops])).to(device)
 
 
 def grounding_batch(meta: list[dict], idx: list[int], kind: list[float], cfg: Text2ImgConfig,
@@ -428,11 +429,11 @@ def train(cfg: Text2ImgConfig):
             extra = grounding_batch(meta, idx.tolist(), kind.tolist(), cfg, rng).to(acc.device)
         elif task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
             k = round(cfg.batch_size * cfg.photo_fraction)
-            z_p, low_p = photo_examples(vae, k, rng, acc.device)
+            z_p, low_p = photo_examples(vae, k, rng, acc.device, cfg.degrade_p)
             x0 = torch.cat([z_p, x0[k:]])
-            extra = torch.cat([low_p, extra_inputs(task, vae, idx[k:].tolist(), rng, acc.device)])
+            extra = torch.cat([low_p, extra_inputs(task, vae, idx[k:].tolist(), rng, acc.device, cfg.degrade_p)])
         else:
-            extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device)
+            extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device, cfg.degrade_p)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(acc.device)
         xt = scheduler.add_noise(x0, noise, t)
