@@ -34,6 +34,7 @@ class ModelEntry:
     description: str = ""
     revision: str | None = None      # hub revision (branch, tag or commit)
     upscale: int = 1                 # output / input side (super-resolution)
+    average: int = 1                 # super-resolution: samples averaged per output (posterior-mean estimate)
 
     @property
     def is_hub(self) -> bool:
@@ -64,6 +65,8 @@ class Catalog:
                 raise CatalogError(f"{path}: bad entry {raw.get('name', raw)}: {err}") from None
             if e.task not in TASKS:
                 raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {TASKS}")
+            if e.average < 1:
+                raise CatalogError(f"{path}: model {e.name!r} has average = {e.average}; it must be at least 1")
             if e.name in entries:
                 raise CatalogError(f"{path}: model name {e.name!r} appears twice")
             entries[e.name] = e

@@ -333,7 +333,7 @@ class ModelStack:
         with self.device_lock():
             self._preview_since = time.perf_counter()   # previews budget their decodes from here
             try:
-                out, size = self._call(pipe, req, seeds, callback)
+                out, size = self._call(pipe, req, entry, seeds, callback)
             except GenerationCancelled as e:
                 log.info("%s", e)
                 raise
@@ -368,7 +368,7 @@ class ModelStack:
                            f"the server freed what it could and keeps running. Try fewer images, a smaller size "
                            f"or fewer steps.")
 
-    def _call(self, pipe, req, seeds, callback):
+    def _call(self, pipe, req, entry: ModelEntry, seeds, callback):
         if isinstance(req, Text2ImgRequest):
             out = pipe(req.prompt, req.negative_prompt, req.height, req.width, req.steps, req.guidance_scale, seeds,
                        req.sampler, callback)
@@ -379,7 +379,7 @@ class ModelStack:
                        seeds, req.sampler, callback)
             return out, (req.width, req.height)
         if isinstance(req, SuperResRequest):
-            out = pipe(req.image, req.steps, seeds, req.sampler, callback)
+            out = pipe(req.image, req.steps, seeds, req.sampler, callback, average=entry.average)
             return out, out.images[0].size
         if isinstance(req, InpaintRequest):
             w = req.width or req.image.width
@@ -394,7 +394,9 @@ class ModelStack:
     def _info(req, entry: ModelEntry, size, seeds) -> dict:
         info = {"task": req.task, "model": entry.name, "steps": req.steps, "sampler": req.sampler,
                 "size": f"{size[0]}x{size[1]}", "seeds": seeds, "seed": seeds[0]}
-        if not isinstance(req, SuperResRequest):
+        if isinstance(req, SuperResRequest):
+            info["average"] = entry.average
+        else:
             info.update(prompt=req.prompt, negative_prompt=req.negative_prompt, guidance_scale=req.guidance_scale)
         if isinstance(req, Layout2ImgRequest):
             info["boxes"] = [{"label": b.label, "box": list(b.box)} for b in req.boxes]

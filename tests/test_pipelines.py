@@ -187,3 +187,37 @@ def test_superres_back_projection_is_on_by_default_and_checked(stack):
     assert np.abs(down[0] - target).mean() < np.abs(down[1] - target).mean()
     with pytest.raises(ValueError, match="back_projection"):
         pipe(img, num_inference_steps=1, back_projection=-1)
+
+
+def test_superres_average_is_the_mean_of_its_samples(stack):
+    """average=K: each seed's first sample is the plain single sample, and the output is the mean
+    of the K decoded samples; other seeds get other samples; bad K is an error."""
+    from ldm_core.pipelines.common import decode_latents, to_pil
+    from ldm_core.pipelines.superres import sample_seeds
+    pipe = stack.load("tiny-superres")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    kw = dict(num_inference_steps=2, back_projection=0)
+    single = pipe(img, seeds=[7], output_type="latent", **kw).images            # (1, C, h, w)
+    lat = pipe(img, seeds=[7, 8], average=3, output_type="latent", **kw).images  # (6, C, h, w): seed-major
+    assert lat.shape[0] == 6 and torch.allclose(lat[0], single[0], atol=1e-5)
+    assert sample_seeds([7, 8], 3)[::3] == [7, 8] and len(set(sample_seeds([7, 8], 3))) == 6
+    with torch.no_grad():
+        mean = decode_latents(pipe.vae, lat).unflatten(0, (2, 3)).mean(1)       # (2, 3, H, W)
+    out = pipe(img, seeds=[7, 8], average=3, **kw).images
+    assert len(out) == 2
+    for o, m in zip(out, to_pil(mean)):
+        assert np.abs(arr(o) - arr(m)).max() <= 1
+    assert np.abs(arr(out[0]) - arr(pipe(img, seeds=[7], **kw).images[0])).max() > 0
+    with pytest.raises(ValueError, match="average"):
+        pipe(img, num_inference_steps=1, average=0)
+
+
+def test_superres_average_comes_from_the_catalog_and_is_reported(stack, monkeypatch):
+    import dataclasses
+    entry = stack.catalog.get("tiny-superres", "superres")
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    one = stack.run(SuperResRequest(image=img, seed=3, model="tiny-superres", steps=2))
+    monkeypatch.setitem(stack.catalog.entries, "tiny-superres", dataclasses.replace(entry, average=2))
+    two = stack.run(SuperResRequest(image=img, seed=3, model="tiny-superres", steps=2))
+    assert one.info["average"] == 1 and two.info["average"] == 2
+    assert np.abs(arr(one.images[0]) - arr(two.images[0])).max() > 0

@@ -87,3 +87,12 @@ def test_catalog_lists_the_papers_checkpoints():
     assert any("gligen" in s.lower() for s in sources) and any("inpainting" in s for s in sources)
     for task in ("text2img", "layout2img", "superres", "inpaint"):
         assert not c.default(task).is_hub                    # every tab defaults to a built-in model
+
+
+def test_catalog_rejects_a_superres_average_below_one(tmp_path):
+    from ldm_core.catalog import CatalogError
+    cat = tmp_path / "c.toml"
+    cat.write_text('[[model]]\nname = "sr"\ntask = "superres"\nsource = "x"\npipeline = "SuperResPipeline"\n'
+                   'average = 0\n')
+    with pytest.raises(CatalogError, match="average"):
+        Catalog.load(cat)

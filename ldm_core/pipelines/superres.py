@@ -13,6 +13,10 @@ The decoded image is then back-projected onto the input (iterative back-projecti
 downsampling is made to match the low-resolution input, so the output keeps every bit of
 information the input holds, and the autoencoder's errors at low frequencies (colour
 shifts on photographs it reconstructs poorly) are taken out. `back_projection=0` turns it off.
+
+`average=K` decodes K samples per seed and returns their mean, a Monte-Carlo estimate of the
+posterior mean E[x | input]: what is certain stays, detail the samples disagree on is smoothed.
+Pixel error (PSNR) goes down, at K times the compute; K = 1 is a single, sharper sample.
 """
 from __future__ import annotations
 
@@ -55,6 +59,16 @@ def back_project(images: torch.Tensor, low: torch.Tensor, iterations: int) -> to
     return x.clamp(-1, 1).to(images.dtype)
 
 
+def sample_seeds(seeds: list[int], average: int) -> list[int]:
+    """The noise seeds of `average` samples per seed, seed-major. A seed's first sample uses the
+    seed itself (so average=1 is the plain single sample); the others are derived from it."""
+    out = []
+    for s in seeds:
+        out.append(s)
+        out += [int(np.random.SeedSequence([s, k]).generate_state(1, np.uint64)[0] >> 1) for k in range(1, average)]
+    return out
+
+
 class SuperResPipeline(DiffusionPipeline):
     def __init__(self, vae, unet, scheduler):
         super().__init__()
@@ -64,13 +78,15 @@ class SuperResPipeline(DiffusionPipeline):
     def scale_factor(self) -> int:
         return vae_scale_factor(self.vae)
 
-    def check_inputs(self, image, steps, back_projection: int = 0):
+    def check_inputs(self, image, steps, back_projection: int = 0, average: int = 1):
         c = latent_channels(self.vae)
         if self.unet.config.in_channels != c + 3:
             raise ValueError(f"this UNet takes {self.unet.config.in_channels} channels; a super-resolution UNet "
                              f"takes {c + 3} (latents + low-resolution RGB)")
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
+        if average < 1:
+            raise ValueError(f"average is a number of samples per output (1 = one sample), got {average}")
         if back_projection < 0:
             raise ValueError(f"back_projection is a number of iterations (0 = off), got {back_projection}")
         if image.width < 8 or image.height < 8:
@@ -122,16 +138,17 @@ class SuperResPipeline(DiffusionPipeline):
     @torch.inference_mode()
     def __call__(self, image: Image.Image, num_inference_steps: int = 25, seeds: list[int] | None = None,
                  sampler: str = "DDIM", callback: StepCallback | None = None, tile: int = 64, overlap: int = 16,
-                 output_type: str = "pil", back_projection: int = 5, **_ignored) -> PipelineOutput:
+                 output_type: str = "pil", back_projection: int = 5, average: int = 1,
+                 **_ignored) -> PipelineOutput:
         # 1. inputs
-        self.check_inputs(image, num_inference_steps, back_projection)
+        self.check_inputs(image, num_inference_steps, back_projection, average)
         seeds = seeds if seeds is not None else [0]
         self.scheduler = make_scheduler(self.scheduler.config, sampler)
-        generators = make_generators(seeds)
+        generators = make_generators(sample_seeds(seeds, average))  # seed-major: B groups of K
         dtype = self.unet.dtype
-        low = pil_to_tensor(image).to(self.device, dtype).expand(len(seeds), -1, -1, -1)  # (B, 3, h, w)
+        low = pil_to_tensor(image).to(self.device, dtype).expand(len(generators), -1, -1, -1)  # (B*K, 3, h, w)
         # 2. latents: one per input pixel
-        shape = (len(seeds), latent_channels(self.vae), image.height, image.width)
+        shape = (len(generators), latent_channels(self.vae), image.height, image.width)
         latents = per_image_noise(shape, generators, self.device, dtype) * self.scheduler.init_noise_sigma
         # 3. denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -143,8 +160,9 @@ class SuperResPipeline(DiffusionPipeline):
             report_step(callback, i + 1, len(timesteps), t, latents)
         if output_type == "latent":
             return PipelineOutput(latents, seeds)
-        # 4. decode
-        images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B, 3, 4h, 4w)
+        # 4. decode, and average each seed's K samples
+        images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B*K, 3, 4h, 4w)
+        images = images.unflatten(0, (len(seeds), average)).float().mean(1).to(images.dtype)  # (B, 3, 4h, 4w)
         # 5. back-project onto the input
-        images = back_project(images, low, back_projection)
+        images = back_project(images, low[::average], back_projection)
         return PipelineOutput(to_pil(images), seeds)
