@@ -79,13 +79,14 @@ def test_superres_beats_bicubic_on_held_out_scenes(builtin_stack):
         bic.append(np.asarray(low.resize((64, 64), Image.BICUBIC)))
         gt.append(s.image)
     gt, sr, bic = np.stack(gt), np.stack(sr), np.stack(bic)
-    assert psnr(gt, sr) > psnr(gt, bic) + 4.0   # eval: +9.6 dB on 100 scenes
+    assert psnr(gt, sr) > psnr(gt, bic) + 4.0   # eval: +14.0 dB on 100 scenes
 
 
 @needs("shapes-superres")
-def test_superres_on_photos_keeps_what_the_input_holds(builtin_stack):
-    """Back-projection: the photo's low frequencies come from the input, so the output is within a
-    few dB of bicubic (eval: 28.4 vs 31.1 dB on 64 crops; without it 16.6 dB)."""
+def test_superres_on_photos_is_near_bicubic_and_averaging_helps(builtin_stack):
+    """The default model returns the mean of 8 samples, back-projected onto the input: on photos it
+    is close to bicubic in PSNR (eval: 30.7 vs 31.1 dB on 64 crops; these 4 textured crops: +0.7 dB),
+    and nearer the ground truth than one sample of the same model (shapes-superres-fast)."""
     import random
 
     from ldm_core.data.photos import heldout_crops
@@ -94,10 +95,14 @@ def test_superres_on_photos_keeps_what_the_input_holds(builtin_stack):
     from ldm_core.train.conditioning import degrade
     crops = heldout_crops(4)
     lows = [Image.fromarray(degrade(c, random.Random(i), bicubic_only=True)) for i, c in enumerate(crops)]
-    sr = np.stack([np.asarray(builtin_stack.run(SuperResRequest(image=lo, seed=i, model="shapes-superres")).images[0])
-                   for i, lo in enumerate(lows)])
+
+    def upscale(model):
+        return np.stack([np.asarray(builtin_stack.run(SuperResRequest(image=lo, seed=i, model=model)).images[0])
+                         for i, lo in enumerate(lows)])
+    sr, one = upscale("shapes-superres"), upscale("shapes-superres-fast")
     bic = np.stack([np.asarray(lo.resize((64, 64), Image.BICUBIC)) for lo in lows])
-    assert psnr(crops, sr) > psnr(crops, bic) - 6.0
+    assert psnr(crops, sr) > psnr(crops, bic) - 1.0
+    assert psnr(crops, sr) > psnr(crops, one) + 0.2
 
 
 @needs("shapes-inpaint")
