@@ -5,6 +5,7 @@ and can interrupt a running generation.
 from __future__ import annotations
 
 import functools
+import inspect
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ def resolve_seeds(seed: int | None, n: int) -> list[int]:
     if seed is None or seed < 0:
         seed = random.SystemRandom().randrange(0, MAX_SEED - 64)
     return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
+
+
+def step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
+    """Extra arguments of `scheduler.step`: the per-image generators for samplers that draw noise."""
+    return {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
 def make_generators(seeds: list[int]) -> list[torch.Generator]:

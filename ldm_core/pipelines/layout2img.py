@@ -50,6 +50,7 @@ class Layout2ImgPipeline(Text2ImgPipeline):
         finally:
             self._grounding = None
 
+
 class GligenLayoutPipeline:
     """Adapter: runs a GLIGEN box-grounded Stable Diffusion checkpoint through diffusers'
     `StableDiffusionGLIGENPipeline` with the studio's call signature (per-image seeds,

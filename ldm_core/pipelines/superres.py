@@ -27,9 +27,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from .common import (PipelineOutput, StepCallback, decode_latents, latent_channels, make_generators, make_scheduler,
-                     per_image_noise, report_step, to_pil, vae_scale_factor)
+                     per_image_noise, report_step, step_kwargs, to_pil, vae_scale_factor)
 from .inpaint import pil_to_tensor
-from .text2img import _step_params
 
 
 def _tiles(size: int, tile: int, overlap: int) -> list[int]:
@@ -153,7 +152,7 @@ class SuperResPipeline(DiffusionPipeline):
         # 3. denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         timesteps = self.scheduler.timesteps
-        extra = {"generator": generators} if "generator" in _step_params(self.scheduler) else {}
+        extra = step_kwargs(self.scheduler, generators)
         for i, t in enumerate(timesteps):
             noise_pred = self.predict(latents, low, t, tile, overlap)
             latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample

@@ -12,7 +12,7 @@ from diffusers import DiffusionPipeline
 
 from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, GROUNDING_CHANNELS, PipelineOutput, StepCallback, apply_guidance,
                      decode_latents, encode_prompts, latent_channels, make_generators, make_scheduler, per_image_noise,
-                     report_step, to_pil, vae_scale_factor, with_coords)
+                     report_step, step_kwargs, to_pil, vae_scale_factor, with_coords)
 
 
 class Text2ImgPipeline(DiffusionPipeline):
@@ -90,7 +90,7 @@ class Text2ImgPipeline(DiffusionPipeline):
         do_cfg = guidance_scale > 1.0
         self.scheduler.set_timesteps(steps, device=self.device)
         timesteps = self.scheduler.timesteps
-        extra = {"generator": generators} if "generator" in _step_params(self.scheduler) else {}
+        extra = step_kwargs(self.scheduler, generators)
         for i, t in enumerate(timesteps):
             x = torch.cat([latents] * 2) if do_cfg else latents
             x = self.scheduler.scale_model_input(x, t)
@@ -137,8 +137,3 @@ class Text2ImgPipeline(DiffusionPipeline):
             return PipelineOutput(latents, seeds)
         images = decode_latents(self.vae, latents.to(self.vae.dtype))
         return PipelineOutput(to_pil(images), seeds)
-
-
-def _step_params(scheduler) -> set[str]:
-    import inspect
-    return set(inspect.signature(scheduler.step).parameters)
