@@ -221,3 +221,44 @@ def test_superres_average_comes_from_the_catalog_and_is_reported(stack, monkeypa
     two = stack.run(SuperResRequest(image=img, seed=3, model="tiny-superres", steps=2))
     assert one.info["average"] == 1 and two.info["average"] == 2
     assert np.abs(arr(one.images[0]) - arr(two.images[0])).max() > 0
+
+
+def _widened(pipe, fill: float):
+    """A copy of a superres pipeline whose UNet also reads the bicubic latent, through weights `fill`."""
+    from ldm_core.pipelines.superres import SuperResPipeline
+    from ldm_core.train.diffusion import widen_input
+    unet = widen_input(pipe.unet, pipe.unet.config.in_channels + 4)
+    with torch.no_grad():
+        unet.conv_in.weight[:, -4:] = fill
+    return SuperResPipeline(pipe.vae, unet, pipe.scheduler)
+
+
+def test_superres_feeds_the_bicubic_latent_to_a_wider_unet(stack):
+    """A UNet 4 channels wider reads the latent of the bicubic upsampling: with those weights at
+    zero the output is the narrow model's, with weights it changes; other widths are an error."""
+    from ldm_core.pipelines.superres import SuperResPipeline, bicubic_latent
+    pipe = stack.load("tiny-superres")
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    kw = dict(num_inference_steps=2, seeds=[4], output_type="latent")
+    base = pipe(img, **kw).images
+    zero, live = _widened(pipe, 0.0), _widened(pipe, 0.05)
+    assert zero.reads_bicubic_latent and not pipe.reads_bicubic_latent
+    assert torch.allclose(zero(img, **kw).images, base, atol=1e-5)
+    assert not torch.allclose(live(img, **kw).images, base, atol=1e-3)
+    low = torch.rand(2, 3, 8, 12) * 2 - 1
+    assert bicubic_latent(pipe.vae, low).shape == (2, 4, 8, 12)
+    from ldm_core.train.diffusion import widen_input
+    odd = SuperResPipeline(pipe.vae, widen_input(pipe.unet, 9), pipe.scheduler)
+    with pytest.raises(ValueError, match="takes 9 channels"):
+        odd(img, num_inference_steps=1)
+
+
+def test_superres_grey_input_gives_grey_output(stack):
+    pipe = stack.load("tiny-superres")
+    rng = np.random.default_rng(3)
+    grey = Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).convert("RGB")
+    colour = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    g = arr(pipe(grey, num_inference_steps=2, seeds=[1]).images[0])
+    c = arr(pipe(colour, num_inference_steps=2, seeds=[1]).images[0])
+    assert (g == g[..., :1]).all()
+    assert not (c == c[..., :1]).all()

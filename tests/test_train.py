@@ -80,6 +80,18 @@ def test_inpaint_and_superres_stages_train_export_and_run(autoencoder, tmp_path)
     mask.paste(255, (10, 10, 30, 30))
     assert stack.run(InpaintRequest(image=img, mask=mask, prompt="a red circle")).images[0].size == (64, 64)
     assert stack.run(SuperResRequest(image=Image.new("RGB", (16, 16)))).images[0].size == (64, 64)
+    # --bicubic-latent widens the SR UNet by the latent channels (zero at first) and the pipeline feeds them
+    train_main(["superres", "--out", str(tmp_path / "sr2-run"), "--steps", "1", "--autoencoder", ae,
+                "--init-from", str(autoencoder / "sr"), "--bicubic-latent", "--export", str(autoencoder / "sr2"),
+                "--latent-cache", str(tmp_path / "sr-run" / "latents.safetensors"), *T2I])
+    assert json.loads((autoencoder / "sr2" / "unet" / "config.json").read_text())["in_channels"] == 11
+    cat.write_text('[[model]]\nname = "s"\ntask = "superres"\nsource = "sr2"\npipeline = "SuperResPipeline"\n'
+                   'steps = 2\n')
+    out = ModelStack(Catalog.load(cat), device="cpu").run(SuperResRequest(image=Image.new("RGB", (16, 16))))
+    assert out.images[0].size == (64, 64)
+    with pytest.raises(ValueError, match="bicubic-latent"):
+        train_main(["inpaint", "--out", str(tmp_path / "x"), "--steps", "1", "--autoencoder", ae, "--bicubic-latent",
+                    *T2I])
 
 
 def test_masks_and_degradations():
@@ -158,6 +170,18 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     assert r.images[0].size == (64, 64)
     from PIL import Image
     assert stack.run(SuperResRequest(image=Image.new("RGB", (16, 16)))).images[0].size == (64, 64)
+    # --bicubic-latent widens the SR UNet by the latent channels (zero at first) and the pipeline feeds them
+    train_main(["superres", "--out", str(tmp_path / "sr2-run"), "--steps", "1", "--autoencoder", ae,
+                "--init-from", str(autoencoder / "sr"), "--bicubic-latent", "--export", str(autoencoder / "sr2"),
+                "--latent-cache", str(tmp_path / "sr-run" / "latents.safetensors"), *T2I])
+    assert json.loads((autoencoder / "sr2" / "unet" / "config.json").read_text())["in_channels"] == 11
+    cat.write_text('[[model]]\nname = "s"\ntask = "superres"\nsource = "sr2"\npipeline = "SuperResPipeline"\n'
+                   'steps = 2\n')
+    out = ModelStack(Catalog.load(cat), device="cpu").run(SuperResRequest(image=Image.new("RGB", (16, 16))))
+    assert out.images[0].size == (64, 64)
+    with pytest.raises(ValueError, match="bicubic-latent"):
+        train_main(["inpaint", "--out", str(tmp_path / "x"), "--steps", "1", "--autoencoder", ae, "--bicubic-latent",
+                    *T2I])
 
 
 def test_grounded_layout_training_widens_trains_and_serves_both_tabs(autoencoder, tmp_path):

@@ -2,7 +2,11 @@
 matplotlib's), cut into 64x64 crops: the super-resolution model and its autoencoder train on
 these beside Shapes World scenes so the SR tab also works on real photos.
 
-Held-out images (never trained on): `HELDOUT`. Crops are deterministic per seed.
+Three disjoint splits, crops deterministic per seed:
+- "train": scikit-image's and matplotlib's sample photos less the held-out ones;
+- "heldout" (`HELDOUT`): the photo eval crops come from these alone, never trained on or tuned on;
+- "val" (`VAL`): photos that ship with scikit-image's stereo data and gradio's example assets,
+  never trained on either: settings (samples averaged, blends) are chosen on these.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from PIL import Image
 COLOUR = ["astronaut", "cat", "chelsea", "hubble_deep_field", "immunohistochemistry", "retina", "coffee", "rocket"]
 GREY = ["brick", "camera", "cell", "clock", "coins", "grass", "gravel", "moon", "page", "text"]
 HELDOUT = ("coffee", "rocket", "camera")   # photo eval crops come from these alone
+VAL = ("motorcycle", "gradio:media_assets/images/tower.jpg", "gradio:media_assets/images/cheetah.jpg",
+       "gradio:media_assets/images/lion.jpg", "gradio:test_data/cheetah2.jpg")
 
 
 def _load(name: str) -> np.ndarray | None:
@@ -21,9 +27,16 @@ def _load(name: str) -> np.ndarray | None:
         import matplotlib.cbook
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
+    if name.startswith("gradio:"):
+        import os
+        try:
+            import gradio
+            return np.asarray(Image.open(os.path.join(os.path.dirname(gradio.__file__), name[7:])).convert("RGB"))
+        except (ImportError, OSError):  # another gradio version without this asset
+            return None
     import skimage.data
     try:
-        im = np.asarray(getattr(skimage.data, name)())
+        im = np.asarray(skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)())
     except Exception:  # an image that would need a download: skip it
         return None
     if im.ndim == 2:
@@ -33,13 +46,17 @@ def _load(name: str) -> np.ndarray | None:
 
 @functools.lru_cache(maxsize=2)
 def photos(split: str = "train") -> tuple[np.ndarray, ...]:
-    """The photos of a split ("train" or "heldout") as (H, W, 3) uint8 arrays."""
+    """The photos of a split ("train", "heldout" or "val") as (H, W, 3) uint8 arrays."""
     try:
         import skimage.data  # noqa: F401
     except ImportError as e:
         raise RuntimeError("photo crops need scikit-image (pip install scikit-image)") from e
-    names = COLOUR + GREY + ["grace_hopper"]
-    names = [n for n in names if (n in HELDOUT) == (split == "heldout")]
+    if split not in ("train", "heldout", "val"):
+        raise ValueError(f"split is 'train', 'heldout' or 'val', got {split!r}")
+    if split == "val":
+        names = list(VAL)
+    else:
+        names = [n for n in COLOUR + GREY + ["grace_hopper"] if (n in HELDOUT) == (split == "heldout")]
     return tuple(im for im in map(_load, names) if im is not None)
 
 
@@ -62,6 +79,6 @@ def random_crops(n: int, rng: np.random.Generator, split: str = "train", size: i
     return out
 
 
-def heldout_crops(n: int = 64, seed: int = 0) -> np.ndarray:
-    """Fixed held-out evaluation crops at the photos' native scale."""
-    return random_crops(n, np.random.default_rng(seed), "heldout", min_scale=1.0)
+def heldout_crops(n: int = 64, seed: int = 0, split: str = "heldout") -> np.ndarray:
+    """Fixed evaluation crops at the photos' native scale (split "val" for choosing settings)."""
+    return random_crops(n, np.random.default_rng(seed), split, min_scale=1.0)

@@ -14,6 +14,12 @@ downsampling is made to match the low-resolution input, so the output keeps ever
 information the input holds, and the autoencoder's errors at low frequencies (colour
 shifts on photographs it reconstructs poorly) are taken out. `back_projection=0` turns it off.
 
+A UNet 4 channels wider (`latent_channels * 2 + 3` inputs) also reads the latent of the input's
+bicubic upsampling (`bicubic_latent`): where it cannot tell what detail belongs, it can keep
+what the autoencoder makes of the smooth upsampling instead of inventing texture.
+
+A grey input (equal channels, e.g. a mode "L" photo) gives a grey output.
+
 `average=K` decodes K samples per seed and returns their mean, a Monte-Carlo estimate of the
 posterior mean E[x | input]: what is certain stays, detail the samples disagree on is smoothed.
 Pixel error (PSNR) goes down, at K times the compute; K = 1 is a single, sharper sample.
@@ -26,8 +32,8 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from .common import (PipelineOutput, StepCallback, decode_latents, latent_channels, make_generators, make_scheduler,
-                     per_image_noise, report_step, step_kwargs, to_pil, vae_scale_factor)
+from .common import (PipelineOutput, StepCallback, decode_latents, encode_latents, latent_channels, make_generators,
+                     make_scheduler, per_image_noise, report_step, step_kwargs, to_pil, vae_scale_factor)
 from .inpaint import pil_to_tensor
 
 
@@ -58,6 +64,14 @@ def back_project(images: torch.Tensor, low: torch.Tensor, iterations: int) -> to
     return x.clamp(-1, 1).to(images.dtype)
 
 
+def bicubic_latent(vae, low: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) low-resolution images in [-1, 1] -> (B, C, h, w) normalised latents of their
+    bicubic upsampling by the autoencoder's factor: the extra input of a UNet that reads it."""
+    f = vae_scale_factor(vae)
+    up = F.interpolate(low, scale_factor=f, mode="bicubic", align_corners=False).clamp(-1, 1)  # (B, 3, fh, fw)
+    return encode_latents(vae, up)
+
+
 def sample_seeds(seeds: list[int], average: int) -> list[int]:
     """The noise seeds of `average` samples per seed, seed-major. A seed's first sample uses the
     seed itself (so average=1 is the plain single sample); the others are derived from it."""
@@ -77,11 +91,16 @@ class SuperResPipeline(DiffusionPipeline):
     def scale_factor(self) -> int:
         return vae_scale_factor(self.vae)
 
+    @property
+    def reads_bicubic_latent(self) -> bool:
+        return self.unet.config.in_channels == 2 * latent_channels(self.vae) + 3
+
     def check_inputs(self, image, steps, back_projection: int = 0, average: int = 1):
         c = latent_channels(self.vae)
-        if self.unet.config.in_channels != c + 3:
+        if self.unet.config.in_channels not in (c + 3, 2 * c + 3):
             raise ValueError(f"this UNet takes {self.unet.config.in_channels} channels; a super-resolution UNet "
-                             f"takes {c + 3} (latents + low-resolution RGB)")
+                             f"takes {c + 3} (latents + low-resolution RGB) or {2 * c + 3} (and the latent of "
+                             f"the bicubic upsampling)")
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")
         if average < 1:
@@ -99,10 +118,11 @@ class SuperResPipeline(DiffusionPipeline):
                                                           device=x.device, dtype=x.dtype)
         return self.unet(x, t, **kwargs).sample
 
-    def predict(self, latents, low, t, tile: int, overlap: int):
-        """UNet prediction over the whole latent, tile by tile, blended (B, C, h, w)."""
+    def predict(self, latents, cond, t, tile: int, overlap: int):
+        """UNet prediction over the whole latent, tile by tile, blended (B, C, h, w). `cond`: the
+        low-resolution image (B, 3, h, w), with the bicubic latent after it if the UNet reads one."""
         h, w = latents.shape[-2:]
-        x = torch.cat([self.scheduler.scale_model_input(latents, t), low], dim=1)
+        x = torch.cat([self.scheduler.scale_model_input(latents, t), cond], dim=1)
         if h <= tile and w <= tile:
             return self._unet(x, t)
         out = torch.zeros_like(latents)
@@ -145,7 +165,11 @@ class SuperResPipeline(DiffusionPipeline):
         self.scheduler = make_scheduler(self.scheduler.config, sampler)
         generators = make_generators(sample_seeds(seeds, average))  # seed-major: B groups of K
         dtype = self.unet.dtype
-        low = pil_to_tensor(image).to(self.device, dtype).expand(len(generators), -1, -1, -1)  # (B*K, 3, h, w)
+        low = pil_to_tensor(image).to(self.device, dtype)  # (1, 3, h, w)
+        cond = low
+        if self.reads_bicubic_latent:
+            cond = torch.cat([low, bicubic_latent(self.vae, low.to(self.vae.dtype)).to(dtype)], 1)  # (1, 3 + C, h, w)
+        cond = cond.expand(len(generators), -1, -1, -1)  # (B*K, ., h, w)
         # 2. latents: one per input pixel
         shape = (len(generators), latent_channels(self.vae), image.height, image.width)
         latents = per_image_noise(shape, generators, self.device, dtype) * self.scheduler.init_noise_sigma
@@ -154,7 +178,7 @@ class SuperResPipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps
         extra = step_kwargs(self.scheduler, generators)
         for i, t in enumerate(timesteps):
-            noise_pred = self.predict(latents, low, t, tile, overlap)
+            noise_pred = self.predict(latents, cond, t, tile, overlap)
             latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
             report_step(callback, i + 1, len(timesteps), t, latents)
         if output_type == "latent":
@@ -162,6 +186,8 @@ class SuperResPipeline(DiffusionPipeline):
         # 4. decode, and average each seed's K samples
         images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B*K, 3, 4h, 4w)
         images = images.unflatten(0, (len(seeds), average)).float().mean(1).to(images.dtype)  # (B, 3, 4h, 4w)
+        if (low[:, :1] == low).all():   # a grey input gives a grey output, not the autoencoder's tints
+            images = images.mean(1, keepdim=True).expand_as(images)
         # 5. back-project onto the input
-        images = back_project(images, low[::average], back_projection)
+        images = back_project(images, low.expand(len(seeds), -1, -1, -1), back_projection)
         return PipelineOutput(to_pil(images), seeds)

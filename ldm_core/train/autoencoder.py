@@ -54,6 +54,9 @@ class AutoencoderConfig(RunConfig):
     beta1: float = 0.5               # Adam betas of the generator (0.5, 0.9 as in the paper's GAN setup)
     beta2: float = 0.9
     photo_fraction: float = 0.0      # share of each batch that is natural-photo crops (ldm_core.data.photos)
+    back_projection: int = 0         # > 0: for the super-resolution autoencoder, the reconstruction term is
+                                     # the per-image log-MSE of the output back-projected onto its 4x bicubic
+                                     # downsampling (what SuperResPipeline returns), plus 0.1 x the plain L1
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
@@ -76,6 +79,16 @@ class _Reconstruct(torch.nn.Module):
     def forward(self, x):
         post = self.vae.encode(x).latent_dist
         return self.vae.decode(post.sample()).sample, post.mean, post.logvar
+
+
+def back_projected_loss(xr: torch.Tensor, x: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Mean over images of log(MSE) after back-projecting the reconstruction `xr` onto the 4x
+    bicubic downsampling of `x` (both (B, 3, H, W) in [-1, 1]): mean PSNR, as a loss. The low
+    frequencies that back-projection restores cost nothing, so the decoder spends itself on detail."""
+    from ..pipelines.superres import back_project
+    low = F.interpolate(x, scale_factor=0.25, mode="bicubic", antialias=True, align_corners=False)  # (B, 3, H/4, W/4)
+    mse = (back_project(xr, low, iterations) - x).pow(2).mean((1, 2, 3))  # (B,)
+    return torch.log(mse + 1e-5).mean()
 
 
 def heldout_images(n: int = 256) -> np.ndarray:
@@ -169,6 +182,10 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
         rec = F.l1_loss(xr, x)
         perc = perceptual(xr, x)
         rec_total = rec + cfg.perceptual_weight * perc
+        bp = torch.zeros((), device=acc.device)
+        if cfg.back_projection:
+            bp = back_projected_loss(xr, x, cfg.back_projection)
+            rec_total = 0.1 * rec_total + bp
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / (x.shape[2] * x.shape[3])
         loss = rec_total + cfg.kl_weight * kl
         use_gan = step >= cfg.disc_start
@@ -198,7 +215,7 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
             now = time.monotonic()
             img_s = n_last / (now - t_last)
             t_last, n_last = now, 0
-            row = {"step": state["step"], "loss_l1": rec.item(), "loss_perceptual": perc.item(), "kl": kl.item(),
+            row = {"step": state["step"], "loss_l1": rec.item(), "loss_perceptual": perc.item(), "loss_bp": bp.item(), "kl": kl.item(),
                    "loss_g": g_loss.item(), "d_weight": float(d_w), "loss_d": d_loss.item(), "img_s": img_s}
             if acc.is_main_process:
                 log.add(row)

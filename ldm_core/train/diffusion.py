@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from ..data.shapes import CAPTION_FORMS, sample_scene
 from ..grounding import GROUNDING_CHANNELS, grounding_map
 from ..pipelines.common import COORD_CHANNELS, encode_latents, with_coords
+from ..pipelines.superres import bicubic_latent
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
 from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
@@ -79,6 +80,7 @@ class Text2ImgConfig(RunConfig):
     coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv) for position control
     photo_fraction: float = 0.0        # superres: share of each batch that is natural-photo crops
     degrade_p: float = 0.5             # superres: probability of the blur, and of the noise, in a degradation
+    bicubic_latent: bool = False       # superres: the UNet also reads the latent of the bicubic upsampling
     workers: int = 1                   # processes rendering the latent cache
     grounding_fraction: float = 0.0    # share of examples given their boxes as a grounding map (layout, §4.3)
     grounding_caption: float = 0.5     # ... of which this share also keeps the caption (else empty)
@@ -310,12 +312,16 @@ def train(cfg: Text2ImgConfig):
     if cfg.grounding_fraction > 0 and task != "text2img":
         raise ValueError("--grounding-fraction is for the text2img stage (one UNet for text and layout)")
     grounded = cfg.grounding_fraction > 0
+    if cfg.bicubic_latent and task != "superres":
+        raise ValueError("--bicubic-latent is for the superres stage")
     in_ch = (4 + EXTRA_CHANNELS[task] + (GROUNDING_CHANNELS if grounded else 0)
-             + (COORD_CHANNELS if cfg.coord_channels else 0))
+             + (COORD_CHANNELS if cfg.coord_channels else 0) + (4 if cfg.bicubic_latent else 0))
     if not uses_text:
         if cfg.init_from:
             from diffusers import UNet2DModel
             unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet").float()
+            if unet.config.in_channels < in_ch:   # e.g. --bicubic-latent: its channels start at zero
+                unet = widen_input(unet, in_ch)
         else:
             unet = build_unet2d(cfg, in_ch)
     elif cfg.init_from:  # e.g. inpainting from the text-to-image model: new input channels start at zero
@@ -434,6 +440,9 @@ def train(cfg: Text2ImgConfig):
             extra = torch.cat([low_p, extra_inputs(task, vae, idx[k:].tolist(), rng, acc.device, cfg.degrade_p)])
         else:
             extra = extra_inputs(task, vae, idx.tolist(), rng, acc.device, cfg.degrade_p)
+        if cfg.bicubic_latent:
+            with torch.no_grad():
+                extra = torch.cat([extra, bicubic_latent(vae, extra)], 1)  # (B, 3 + 4, 16, 16)
         noise = torch.randn(x0.shape, generator=gen).to(acc.device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen).to(acc.device)
         xt = scheduler.add_noise(x0, noise, t)
@@ -474,13 +483,13 @@ def train(cfg: Text2ImgConfig):
         acc.print(f"exported to {cfg.export}")
 
 
-def widen_input(unet: UNet2DConditionModel, in_channels: int, at: int | None = None) -> UNet2DConditionModel:
+def widen_input(unet, in_channels: int, at: int | None = None):
     """A copy of `unet` taking `in_channels` inputs; the new input channels (inserted at input
     index `at`, default after the existing ones) start at zero, as Stable Diffusion inpainting
     was initialised from the text-to-image model."""
     cfg = dict(unet.config)
     cfg["in_channels"] = in_channels
-    wide = UNet2DConditionModel.from_config(cfg)
+    wide = type(unet).from_config(cfg)
     sd = unet.state_dict()
     w = sd["conv_in.weight"]  # (C, c_in, 3, 3)
     at = w.shape[1] if at is None else at
