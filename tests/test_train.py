@@ -147,13 +147,18 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     train_ids = {im.tobytes()[:4096] for im in photos("train")}
     assert photos("heldout") and not train_ids & {im.tobytes()[:4096] for im in photos("heldout")}
     assert heldout_crops(4).shape == (4, 64, 64, 3)
+    assert photos("val") and not train_ids & {im.tobytes()[:4096] for im in photos("val")}
+    plain, turned = random_crops(2, np.random.default_rng(6)), random_crops(2, np.random.default_rng(6), rotate=True)
+    assert any(np.array_equal(turned[0], np.rot90(plain[0], k)) for k in range(4))
+    with pytest.raises(ValueError, match="split"):
+        photos("test")
     train_main(["autoencoder", "--out", str(tmp_path / "ae"), "--steps", "1", "--photo-fraction", "0.5",
                 "--export", str(tmp_path / "photo-ae"), *AE])
     ev = json.loads((tmp_path / "photo-ae" / "eval.json").read_text())
     assert ev["heldout_photo_psnr_db"] > 0
     sr = autoencoder / "sr-photo"
     train_main(["superres", "--out", str(tmp_path / "sr"), "--steps", "2", "--autoencoder", ae, "--photo-fraction",
-                "0.5", "--export", str(sr), *T2I])
+                "0.5", "--photo-rotate", "--export", str(sr), *T2I])
     rows = [json.loads(x) for x in (tmp_path / "sr" / "log.jsonl").read_text().splitlines()]
     assert any("sr_photo_psnr" in r for r in rows)
     train_main(["superres", "--out", str(tmp_path / "sr2"), "--steps", "1", "--autoencoder", ae, "--init-from",
@@ -170,18 +175,6 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     assert r.images[0].size == (64, 64)
     from PIL import Image
     assert stack.run(SuperResRequest(image=Image.new("RGB", (16, 16)))).images[0].size == (64, 64)
-    # --bicubic-latent widens the SR UNet by the latent channels (zero at first) and the pipeline feeds them
-    train_main(["superres", "--out", str(tmp_path / "sr2-run"), "--steps", "1", "--autoencoder", ae,
-                "--init-from", str(autoencoder / "sr"), "--bicubic-latent", "--export", str(autoencoder / "sr2"),
-                "--latent-cache", str(tmp_path / "sr-run" / "latents.safetensors"), *T2I])
-    assert json.loads((autoencoder / "sr2" / "unet" / "config.json").read_text())["in_channels"] == 11
-    cat.write_text('[[model]]\nname = "s"\ntask = "superres"\nsource = "sr2"\npipeline = "SuperResPipeline"\n'
-                   'steps = 2\n')
-    out = ModelStack(Catalog.load(cat), device="cpu").run(SuperResRequest(image=Image.new("RGB", (16, 16))))
-    assert out.images[0].size == (64, 64)
-    with pytest.raises(ValueError, match="bicubic-latent"):
-        train_main(["inpaint", "--out", str(tmp_path / "x"), "--steps", "1", "--autoencoder", ae, "--bicubic-latent",
-                    *T2I])
 
 
 def test_grounded_layout_training_widens_trains_and_serves_both_tabs(autoencoder, tmp_path):

@@ -61,9 +61,10 @@ def photos(split: str = "train") -> tuple[np.ndarray, ...]:
 
 
 def random_crops(n: int, rng: np.random.Generator, split: str = "train", size: int = 64,
-                 min_scale: float = 0.25) -> np.ndarray:
+                 min_scale: float = 0.25, rotate: bool = False) -> np.ndarray:
     """(n, size, size, 3) uint8 crops; each image is first downscaled by a random factor in
-    [min_scale, 1] (so both fine and coarse textures appear), then cropped and maybe flipped."""
+    [min_scale, 1] (so both fine and coarse textures appear), then cropped and maybe flipped;
+    with `rotate`, also turned by a random multiple of 90 degrees (8 orientations in all)."""
     ims = photos(split)
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
@@ -75,7 +76,8 @@ def random_crops(n: int, rng: np.random.Generator, split: str = "train", size: i
         crop = im[y:y + ch, x:x + cw]
         if crop.shape[:2] != (size, size):
             crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC))
-        out[i] = crop[:, ::-1] if rng.random() < 0.5 else crop
+        crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+        out[i] = np.rot90(crop, int(rng.integers(4))) if rotate else crop
     return out
 
 

@@ -81,6 +81,7 @@ class Text2ImgConfig(RunConfig):
     photo_fraction: float = 0.0        # superres: share of each batch that is natural-photo crops
     degrade_p: float = 0.5             # superres: probability of the blur, and of the noise, in a degradation
     bicubic_latent: bool = False       # superres: the UNet also reads the latent of the bicubic upsampling
+    photo_rotate: bool = False         # superres: photo crops also turned by multiples of 90 degrees
     workers: int = 1                   # processes rendering the latent cache
     grounding_fraction: float = 0.0    # share of examples given their boxes as a grounding map (layout, §4.3)
     grounding_caption: float = 0.5     # ... of which this share also keeps the caption (else empty)
@@ -254,12 +255,13 @@ def extra_inputs(task: str, vae, idx: list[int], rng, device, degrade_p: float =
     return torch.cat([mask_latents(masks.to(device), masked.shape[-2:]), masked], 1)
 
 
-def photo_examples(vae, k: int, rng, device, degrade_p: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def photo_examples(vae, k: int, rng, device, degrade_p: float = 0.5,
+                   rotate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Super-resolution examples from natural-photo crops: (k, 4, 16, 16) target latents and
     (k, 3, 16, 16) degraded low-resolution images."""
     from ..data.photos import random_crops
     from .conditioning import degrade, to_unit
-    crops = random_crops(k, np.random.default_rng(rng.randrange(2 ** 31)))  # (k, 64, 64, 3)
+    crops = random_crops(k, np.random.default_rng(rng.randrange(2 ** 31)), rotate=rotate)  # (k, 64, 64, 3)
     with torch.no_grad():
         z = encode_latents(vae, to_unit(crops).to(device))
     return z, to_unit(np.stack([degrade(c, rng, p=degrade_p) for c in crops])).to(device)
@@ -435,7 +437,7 @@ def train(cfg: Text2ImgConfig):
             extra = grounding_batch(meta, idx.tolist(), kind.tolist(), cfg, rng).to(acc.device)
         elif task == "superres" and cfg.photo_fraction > 0:   # first k examples: photo crops instead of scenes
             k = round(cfg.batch_size * cfg.photo_fraction)
-            z_p, low_p = photo_examples(vae, k, rng, acc.device, cfg.degrade_p)
+            z_p, low_p = photo_examples(vae, k, rng, acc.device, cfg.degrade_p, cfg.photo_rotate)
             x0 = torch.cat([z_p, x0[k:]])
             extra = torch.cat([low_p, extra_inputs(task, vae, idx[k:].tolist(), rng, acc.device, cfg.degrade_p)])
         else:
