@@ -262,3 +262,16 @@ def test_superres_grey_input_gives_grey_output(stack):
     c = arr(pipe(colour, num_inference_steps=2, seeds=[1]).images[0])
     assert (g == g[..., :1]).all()
     assert not (c == c[..., :1]).all()
+
+
+def test_back_projected_loss_ignores_what_back_projection_restores():
+    """The SR autoencoder's loss: a colour offset (low frequency, restored by back-projection)
+    costs far less than its plain MSE says; detail noise costs about what it says."""
+    from ldm_core.train.autoencoder import back_projected_loss
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 1.6 - 0.8
+    offset, noise = x + 0.1, x + 0.1 * torch.randn(x.shape, generator=g)
+    plain = [float(torch.log((y - x).pow(2).mean() + 1e-5)) for y in (offset, noise)]
+    bp = [float(back_projected_loss(y, x, 5)) for y in (offset, noise)]
+    assert float(back_projected_loss(x, x, 5)) < -11
+    assert bp[0] < plain[0] - 3 and abs(bp[1] - plain[1]) < 1.5

@@ -156,6 +156,10 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
                 "--export", str(tmp_path / "photo-ae"), *AE])
     ev = json.loads((tmp_path / "photo-ae" / "eval.json").read_text())
     assert ev["heldout_photo_psnr_db"] > 0
+    train_main(["autoencoder", "--out", str(tmp_path / "ae-bp"), "--steps", "1", "--photo-fraction", "0.5",
+                "--init-from", str(tmp_path / "photo-ae"), "--freeze-encoder", "--back-projection", "3", *AE])
+    rows = [json.loads(x) for x in (tmp_path / "ae-bp" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("loss_bp", 0) < 0 for r in rows)
     sr = autoencoder / "sr-photo"
     train_main(["superres", "--out", str(tmp_path / "sr"), "--steps", "2", "--autoencoder", ae, "--photo-fraction",
                 "0.5", "--photo-rotate", "--export", str(sr), *T2I])

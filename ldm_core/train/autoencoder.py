@@ -215,7 +215,8 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
             now = time.monotonic()
             img_s = n_last / (now - t_last)
             t_last, n_last = now, 0
-            row = {"step": state["step"], "loss_l1": rec.item(), "loss_perceptual": perc.item(), "loss_bp": bp.item(), "kl": kl.item(),
+            row = {"step": state["step"], "loss_l1": rec.item(), "loss_perceptual": perc.item(),
+                   "loss_bp": bp.item(), "kl": kl.item(),
                    "loss_g": g_loss.item(), "d_weight": float(d_w), "loss_d": d_loss.item(), "img_s": img_s}
             if acc.is_main_process:
                 log.add(row)
