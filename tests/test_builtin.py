@@ -79,14 +79,15 @@ def test_superres_beats_bicubic_on_held_out_scenes(builtin_stack):
         bic.append(np.asarray(low.resize((64, 64), Image.BICUBIC)))
         gt.append(s.image)
     gt, sr, bic = np.stack(gt), np.stack(sr), np.stack(bic)
-    assert psnr(gt, sr) > psnr(gt, bic) + 4.0   # eval: +14.0 dB on 100 scenes
+    assert psnr(gt, sr) > psnr(gt, bic) + 4.0   # eval: +17.1 dB on 100 scenes
 
 
 @needs("shapes-superres")
-def test_superres_on_photos_is_near_bicubic_and_averaging_helps(builtin_stack):
+def test_superres_on_photos_beats_bicubic_and_averaging_helps(builtin_stack):
     """The default model returns the mean of 8 samples, back-projected onto the input: on photos it
-    is close to bicubic in PSNR (eval: 30.7 vs 31.1 dB on 64 crops; these 4 textured crops: +0.7 dB),
-    and nearer the ground truth than one sample of the same model (shapes-superres-fast)."""
+    beats bicubic in PSNR (eval: 31.44 vs 31.14 dB on 64 crops; these 4 textured crops: 26.29 vs
+    25.42 dB), and is nearer the ground truth than one sample of the same model (shapes-superres-fast,
+    25.71 dB here)."""
     import random
 
     from ldm_core.data.photos import heldout_crops
@@ -101,8 +102,8 @@ def test_superres_on_photos_is_near_bicubic_and_averaging_helps(builtin_stack):
                          for i, lo in enumerate(lows)])
     sr, one = upscale("shapes-superres"), upscale("shapes-superres-fast")
     bic = np.stack([np.asarray(lo.resize((64, 64), Image.BICUBIC)) for lo in lows])
-    assert psnr(crops, sr) > psnr(crops, bic) - 1.0
-    assert psnr(crops, sr) > psnr(crops, one) + 0.2
+    assert psnr(crops, sr) > psnr(crops, bic) + 0.5
+    assert psnr(crops, sr) > psnr(crops, one) + 0.3
 
 
 @needs("shapes-inpaint")
