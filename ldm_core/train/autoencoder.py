@@ -56,7 +56,7 @@ class AutoencoderConfig(RunConfig):
     photo_fraction: float = 0.0      # share of each batch that is natural-photo crops (ldm_core.data.photos)
     back_projection: int = 0         # > 0: for the super-resolution autoencoder, the reconstruction term is
                                      # the per-image log-MSE of the output back-projected onto its 4x bicubic
-                                     # downsampling (what SuperResPipeline returns), plus 0.1 x the plain L1
+                                     # downsampling (what SuperResPipeline returns), plus 0.1 x the usual terms
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
@@ -81,12 +81,12 @@ class _Reconstruct(torch.nn.Module):
         return self.vae.decode(post.sample()).sample, post.mean, post.logvar
 
 
-def back_projected_loss(xr: torch.Tensor, x: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Mean over images of log(MSE) after back-projecting the reconstruction `xr` onto the 4x
-    bicubic downsampling of `x` (both (B, 3, H, W) in [-1, 1]): mean PSNR, as a loss. The low
-    frequencies that back-projection restores cost nothing, so the decoder spends itself on detail."""
+def back_projected_loss(xr: torch.Tensor, x: torch.Tensor, iterations: int, factor: int = 4) -> torch.Tensor:
+    """Mean over images of log(MSE) after back-projecting the reconstruction `xr` onto the
+    `factor`x bicubic downsampling of `x` (both (B, 3, H, W) in [-1, 1]): mean PSNR, as a loss. The
+    low frequencies that back-projection restores cost nothing, so the decoder spends itself on detail."""
     from ..pipelines.superres import back_project
-    low = F.interpolate(x, scale_factor=0.25, mode="bicubic", antialias=True, align_corners=False)  # (B, 3, H/4, W/4)
+    low = F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)  # (B, 3, h, w)
     mse = (back_project(xr, low, iterations) - x).pow(2).mean((1, 2, 3))  # (B,)
     return torch.log(mse + 1e-5).mean()
 
@@ -184,7 +184,7 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
         rec_total = rec + cfg.perceptual_weight * perc
         bp = torch.zeros((), device=acc.device)
         if cfg.back_projection:
-            bp = back_projected_loss(xr, x, cfg.back_projection)
+            bp = back_projected_loss(xr, x, cfg.back_projection, factor=2 ** (len(cfg.channels) - 1))
             rec_total = 0.1 * rec_total + bp
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / (x.shape[2] * x.shape[3])
         loss = rec_total + cfg.kl_weight * kl
