@@ -11,6 +11,7 @@ Three disjoint splits, crops deterministic per seed:
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,6 @@ def _load(name: str) -> np.ndarray | None:
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
     if name.startswith("gradio:"):
-        import os
         try:
             import gradio
             return np.asarray(Image.open(os.path.join(os.path.dirname(gradio.__file__), name[7:])).convert("RGB"))

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.photos import heldout_crops, random_crops
 from ..data.shapes import render_batch
+from ..pipelines.superres import back_project
 from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, psnr,
                      save_grid, save_json, to_uint8)
 from .losses import LPIPS, PatchDiscriminator, StructuralLoss, adaptive_weight, hinge_d_loss
@@ -85,7 +86,6 @@ def back_projected_loss(xr: torch.Tensor, x: torch.Tensor, iterations: int, fact
     """Mean over images of log(MSE) after back-projecting the reconstruction `xr` onto the
     `factor`x bicubic downsampling of `x` (both (B, 3, H, W) in [-1, 1]): mean PSNR, as a loss. The
     low frequencies that back-projection restores cost nothing, so the decoder spends itself on detail."""
-    from ..pipelines.superres import back_project
     low = F.interpolate(x, scale_factor=1 / factor, mode="bicubic", antialias=True, align_corners=False)  # (B, 3, h, w)
     mse = (back_project(xr, low, iterations) - x).pow(2).mean((1, 2, 3))  # (B,)
     return torch.log(mse + 1e-5).mean()
