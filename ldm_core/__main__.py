@@ -6,6 +6,7 @@
     python -m ldm_core superres photo.png
     python -m ldm_core inpaint image.png mask.png --prompt "a green square"
     python -m ldm_core models            # the catalog, with availability
+    python -m ldm_core download ldm-super-resolution-4x-openimages   # or --all: fetch hub models now
     python -m ldm_core watermark a.png   # was it made here? (metadata label and invisible watermark)
 """
 from __future__ import annotations
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     inp.add_argument("--model", default=None)
     _sampling(inp)
     sub.add_parser("models")
+    dl = sub.add_parser("download", help="fetch hub models now (for offline use, or a Space's start-up)")
+    dl.add_argument("names", nargs="*", help="catalog names of hub models")
+    dl.add_argument("--all", action="store_true", help="every hub model of the catalog")
+    dl.add_argument("--fp16", action="store_true", help="the fp16 weights, as a CUDA device loads them")
     wm = sub.add_parser("watermark", help="read the AI-generated label, parameters and invisible watermark")
     wm.add_argument("images", nargs="+")
     return p
@@ -98,6 +103,35 @@ def show_provenance(paths) -> int:
     return 1 if missing else 0
 
 
+def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
+    """Fetch exactly the files each named hub model needs; say the size before each download."""
+    from . import hub
+    hub_models = [e for e in catalog.entries.values() if e.is_hub]
+    if everything:
+        names = [e.name for e in hub_models]
+    if not names:
+        print("name hub models to download, or --all: " + ", ".join(e.name for e in hub_models), file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        entry = catalog.entries.get(name)
+        if entry is None or not entry.is_hub:
+            print(f"{name}: not a hub model of the catalog ({', '.join(e.name for e in hub_models)})",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        try:
+            plan = hub.model_plan(entry.repo_id, entry.revision, fp16, pickle_weights=entry.pickle_weights)
+            todo = hub.missing(plan)
+            print(f"{name}: {entry.repo_id}@{entry.revision[:12]}, {len(plan.files)} files, "
+                  f"{hub.gigabytes(plan.total_bytes)}; to download: {hub.gigabytes(sum(todo.values()))}", flush=True)
+            print(f"{name}: ready in {hub.fetch(plan)}")
+        except Exception as e:
+            print(f"{name}: could not be downloaded: {str(e) or type(e).__name__}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .catalog import Catalog
@@ -106,6 +140,8 @@ def main(argv=None) -> int:
     if args.task == "watermark":
         return show_provenance(args.images)
     catalog = Catalog.load(args.models)
+    if args.task == "download":
+        return download(catalog, args.names, args.all, args.fp16)
     if args.task == "models":
         for task in ("text2img", "layout2img", "superres", "inpaint"):
             for label, _ in catalog.choices(task):

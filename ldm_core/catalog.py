@@ -6,11 +6,13 @@ the pipeline class that runs it, its native size and sampling defaults.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 TASKS = ("text2img", "layout2img", "superres", "inpaint")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
 
@@ -32,9 +34,11 @@ class ModelEntry:
     sampler: str = "DPM++ 2M"
     default: bool = False
     description: str = ""
-    revision: str | None = None      # hub revision (branch, tag or commit)
+    revision: str | None = None      # hub models: the commit (40 hex digits) the weights are pinned to
     upscale: int = 1                 # output / input side (super-resolution)
     average: int = 1                 # super-resolution: samples averaged per output (posterior-mean estimate)
+    pickle_weights: bool = False     # hub: the pinned commit has no safetensors; read its pickles with
+                                     # torch.load(weights_only=True) (ldm_core/hub.py)
 
     @property
     def is_hub(self) -> bool:
@@ -67,6 +71,9 @@ class Catalog:
                 raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {TASKS}")
             if e.average < 1:
                 raise CatalogError(f"{path}: model {e.name!r} has average = {e.average}; it must be at least 1")
+            if e.is_hub and not COMMIT.match(e.revision or ""):
+                raise CatalogError(f"{path}: hub model {e.name!r} must pin `revision` to a 40-hex commit (a branch "
+                                   f"or a refs/pr/N ref can move), got {e.revision!r}")
             if e.name in entries:
                 raise CatalogError(f"{path}: model name {e.name!r} appears twice")
             entries[e.name] = e
@@ -95,25 +102,23 @@ class Catalog:
     def local_path(self, entry: ModelEntry) -> Path:
         return (self.root / entry.source).resolve()
 
-    def availability(self, entry: ModelEntry) -> tuple[bool, str]:
-        """(usable now, a short note for the UI)."""
+    def availability(self, entry: ModelEntry, prefer_fp16: bool = False,
+                     allow_downloads: bool = True) -> tuple[bool, str]:
+        """(can run here, a short note for the UI): built-in; hub cached and ready; hub, will
+        download N GB; or hub, cannot be downloaded here."""
         if not entry.is_hub:
             p = self.local_path(entry)
             if (p / "model_index.json").is_file():
                 return True, "built-in"
             return False, "missing: not trained yet"
-        from huggingface_hub import try_to_load_from_cache
-        cached = isinstance(try_to_load_from_cache(entry.repo_id, "model_index.json", revision=entry.revision), str)
-        if cached:
-            return True, "hub, downloaded"
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-            return False, "hub, not downloaded (offline)"
-        return True, "hub, downloads on first use"
+        from .hub import availability
+        a = availability(entry.repo_id, entry.revision, prefer_fp16, allow_downloads, entry.pickle_weights)
+        return a.can_run, a.note
 
-    def choices(self, task: str) -> list[tuple[str, str]]:
+    def choices(self, task: str, **kwargs) -> list[tuple[str, str]]:
         """(label, name) pairs for a dropdown: every model, with its availability said."""
         out = []
         for e in self.for_task(task):
-            ok, note = self.availability(e)
+            ok, note = self.availability(e, **kwargs)
             out.append((f"{e.name}  ({note})", e.name))
         return out

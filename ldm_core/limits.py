@@ -23,6 +23,8 @@ class Limits:
     max_input_pixels: int = 1024 * 1024         # uploaded image, width * height
     max_superres_input_pixels: int = 512 * 512  # super-resolution input (output is 16x that)
     max_seed: int = 2 ** 32 - 1
+    max_back_projection: int = 20               # super-resolution: iterations onto the input
+    max_average: int = 16                       # super-resolution: samples averaged per image
 
 
 DEFAULT_LIMITS = Limits()

@@ -17,7 +17,10 @@ from PIL import Image, ImageFile
 
 from .catalog import Catalog, CatalogError, ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
-from .pipelines.common import SAMPLERS
+from .pipelines.common import MASK_DOWNSAMPLING, SAMPLERS
+
+
+DEFAULT_BACK_PROJECTION = 5               # super-resolution: iterations onto the input
 
 
 class RequestError(ValueError):
@@ -67,6 +70,8 @@ class SuperResRequest:
     num_images: int = 1
     guidance_scale: float | None = None
     sampler: str | None = None
+    back_projection: int | None = None    # iterations onto the input (0: off, as diffusers); None: 5
+    average: int | None = None            # samples averaged per image (1: one, as diffusers); None: the model's
 
 
 @dataclass(kw_only=True)
@@ -76,6 +81,8 @@ class InpaintRequest(Sampling):
     mask: Any                             # white = repaint, black = keep
     prompt: str = ""
     negative_prompt: str = ""
+    keep_unmasked: bool = True            # pixels outside the mask exactly as given (False: as decoded, as diffusers)
+    mask_downsampling: str = "max"        # to the latent grid: "max" (thin strokes kept) or "nearest" (diffusers)
 
 
 Request = Text2ImgRequest | Layout2ImgRequest | SuperResRequest | InpaintRequest
@@ -265,8 +272,16 @@ def validate(req: Request, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) ->
             raise RequestError("give at least one box (or a caption)")
     if isinstance(req, SuperResRequest):
         upd["image"] = load_image(req.image, limits, max_pixels=limits.max_superres_input_pixels)
+        bp = DEFAULT_BACK_PROJECTION if req.back_projection is None else req.back_projection
+        upd["back_projection"] = _int("back_projection", bp, 0, limits.max_back_projection)
+        upd["average"] = _int("average", entry.average if req.average is None else req.average, 1, limits.max_average)
     if isinstance(req, InpaintRequest):
         img = load_image(req.image, limits)
         upd["image"] = img
         upd["mask"] = load_mask(req.mask, img.size, limits)
+        if not isinstance(req.keep_unmasked, bool):
+            raise RequestError(f"keep_unmasked must be true or false, got {str(req.keep_unmasked)[:20]!r}")
+        if req.mask_downsampling not in MASK_DOWNSAMPLING:
+            raise RequestError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
+                               f"got {str(req.mask_downsampling)[:20]!r}")
     return replace(req, **upd), entry

@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from . import hub
 from .catalog import Catalog, ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
 from .pipelines import COMPONENT_ALIASES, PIPELINES
@@ -43,10 +44,6 @@ from .requests import (InpaintRequest, Layout2ImgRequest, Request, RequestError,
                        validate)
 
 log = logging.getLogger("ldm_core.stack")
-
-# weight/tokenizer/config files a hub download may fetch: never pickles, never code
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "vocab*", "merges*"]
-SKIP_COMPONENTS = {"safety_checker", "feature_extractor", "image_encoder"}
 
 
 # live previews are decoded only while a decode costs at most this share of the time between previews
@@ -184,34 +181,44 @@ class ModelStack:
         return self._device_locks.setdefault(str(self.device), threading.Lock())
 
     # ------------------------------------------------------------ loading
-    def _root(self, entry: ModelEntry) -> Path:
+    def _root(self, entry: ModelEntry) -> tuple[Path, dict[str, tuple[str | None, bool]]]:
+        """The model's folder and, for hub models, each component's (weights variant, pickled?)."""
         if not entry.is_hub:
             root = self.catalog.local_path(entry)
             if not (root / "model_index.json").is_file():
                 raise ModelLoadError(f"model {entry.name!r}: its folder {root.name}/ has no model_index.json (not "
                                      f"trained or not installed); see README 'Built-in models'")
-            return root
-        from huggingface_hub import snapshot_download
+            return root, {}
+        local_only = not self.allow_downloads
         try:
-            return Path(snapshot_download(entry.repo_id, revision=entry.revision, allow_patterns=HUB_PATTERNS,
-                                          local_files_only=not self.allow_downloads))
+            plan = hub.model_plan(entry.repo_id, entry.revision, self.dtype == torch.float16, local_only,
+                                  entry.pickle_weights)
+            todo = hub.missing(plan)
+            if todo:
+                log.info("%s: downloading %d files, %s, from %s@%s", entry.name, len(todo),
+                         hub.gigabytes(sum(todo.values())), entry.repo_id, entry.revision[:12])
+            return hub.fetch(plan, local_only), {c: (v, c in plan.pickles) for c, v in plan.variants.items()}
+        except hub.HubError as e:
+            raise ModelLoadError(f"model {entry.name!r} ({entry.repo_id}): {e}") from None
         except Exception as e:  # offline, missing repo, interrupted download
             raise ModelLoadError(f"model {entry.name!r} ({entry.repo_id}) could not be downloaded from the "
-                                 f"Hugging Face hub: {type(e).__name__}. It needs network access the first time; "
-                                 f"the built-in models work offline.") from None
+                                 f"Hugging Face hub: {type(e).__name__}. It needs network access the first time "
+                                 f"(`python -m ldm_core download {entry.name}`); the built-in models work "
+                                 f"offline.") from None
 
-    def _component(self, key: str, cls, path: Path, subfolder: str | None):
+    def _component(self, key: str, cls, path: Path, subfolder: str | None, variant: str | None = None,
+                   pickled: bool = False):
         if key in self._components:
             return self._components[key]
-        kwargs = {}
+        kwargs = {"variant": variant} if variant else {}
         if cls.__name__ != "AutoTokenizer" and not issubclass(cls, type(None)):
             is_model = hasattr(cls, "from_pretrained") and issubclass(cls, torch.nn.Module)
             if is_model:
-                kwargs = {"use_safetensors": True}
+                kwargs["use_safetensors"] = not pickled   # pickled: torch.load(weights_only=True), see hub.py
                 if "transformers" in cls.__module__:
                     kwargs["trust_remote_code"] = False
                     kwargs["dtype"] = self.dtype
-                else:
+                else:                                # an fp16 variant is upcast where the device computes in fp32
                     kwargs["torch_dtype"] = self.dtype
         try:
             if subfolder:
@@ -252,7 +259,7 @@ class ModelStack:
             cls = PIPELINES.get(entry.pipeline)
             if cls is None:
                 raise ModelLoadError(f"model {entry.name!r} names unknown pipeline {entry.pipeline!r}")
-            root = self._root(entry)
+            root, variants = self._root(entry)
             index = json.loads((root / "model_index.json").read_text())
             shared = index.get("_shared", {})
             import inspect
@@ -263,7 +270,7 @@ class ModelStack:
                     if comp.startswith("_") or not isinstance(spec, list) or spec[0] is None:
                         continue
                     name = COMPONENT_ALIASES.get(comp, comp)
-                    if name not in wanted or comp in SKIP_COMPONENTS:
+                    if name not in wanted or comp in hub.SKIP_COMPONENTS:
                         continue
                     library, class_name = spec
                     comp_cls = _load_class(library, class_name)
@@ -271,8 +278,9 @@ class ModelStack:
                         path, sub = (self.catalog.root / shared[comp]).resolve(), None
                     else:
                         path, sub = root, comp
-                    key = f"{path}/{sub or ''}:{class_name}"
-                    parts[name] = self._component(key, comp_cls, path, sub)
+                    variant, pickled = variants.get(comp, (None, False))
+                    key = f"{path}/{sub or ''}:{class_name}:{variant}"
+                    parts[name] = self._component(key, comp_cls, path, sub, variant, pickled)
                     keys[name] = key
                 missing = wanted - set(parts)
                 if missing:
@@ -351,6 +359,9 @@ class ModelStack:
                 raise self._out_of_memory(req, entry, oom)
         seconds = time.perf_counter() - t0
         info = self._info(req, entry, size, seeds)
+        info["scheduler"] = type(getattr(pipe, "scheduler", None)).__name__
+        if getattr(out, "warnings", None):
+            info["warnings"] = list(out.warnings)
         infos = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
         return Result(out.images, infos, info, seconds)
 
@@ -379,14 +390,15 @@ class ModelStack:
                        seeds, req.sampler, callback)
             return out, (req.width, req.height)
         if isinstance(req, SuperResRequest):
-            out = pipe(req.image, req.steps, seeds, req.sampler, callback, average=entry.average)
+            out = pipe(req.image, req.steps, seeds, req.sampler, callback, back_projection=req.back_projection,
+                       average=req.average)
             return out, out.images[0].size
         if isinstance(req, InpaintRequest):
             w = req.width or req.image.width
             h = req.height or req.image.height
-            w, h = w - w % 8, h - h % 8
             out = pipe(req.prompt, req.image, req.mask, req.negative_prompt, h, w, req.steps, req.guidance_scale,
-                       seeds, req.sampler, callback)
+                       seeds, req.sampler, callback, keep_unmasked=req.keep_unmasked,
+                       mask_downsampling=req.mask_downsampling)
             return out, (w, h)
         raise RequestError(f"unknown request type {type(req).__name__}")
 
@@ -395,9 +407,11 @@ class ModelStack:
         info = {"task": req.task, "model": entry.name, "steps": req.steps, "sampler": req.sampler,
                 "size": f"{size[0]}x{size[1]}", "seeds": seeds, "seed": seeds[0]}
         if isinstance(req, SuperResRequest):
-            info["average"] = entry.average
+            info.update(average=req.average, back_projection=req.back_projection)
         else:
             info.update(prompt=req.prompt, negative_prompt=req.negative_prompt, guidance_scale=req.guidance_scale)
+        if isinstance(req, InpaintRequest):
+            info.update(keep_unmasked=req.keep_unmasked, mask_downsampling=req.mask_downsampling)
         if isinstance(req, Layout2ImgRequest):
             info["boxes"] = [{"label": b.label, "box": list(b.box)} for b in req.boxes]
         return info

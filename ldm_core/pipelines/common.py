@@ -8,7 +8,7 @@ import functools
 import inspect
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -29,13 +29,24 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
     "Euler": (EulerDiscreteScheduler, {}),
     "Euler a": (EulerAncestralDiscreteScheduler, {}),
 }
+# the scheduler the model was published with (its scheduler_config.json as is: PNDM for Stable
+# Diffusion inpainting and GLIGEN, DDIM for the CompVis LDMs)
+MODEL_DEFAULT = "Model default"
+SAMPLERS[MODEL_DEFAULT] = (None, {})
 DEFAULT_SAMPLER = "DPM++ 2M"
+MASK_DOWNSAMPLING = ("max", "nearest")    # inpainting: how the mask reaches the latent grid
 
 
 def make_scheduler(base_config, sampler: str):
+    """A fresh scheduler of the sampler's kind on the model's published schedule `base_config`."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     cls, extra = SAMPLERS[sampler]
+    if cls is None:
+        import diffusers
+        cls = getattr(diffusers, dict(base_config).get("_class_name", ""), None)
+        if cls is None:
+            raise ValueError(f"this model's scheduler {dict(base_config).get('_class_name')!r} is not in diffusers")
     cfg = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
     # options that only some schedulers know would warn; from_config ignores unknown keys
     return cls.from_config({**cfg, **extra})
@@ -186,6 +197,13 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
         return vae.decode(z).sample
 
 
+def pil_to_tensor(img) -> torch.Tensor:
+    """PIL image -> (1, 3, H, W) in [-1, 1]."""
+    import numpy as np
+    a = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
+    return a.permute(2, 0, 1)[None]
+
+
 def to_pil(images: torch.Tensor):
     """(B, 3, H, W) in [-1, 1] -> list of PIL RGB images."""
     from PIL import Image
@@ -237,15 +255,30 @@ def native_small_convs(module: torch.nn.Module) -> int:
 
 
 # ---------------------------------------------------------------- text
+def text_limit(tokenizer, text_encoder) -> int:
+    """Tokens the text encoder reads: the tokenizer's `model_max_length`, capped by the encoder's
+    position table (CompVis' LDMBert has 77 positions while its hub tokenizer says 512)."""
+    positions = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", None)
+    return min(tokenizer.model_max_length, positions or tokenizer.model_max_length)
+
+
+def truncation_warnings(tokenizer, limit: int, texts: list[str], what: str = "prompt") -> list[str]:
+    """A warning for each distinct text longer than the `limit` tokens the model reads."""
+    out = []
+    for text in dict.fromkeys(t for t in texts if t):
+        ids = tokenizer(text, truncation=False).input_ids
+        if len(ids) > limit:
+            kept = tokenizer.decode(ids[:limit], skip_special_tokens=True)
+            out.append(f"the {what} is {len(ids)} tokens long and this model reads {limit}: everything after "
+                       f"{kept[-40:]!r} was cut")
+    return out
+
+
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
-    """Prompts -> encoder hidden states (B, L, D), padded to the tokenizer's max length."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+    """Prompts -> encoder hidden states (B, L, D), padded and cut to the L tokens the encoder reads."""
+    ids = tokenizer(prompts, padding="max_length", max_length=text_limit(tokenizer, text_encoder),
                     truncation=True, return_tensors="pt").input_ids.to(device)
     return text_encoder(ids)[0]
-
-
-def count_tokens(tokenizer, prompt: str) -> int:
-    return len(tokenizer(prompt).input_ids)
 
 
 def apply_guidance(noise_pred: torch.Tensor, guidance_scale: float) -> torch.Tensor:
@@ -279,3 +312,4 @@ def report_step(callback: StepCallback | None, step: int, total: int, t, latents
 class PipelineOutput:
     images: list          # PIL images
     seeds: list[int]
+    warnings: list[str] = field(default_factory=list)   # for the user: a prompt cut, ...

@@ -13,21 +13,32 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, decode_latents, encode_latents,
-                     latent_channels, make_generators, make_scheduler, to_pil, with_coords)
+from .common import (DEFAULT_SAMPLER, MASK_DOWNSAMPLING, PipelineOutput, StepCallback, decode_latents, encode_latents,
+                     latent_channels, make_generators, make_scheduler, pil_to_tensor, to_pil, with_coords)
 from .text2img import Text2ImgPipeline
 
 
-def mask_latents(mask: torch.Tensor, size) -> torch.Tensor:
-    """(B, 1, H, W) binary mask -> (B, 1, h, w): a latent cell is "repaint" when any of its
-    pixels is (max-pooling, so thin brush strokes are never lost)."""
-    return F.adaptive_max_pool2d(mask, tuple(size))
+def mask_latents(mask: torch.Tensor, size, mode: str = "max") -> torch.Tensor:
+    """(B, 1, H, W) binary mask -> (B, 1, h, w). "max": a latent cell is "repaint" when any of
+    its pixels is (max-pooling, so thin brush strokes are never lost); "nearest": one pixel per
+    cell decides, as diffusers' StableDiffusionInpaintPipeline does."""
+    if mode == "max":
+        return F.adaptive_max_pool2d(mask, tuple(size))
+    if mode == "nearest":
+        return F.interpolate(mask, size=tuple(size))
+    raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, got {mode!r}")
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> (1, 3, H, W) in [-1, 1]."""
-    a = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
-    return a.permute(2, 0, 1)[None]
+def pad_to_multiple(image: Image.Image, mask: Image.Image, multiple: int) -> tuple[Image.Image, Image.Image]:
+    """Pad on the right and bottom to sides that are multiples of `multiple`: the image by
+    repeating its edge pixels, the mask with "keep" (the padding is cropped off afterwards)."""
+    w, h = image.size
+    pw, ph = -w % multiple, -h % multiple
+    if not pw and not ph:
+        return image, mask
+    a = np.pad(np.asarray(image), ((0, ph), (0, pw), (0, 0)), mode="edge")
+    m = np.pad(np.asarray(mask), ((0, ph), (0, pw)), constant_values=0)
+    return Image.fromarray(a), Image.fromarray(m)
 
 
 def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Image.Image, feather: float) -> Image.Image:
@@ -50,13 +61,13 @@ class InpaintPipeline(Text2ImgPipeline):
     def task_in_channels(self) -> int:
         return 2 * latent_channels(self.vae) + 1
 
-    def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype):
+    def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype, downsampling: str = "max"):
         img = pil_to_tensor(image).to(self.device, self.vae.dtype)      # (1, 3, H, W)
         m = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None].to(self.device)
         m = (m > 0.5).to(img.dtype)                                      # (1, 1, H, W), 1 = repaint
         masked = img * (1 - m)                                           # repaint region set to 0 (grey)
-        masked_latents = encode_latents(self.vae, masked).to(dtype)      # (1, C, h, w)
-        m_lat = mask_latents(m, masked_latents.shape[-2:]).to(dtype)
+        masked_latents = encode_latents(self.vae, masked).to(dtype)      # (1, C, h, w): the posterior's mode
+        m_lat = mask_latents(m, masked_latents.shape[-2:], downsampling).to(dtype)
         return m_lat.expand(n, -1, -1, -1), masked_latents.expand(n, -1, -1, -1)
 
     def unet_input(self, x, do_cfg):
@@ -71,29 +82,38 @@ class InpaintPipeline(Text2ImgPipeline):
                  negative_prompt: str | list[str] = "", height: int | None = None, width: int | None = None,
                  num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
                  sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None, feather: float = 2.0,
-                 output_type: str = "pil") -> PipelineOutput:
-        # 1. inputs: work at (width, height), default the image's own size
+                 output_type: str = "pil", keep_unmasked: bool = True,
+                 mask_downsampling: str = "max") -> PipelineOutput:
+        # 1. inputs: work at (width, height), default the image's own size, padded to what the
+        #    autoencoder needs (multiples of 8) and cropped back at the end
         width, height = width or image.width, height or image.height
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
         if mask_image.size != (width, height):
             mask_image = mask_image.resize((width, height), Image.NEAREST)
+        if mask_downsampling not in MASK_DOWNSAMPLING:
+            raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
+                             f"got {mask_downsampling!r}")
+        work, work_mask = pad_to_multiple(image, mask_image, max(8, self.scale_factor))
         prompts, negs, seeds = self.batch_inputs(prompt, negative_prompt, seeds)
-        self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
-        self.scheduler = make_scheduler(self.scheduler.config, sampler)
+        self.check_inputs(prompts, negs, work.height, work.width, num_inference_steps, guidance_scale, seeds)
+        self.scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning: text, and mask + masked image concatenated to the latents
         cond = self.encode_prompt(prompts, negs, guidance_scale > 1.0)
-        self._cond = self.prepare_mask_latents(image, mask_image, len(prompts), cond.dtype)
+        warnings = self.prompt_warnings(prompts, negs, guidance_scale > 1.0)
+        self._cond = self.prepare_mask_latents(work, work_mask, len(prompts), cond.dtype, mask_downsampling)
         # 3. latents
-        latents = self.prepare_latents(len(prompts), height, width, generators, cond.dtype)
+        latents = self.prepare_latents(len(prompts), work.height, work.width, generators, cond.dtype)
         # 4. denoising loop
         try:
             latents = self.denoise(latents, cond, num_inference_steps, guidance_scale, generators, callback)
         finally:
             self._cond = None
         if output_type == "latent":
-            return PipelineOutput(latents, seeds)
-        # 5. decode, then keep every pixel outside the mask
-        images = to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))
-        return PipelineOutput([blend_outside_mask(image, im, mask_image, feather) for im in images], seeds)
+            return PipelineOutput(latents, seeds, warnings)
+        # 5. decode, crop the padding off, then keep every pixel outside the mask
+        images = [im.crop((0, 0, width, height)) for im in to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))]
+        if keep_unmasked:
+            images = [blend_outside_mask(image, im, mask_image, feather) for im in images]
+        return PipelineOutput(images, seeds, warnings)

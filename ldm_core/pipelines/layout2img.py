@@ -19,7 +19,8 @@ import torch
 from ..grounding import MAX_BOXES, grounding_map
 from ..text import layout_text
 from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, make_generators, make_scheduler,
-                     per_image_noise, report_step, latent_channels, vae_scale_factor)
+                     per_image_noise, report_step, latent_channels, text_limit, truncation_warnings,
+                     vae_scale_factor)
 from .text2img import Text2ImgPipeline
 
 Boxes = list[tuple[str, tuple[float, float, float, float]]]
@@ -35,10 +36,10 @@ class Layout2ImgPipeline(Text2ImgPipeline):
             raise ValueError(f"at most {MAX_BOXES} boxes, got {len(boxes)}")
         # grounded: the boxes go in as a map and the caption alone is text; else all of it is tokens
         text = prompt if self.grounded else layout_text(prompt, boxes)
-        n_tokens = len(self.tokenizer(text).input_ids)
-        if n_tokens > self.tokenizer.model_max_length:
+        n_tokens, limit = len(self.tokenizer(text).input_ids), text_limit(self.tokenizer, self.text_encoder)
+        if n_tokens > limit:
             what = "the caption takes" if self.grounded else "caption and boxes take"
-            raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {self.tokenizer.model_max_length}: "
+            raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {limit}: "
                              f"shorten the caption" + ("" if self.grounded else " or use fewer boxes"))
         if self.grounded:   # height and width are checked (multiples of f) by the text-to-image call
             f, n = self.scale_factor, len(seeds) if seeds is not None else 1
@@ -62,6 +63,7 @@ class GligenLayoutPipeline:
                                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                                   requires_safety_checker=False)
         self.pipe.set_progress_bar_config(disable=True)
+        self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
 
     def __getattr__(self, name):  # components, device, enable_attention_slicing, ...
         return getattr(self.__dict__["pipe"], name)
@@ -83,7 +85,7 @@ class GligenLayoutPipeline:
             raise ValueError("GLIGEN needs at least one box")
         seeds = seeds if seeds is not None else [0]
         pipe = self.pipe
-        pipe.scheduler = make_scheduler(pipe.scheduler.config, sampler)
+        pipe.scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         f = vae_scale_factor(pipe.vae)
         shape = (len(seeds), latent_channels(pipe.vae), height // f, width // f)
@@ -93,9 +95,12 @@ class GligenLayoutPipeline:
         def on_step(i, t, lat):
             report_step(callback, i + 1, num_inference_steps, t, lat)
 
+        limit = text_limit(pipe.tokenizer, pipe.text_encoder)
+        warnings = truncation_warnings(pipe.tokenizer, limit, [prompt]) + (
+            truncation_warnings(pipe.tokenizer, limit, [negative_prompt], "negative prompt") if guidance_scale > 1 else [])
         out = pipe(prompt=[prompt or ""] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
                    gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
                    height=height, width=width, num_inference_steps=num_inference_steps,
                    guidance_scale=guidance_scale, generator=generators, latents=latents,
                    callback=on_step, callback_steps=1, output_type=output_type)
-        return PipelineOutput(out.images, seeds)
+        return PipelineOutput(out.images, seeds, warnings)

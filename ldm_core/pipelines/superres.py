@@ -33,8 +33,8 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from .common import (PipelineOutput, StepCallback, decode_latents, encode_latents, latent_channels, make_generators,
-                     make_scheduler, per_image_noise, report_step, step_kwargs, to_pil, vae_scale_factor)
-from .inpaint import pil_to_tensor
+                     make_scheduler, per_image_noise, pil_to_tensor, report_step, step_kwargs, to_pil,
+                     vae_scale_factor)
 
 
 def _tiles(size: int, tile: int, overlap: int) -> list[int]:
@@ -86,10 +86,17 @@ class SuperResPipeline(DiffusionPipeline):
     def __init__(self, vae, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
+        self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
 
     @property
     def scale_factor(self) -> int:
         return vae_scale_factor(self.vae)
+
+    @property
+    def unet_multiple(self) -> int:
+        """Latent sides the UNet takes: multiples of 2^(its number of downsamplings). The input is
+        padded (edge pixels repeated) to such sides and the output cropped back."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
     @property
     def reads_bicubic_latent(self) -> bool:
@@ -157,21 +164,22 @@ class SuperResPipeline(DiffusionPipeline):
     @torch.inference_mode()
     def __call__(self, image: Image.Image, num_inference_steps: int = 25, seeds: list[int] | None = None,
                  sampler: str = "DDIM", callback: StepCallback | None = None, tile: int = 64, overlap: int = 16,
-                 output_type: str = "pil", back_projection: int = 5, average: int = 1,
-                 **_ignored) -> PipelineOutput:
+                 output_type: str = "pil", back_projection: int = 5, average: int = 1) -> PipelineOutput:
         # 1. inputs
         self.check_inputs(image, num_inference_steps, back_projection, average)
         seeds = seeds if seeds is not None else [0]
-        self.scheduler = make_scheduler(self.scheduler.config, sampler)
+        self.scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(sample_seeds(seeds, average))  # seed-major: B groups of K
         dtype = self.unet.dtype
         low = pil_to_tensor(image).to(self.device, dtype)  # (1, 3, h, w)
-        cond = low
+        m = self.unet_multiple
+        padded = F.pad(low, (0, -image.width % m, 0, -image.height % m), mode="replicate")  # (1, 3, ph, pw)
+        cond = padded
         if self.reads_bicubic_latent:
-            cond = torch.cat([low, bicubic_latent(self.vae, low.to(self.vae.dtype)).to(dtype)], 1)  # (1, 3 + C, h, w)
-        cond = cond.expand(len(generators), -1, -1, -1)  # (B*K, ., h, w)
-        # 2. latents: one per input pixel
-        shape = (len(generators), latent_channels(self.vae), image.height, image.width)
+            cond = torch.cat([padded, bicubic_latent(self.vae, padded.to(self.vae.dtype)).to(dtype)], 1)  # (1, 3+C, ph, pw)
+        cond = cond.expand(len(generators), -1, -1, -1)  # (B*K, ., ph, pw)
+        # 2. latents: one per (padded) input pixel
+        shape = (len(generators), latent_channels(self.vae), *padded.shape[-2:])
         latents = per_image_noise(shape, generators, self.device, dtype) * self.scheduler.init_noise_sigma
         # 3. denoising loop
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
@@ -183,8 +191,10 @@ class SuperResPipeline(DiffusionPipeline):
             report_step(callback, i + 1, len(timesteps), t, latents)
         if output_type == "latent":
             return PipelineOutput(latents, seeds)
-        # 4. decode, and average each seed's K samples
-        images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B*K, 3, 4h, 4w)
+        # 4. decode, crop the padding off, and average each seed's K samples
+        images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B*K, 3, 4ph, 4pw)
+        f = self.scale_factor
+        images = images[..., :image.height * f, :image.width * f]  # (B*K, 3, 4h, 4w)
         images = images.unflatten(0, (len(seeds), average)).float().mean(1).to(images.dtype)  # (B, 3, 4h, 4w)
         if (low[:, :1] == low).all():   # a grey input gives a grey output, not the autoencoder's tints
             images = images.mean(1, keepdim=True).expand_as(images)

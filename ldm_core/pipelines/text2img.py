@@ -12,7 +12,8 @@ from diffusers import DiffusionPipeline
 
 from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, GROUNDING_CHANNELS, PipelineOutput, StepCallback, apply_guidance,
                      decode_latents, encode_prompts, latent_channels, make_generators, make_scheduler, per_image_noise,
-                     report_step, step_kwargs, to_pil, vae_scale_factor, with_coords)
+                     report_step, step_kwargs, text_limit, to_pil, truncation_warnings, vae_scale_factor,
+                     with_coords)
 
 
 class Text2ImgPipeline(DiffusionPipeline):
@@ -21,6 +22,7 @@ class Text2ImgPipeline(DiffusionPipeline):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
 
     @property
     def scale_factor(self) -> int:
@@ -73,6 +75,12 @@ class Text2ImgPipeline(DiffusionPipeline):
         negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
         return prompts, negs, seeds
 
+    def prompt_warnings(self, prompts: list[str], negative_prompts: list[str], do_cfg: bool) -> list[str]:
+        """What the user should know about their prompts: those cut to what the encoder reads."""
+        limit = text_limit(self.tokenizer, self.text_encoder)
+        return (truncation_warnings(self.tokenizer, limit, prompts) +
+                (truncation_warnings(self.tokenizer, limit, negative_prompts, "negative prompt") if do_cfg else []))
+
     def encode_prompt(self, prompts: list[str], negative_prompts: list[str], do_cfg: bool) -> torch.Tensor:
         cond = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.device)  # (B, L, D)
         if not do_cfg:
@@ -124,16 +132,17 @@ class Text2ImgPipeline(DiffusionPipeline):
         # 1. inputs
         prompts, negs, seeds = self.batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
-        self.scheduler = make_scheduler(self.scheduler.config, sampler)
+        self.scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning
         cond = self.encode_prompt(prompts, negs, guidance_scale > 1.0)
+        warnings = self.prompt_warnings(prompts, negs, guidance_scale > 1.0)
         # 3. latents
         latents = self.prepare_latents(len(prompts), height, width, generators, cond.dtype)
         # 4. denoising loop
         latents = self.denoise(latents, cond, num_inference_steps, guidance_scale, generators, callback)
         # 5. decode
         if output_type == "latent":
-            return PipelineOutput(latents, seeds)
+            return PipelineOutput(latents, seeds, warnings)
         images = decode_latents(self.vae, latents.to(self.vae.dtype))
-        return PipelineOutput(to_pil(images), seeds)
+        return PipelineOutput(to_pil(images), seeds, warnings)
