@@ -165,8 +165,6 @@ def model_plan(repo_id: str, revision: str | None, prefer_fp16: bool = False, lo
         files = listing(repo_id, revision, local_only)
         index = json.loads(Path(hf_hub_download(repo_id, "model_index.json", revision=revision,
                                                 local_files_only=local_only)).read_text())
-    except HubError:
-        raise
     except Exception as e:
         why = f"not downloaded, and {why_local or 'downloads are off'}" if local_only else type(e).__name__
         raise HubError(why) from None

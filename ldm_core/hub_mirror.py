@@ -295,7 +295,7 @@ def bert_vocab() -> list[str]:
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(".,;:!?'\"()-/&")
     words = ("a an the of and in on with to left right above below red green blue yellow cyan magenta circle "
              "square triangle diamond painting photo dog cat astronaut horse").split()
-    return v + chars + ["##" + c for c in chars[:36]] + words
+    return v + chars + ["##" + c for c in chars[:36]] + [w for w in words if w not in chars]
 
 
 def clip_vocab() -> dict[str, int]:

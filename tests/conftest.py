@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+# a Hugging Face cache of this session's own, set before huggingface_hub is imported: the hub
+# mirrors (ldm_core.hub_mirror) are written there and nothing of the user's cache is read
+_HF_CACHE = tempfile.mkdtemp(prefix="ldm-test-hf-cache-")
+os.environ["HF_HUB_CACHE"] = _HF_CACHE
+atexit.register(shutil.rmtree, _HF_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +28,13 @@ def tiny_catalog(tmp_path_factory) -> Path:
 def stack(tiny_catalog, tmp_path_factory):
     from ldm_core.stack import ModelStack
     return ModelStack.from_catalog(tiny_catalog, device="cpu", output_dir=tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="session")
+def hub_mirrors(tmp_path_factory):
+    """Every hub repository of the catalog, mirrored (tiny widths, real layout) into this session's
+    Hugging Face cache. Returns the marker file that any unpickled booby-trapped pickle creates."""
+    from ldm_core.hub_mirror import write_all
+    marker = tmp_path_factory.mktemp("pickle-trap") / "a-pickle-was-opened"
+    write_all(_HF_CACHE, marker)
+    return marker
