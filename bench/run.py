@@ -2,6 +2,7 @@
 
     python bench/run.py                 # the full suite on this machine (< 15 min on 2 CPU cores)
     python bench/run.py --smoke         # one tiny case of each benchmark (CI, < 1 min)
+    python bench/run.py --sections hub  # the catalog's hub models at full size (not in the default run)
     python bench/run.py --gpu-only      # only the real-size GPU cases (< 150 s on an H100; no gradio needed)
     python bench/run.py --sections latency,overhead   # a subset
 
@@ -51,6 +52,7 @@ import realsize as R  # noqa: E402  (torch + diffusers only)
 
 TASKS = ("text2img", "layout2img", "superres", "inpaint")
 SECTIONS = ("latency", "overhead", "resident", "webui", "superres", "memory", "gpu")
+OPTIONAL_SECTIONS = ("hub",)   # run only when named: minutes, and GBs of full-size mirrors (bench/hub.py)
 PROMPT = "a red circle left of a blue square"
 
 
@@ -530,6 +532,16 @@ def bench_gpu(ctx) -> tuple[dict, list[str]]:
     return res, gpu.table(res)
 
 
+# ------------------------------------------------------------------ hub models at full size (bench/hub.py)
+def bench_hub(ctx) -> tuple[dict, list[str]]:
+    import hub
+    rows, lines = hub.run(list(hub.NATIVE), "tiny" if ctx.smoke else "full", ctx.device, in_process=ctx.smoke,
+                          log=log)
+    for ln in lines:
+        log(ln)
+    return {"models": rows}, lines
+
+
 # ------------------------------------------------------------------ driver
 class Context:
     def __init__(self, a, catalog: str, tmp: str, device: str):
@@ -583,9 +595,9 @@ def main(argv=None) -> None:
     import torch
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     sections = [s.strip() for s in a.sections.split(",") if s.strip()]
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS + OPTIONAL_SECTIONS}")
     if not device.startswith("cuda") and "gpu" in sections:
         sections.remove("gpu")
     t_start = time.perf_counter()
@@ -607,7 +619,8 @@ def main(argv=None) -> None:
         log(title)
         tables = [title, ""]
         funcs = {"latency": bench_latency, "overhead": bench_overhead, "resident": bench_resident,
-                 "webui": bench_webui, "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu}
+                 "webui": bench_webui, "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu,
+                 "hub": bench_hub}
         for name in sections:
             t0 = time.perf_counter()
             log(f"\n### {name}")

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         return download(catalog, args.names, args.all, args.fp16)
     if args.task == "models":
         for task in ("text2img", "layout2img", "superres", "inpaint"):
-            for label, _ in catalog.choices(task):
+            for label, _ in catalog.choices(task, prefer_fp16=args.device.startswith("cuda")):
                 print(f"{task:11s} {label}")
         return 0
     stack = ModelStack(catalog, device=args.device, output_dir=args.outdir)

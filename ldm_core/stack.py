@@ -174,6 +174,12 @@ class ModelStack:
                 "resident_mb": round(self.resident_bytes() / 2 ** 20, 1),
                 "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
 
+    def model_choices(self, task: str) -> list[tuple[str, str]]:
+        """(label, name) for a model dropdown: each model with what it takes to run here (built-in;
+        hub cached and ready; hub, will download N GB; hub, cannot be downloaded here)."""
+        return self.catalog.choices(task, prefer_fp16=self.dtype == torch.float16,
+                                    allow_downloads=self.allow_downloads)
+
     def resident_bytes(self) -> int:
         return sum(module_bytes(m) for m in self._components.values())
 

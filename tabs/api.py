@@ -13,7 +13,8 @@ from contextlib import closing
 import gradio as gr
 
 from ldm_core.pipelines import SAMPLERS
-from ldm_core.requests import InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
+from ldm_core.requests import (DEFAULT_BACK_PROJECTION, InpaintRequest, Layout2ImgRequest, SuperResRequest,
+                               Text2ImgRequest)
 from ldm_core.stack import ModelStack
 
 from .common import GPU_CONCURRENCY_ID, gpu, stream, user_error
@@ -93,16 +94,22 @@ def build(stack: ModelStack) -> None:
         sr_steps = gr.Number(sr.steps, precision=0, label="steps")
         sr_seed = gr.Number(-1, precision=0, label="seed")
         sr_model = gr.Textbox(sr.name, label="model")
+        sr_bp = gr.Number(DEFAULT_BACK_PROJECTION, precision=0, label="back_projection",
+                          info="iterations onto the input; 0 = off (as diffusers)")
+        sr_avg = gr.Number(0, precision=0, label="average", info="samples averaged; 1 = one (as diffusers); 0 = the "
+                           "model's default")
         sr_out, sr_j = gr.Image(type="filepath", format="png"), gr.Textbox()
 
         @gpu
-        def superres(image, steps, seed, model):
-            with closing(_finish(stack, SuperResRequest(image=image, steps=steps, seed=seed, model=model))) as outs:
+        def superres(image, steps, seed, model, back_projection, average):
+            req = SuperResRequest(image=image, steps=steps, seed=seed, model=model, back_projection=back_projection,
+                                  average=average or None)
+            with closing(_finish(stack, req)) as outs:
                 for paths, info in outs:
                     yield (paths[0] if isinstance(paths, list) else paths), info
 
-        gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model], [sr_out, sr_j],
-                                       api_name="superres", concurrency_id=GPU_CONCURRENCY_ID)
+        gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model, sr_bp, sr_avg],
+                                       [sr_out, sr_j], api_name="superres", concurrency_id=GPU_CONCURRENCY_ID)
 
         # /inpaint
         i_image = gr.File(label="image", type="filepath")
@@ -110,15 +117,20 @@ def build(stack: ModelStack) -> None:
         i_prompt = gr.Textbox("", label="prompt")
         i_neg = gr.Textbox("", label="negative_prompt")
         i_s = sampling(inp)
+        i_keep = gr.Checkbox(True, label="keep_unmasked", info="pixels outside the mask exactly as given; false: as "
+                             "decoded (as diffusers)")
+        i_down = gr.Textbox("max", label="mask_downsampling", info="max (thin strokes kept) or nearest (as diffusers)")
         i_g, i_j = gr.Gallery(format="png"), gr.Textbox()
 
         @gpu
         def inpaint(image, mask, prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
-                    sampler, model):
+                    sampler, model, keep_unmasked, mask_downsampling):
             yield from _finish(stack, InpaintRequest(image=image, mask=mask, prompt=prompt,
                                                      negative_prompt=negative_prompt, steps=steps,
                                                      guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                                     width=width, height=height, sampler=sampler, model=model))
+                                                     width=width, height=height, sampler=sampler, model=model,
+                                                     keep_unmasked=keep_unmasked,
+                                                     mask_downsampling=mask_downsampling))
 
-        gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s], [i_g, i_j],
+        gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s, i_keep, i_down], [i_g, i_j],
                                        api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID)

@@ -122,8 +122,8 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
                       batch: bool = True) -> SamplingControls:
     entry = stack.catalog.default(task)
     lim = stack.limits
-    model = gr.Dropdown(stack.catalog.choices(task), value=entry.name, label="Model",
-                        info="built-in models run offline; hub models download on first use")
+    model = gr.Dropdown(stack.model_choices(task), value=entry.name, label="Model",
+                        info="built-in models run offline; a hub model says whether it is ready, will download, or cannot here")
     with gr.Row():
         steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps")
         sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")

@@ -7,6 +7,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from ldm_core.pipelines.common import MASK_DOWNSAMPLING
 from ldm_core.requests import InpaintRequest, RequestError
 from ldm_core.stack import ModelStack
 
@@ -41,16 +42,19 @@ class InpaintTab:
     negative_prompt: gr.Textbox
     controls: SamplingControls
     gallery: gr.Gallery
+    keep_unmasked: gr.Checkbox
+    mask_downsampling: gr.Radio
 
     def param_components(self):
         c = self.controls
-        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.sampler, c.model]
+        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.sampler, c.model,
+                self.keep_unmasked, self.mask_downsampling]
 
     @staticmethod
     def apply_params(p: dict):
         return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
                 p.get("guidance_scale", gr.skip()), p.get("seed", -1), p.get("sampler", gr.skip()),
-                p.get("model", gr.skip())]
+                p.get("model", gr.skip()), p.get("keep_unmasked", gr.skip()), p.get("mask_downsampling", gr.skip())]
 
 
 def build(stack: ModelStack) -> InpaintTab:
@@ -67,31 +71,38 @@ def build(stack: ModelStack) -> InpaintTab:
                 generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
                 stop = gr.Button("Stop", variant="stop")
             controls = sampling_controls(stack, "inpaint", size=False)
+            with gr.Accordion("Advanced", open=False):
+                keep_unmasked = gr.Checkbox(True, label="Keep every pixel outside the mask exactly (off: as decoded, "
+                                            "as diffusers)", elem_id="inpaint-keep-unmasked")
+                mask_downsampling = gr.Radio(list(MASK_DOWNSAMPLING), value="max", label="Mask on the latent grid: "
+                                             "max (thin strokes kept) or nearest (as diffusers)",
+                                             elem_id="inpaint-mask-downsampling")
             preview = gr.Image(label="Preview", height=160, interactive=False)
             gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery",
                                  object_fit="contain")
             info = gr.Code(label="Parameters used", language="json")
 
     @gpu
-    def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model,
-            progress=gr.Progress()):
+    def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model, keep_unmasked,
+            mask_downsampling, progress=gr.Progress()):
         try:
             image, mask = editor_to_image_and_mask(value)
         except RequestError as e:
             raise user_error(e) from None
         req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                              guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
-                             model=model)
+                             model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling)
         yield from run_with_progress(stack, req, progress)
 
     c = controls
     ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
-                              c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                              c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
+                        concurrency_id=GPU_CONCURRENCY_ID,
                         api_visibility="private")
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
                    api_visibility="private")
-    return InpaintTab(editor, prompt, negative, controls, gallery)
+    return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ldm_core.pipelines import SAMPLERS
-from ldm_core.requests import SuperResRequest
+from ldm_core.requests import DEFAULT_BACK_PROJECTION, SuperResRequest
 from ldm_core.stack import ModelStack
 
 from .common import GPU_CONCURRENCY_ID, first_image, gpu, run_with_progress
@@ -19,13 +19,16 @@ class SuperResTab:
     seed: gr.Number
     model: gr.Dropdown
     gallery: gr.Gallery
+    back_projection: gr.Slider
+    average: gr.Slider
 
     def param_components(self):
-        return [self.steps, self.seed, self.model]
+        return [self.steps, self.seed, self.model, self.back_projection, self.average]
 
     @staticmethod
     def apply_params(p: dict):
-        return [p.get("steps", gr.skip()), p.get("seed", -1), p.get("model", gr.skip())]
+        return [p.get("steps", gr.skip()), p.get("seed", -1), p.get("model", gr.skip()),
+                p.get("back_projection", gr.skip()), p.get("average", gr.skip())]
 
 
 def build(stack: ModelStack) -> SuperResTab:
@@ -34,11 +37,18 @@ def build(stack: ModelStack) -> SuperResTab:
         with gr.Column():
             image = gr.Image(label="Low-resolution input", type="filepath", image_mode="RGB", height=320,
                              elem_id="sr-input")
-            model = gr.Dropdown(stack.catalog.choices("superres"), value=entry.name, label="Model")
+            model = gr.Dropdown(stack.model_choices("superres"), value=entry.name, label="Model")
             with gr.Row():
                 steps = gr.Slider(1, 100, value=entry.steps, step=1, label="Steps")
                 seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1)
                 sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")
+            with gr.Accordion("Advanced", open=False):
+                back_projection = gr.Slider(0, stack.limits.max_back_projection, value=DEFAULT_BACK_PROJECTION,
+                                            step=1, label="Back-projection onto the input (iterations; 0 = off, "
+                                            "as diffusers)", elem_id="sr-back-projection")
+                average = gr.Slider(1, stack.limits.max_average, value=entry.average, step=1,
+                                    label="Samples averaged per image (1 = one sample, as diffusers)",
+                                    elem_id="sr-average")
             with gr.Row():
                 generate = gr.Button("Upscale 4×", variant="primary", elem_id="sr-generate")
                 stop = gr.Button("Stop", variant="stop")
@@ -49,14 +59,20 @@ def build(stack: ModelStack) -> SuperResTab:
             info = gr.Code(label="Parameters used", language="json")
 
     @gpu
-    def run(image, steps, seed, sampler, model, progress=gr.Progress()):
-        req = SuperResRequest(image=image, steps=steps, seed=seed, sampler=sampler, model=model)
+    def run(image, steps, seed, sampler, model, back_projection, average, progress=gr.Progress()):
+        req = SuperResRequest(image=image, steps=steps, seed=seed, sampler=sampler, model=model,
+                              back_projection=back_projection, average=average)
         yield from run_with_progress(stack, req, progress)
 
-    ev = generate.click(run, [image, steps, seed, sampler, model], [gallery, preview, info],
+    def model_changed(name):
+        e = stack.catalog.entries.get(name)
+        return (gr.skip(),) * 3 if e is None else (e.steps, e.sampler, e.average)
+
+    ev = generate.click(run, [image, steps, seed, sampler, model, back_projection, average], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private")
+    model.change(model_changed, model, [steps, sampler, average], api_visibility="private")
     stop.click(None, cancels=[ev], api_visibility="private")
-    return SuperResTab(image, steps, seed, model, gallery)
+    return SuperResTab(image, steps, seed, model, gallery, back_projection, average)
 
 
 if __name__ == "__main__":

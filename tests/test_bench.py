@@ -134,3 +134,16 @@ def test_overhead_bench_runs_on_a_grounded_text2img_model(tiny_catalog, tmp_path
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     ov = json.loads(out.read_text())["sections"]["overhead"]
     assert "error" not in ov
+
+
+def test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process(tmp_path):
+    """bench/hub.py (README's hub table) on a tiny mirror: the studio's download path in a child."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "hub.py"), "--scale", "tiny", "--models",
+                        "ldm-super-resolution-4x-openimages,stable-diffusion-inpainting"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert [x["model"] for x in rows] == ["ldm-super-resolution-4x-openimages", "stable-diffusion-inpainting"]
+    assert rows[0]["output"] == [256, 256] and rows[1]["output"] == [512, 512]
+    assert not any(x["pickle_opened"] for x in rows) and all(x["step_s"] > 0 for x in rows)
+    assert "| `stable-diffusion-inpainting` (inpaint, 512×512) |" in r.stdout

@@ -44,8 +44,10 @@ def test_api_names_and_parameters_match_the_spec(client):
     sampling = ["steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"]
     assert params["/text2img"] == ["prompt", "negative_prompt", *sampling]
     assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling]
-    assert params["/superres"] == ["image", "steps", "seed", "model"]
-    assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling]
+    # the spec's names first; then keyword parameters the spec allows endpoints to gain, each with a default
+    assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average"]
+    assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling, "keep_unmasked",
+                                  "mask_downsampling"]
     for name, ps in api.items():  # every parameter but the inputs (prompt / image, and inpaint's mask) has a default
         required = 2 if name == "/inpaint" else 1
         assert all(p["parameter_has_default"] for p in ps["parameters"][required:]), name
