@@ -51,6 +51,15 @@ def request(task: str, size: int, model: str):
     return InpaintRequest(image=image, mask=mask, prompt="a red door", model=model, steps=STEPS, seed=0)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since its exec (VmHWM; getrusage's ru_maxrss would also
+    count the parent's memory at fork time, a parent that has just written GBs of weights)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_hub(name: str, cache: str, device: str) -> dict:
     """In a fresh process: load one hub model from the mirror cache, run one native-size request."""
     import huggingface_hub.constants as constants
@@ -67,7 +76,7 @@ def child_hub(name: str, cache: str, device: str) -> dict:
     result = stack.run(request(task, size, name), callback=lambda s: stamps.append(time.perf_counter()))
     total = time.perf_counter() - t0
     step = stamps[1] - stamps[0]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # MB (Linux: KB)
+    peak = peak_rss_mb()
     if device.startswith("cuda"):
         import torch
         peak = torch.cuda.max_memory_allocated() / 2 ** 20

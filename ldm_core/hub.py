@@ -87,7 +87,9 @@ def storage_folder(repo_id: str) -> Path:
 
 
 def listing(repo_id: str, revision: str, local_only: bool) -> dict[str, int]:
-    """{path: bytes} of every file of the repository at `revision` (a commit)."""
+    """{path: bytes} of every file of the repository at `revision` (a commit): the tree listing
+    huggingface_hub cached beside the snapshot (its `_tree_cache` module, huggingface-hub 2.4 as
+    pinned), else the hub's tree endpoint, else offline what the snapshot folder holds."""
     from huggingface_hub._tree_cache import read_tree_cache
     entries = read_tree_cache(str(storage_folder(repo_id)), revision)
     if entries is not None:
@@ -107,7 +109,7 @@ def _weights(folder: str, names: dict[str, int], prefer_fp16: bool,
              pickle_weights: bool) -> tuple[list[str], str | None, bool]:
     """One component's weight files for one variant: (files, variant, are they pickles)."""
     order = ("fp16", None) if prefer_fp16 else (None, "fp16")
-    for pattern, is_pickle in ((_WEIGHTS, False), (_INDEX, False), (_PICKLE, True)):
+    for pattern, is_pickle in ((_WEIGHTS, False), (_PICKLE, True)):
         if is_pickle and not pickle_weights:
             continue
         found: dict[str | None, list[str]] = {}
@@ -115,7 +117,7 @@ def _weights(folder: str, names: dict[str, int], prefer_fp16: bool,
             m = pattern.match(path[len(folder) + 1:])
             if m and m["variant"] in VARIANTS:
                 found.setdefault(m["variant"], []).append(path)
-        if pattern is _WEIGHTS:    # a sharded checkpoint's index goes with its shards
+        if not is_pickle:          # a sharded checkpoint's index goes with its shards
             for path in names:
                 m = _INDEX.match(path[len(folder) + 1:])
                 if m and m["variant"] in found:

@@ -201,3 +201,31 @@ def test_download_command_fetches_and_reports(hub_mirrors, capsys):
     assert main(["download", "shapes-text2img"]) == 1
     assert main(["models"]) == 0
     assert "cached and ready" in capsys.readouterr().out
+
+
+def test_plan_rules_on_a_made_up_listing():
+    index = {"_class_name": "X", "unet": ["diffusers", "UNet2DConditionModel"], "tokenizer": ["transformers", "T"],
+             "safety_checker": ["stable_diffusion", "S"], "vae": ["diffusers", "AutoencoderKL"]}
+    files = {"model_index.json": 1, "unet/config.json": 1,
+             "unet/diffusion_pytorch_model-00001-of-00002.safetensors": 10,
+             "unet/diffusion_pytorch_model-00002-of-00002.safetensors": 10,
+             "unet/diffusion_pytorch_model.safetensors.index.json": 1,
+             "unet/diffusion_pytorch_model.non_ema.safetensors": 30, "unet/diffusion_pytorch_model.fp16.safetensors": 5,
+             "tokenizer/vocab.json": 1, "tokenizer/tokenizer_config.json": 1, "tokenizer/helper.py": 1,
+             "safety_checker/model.safetensors": 50, "vae/config.json": 1, "vae/diffusion_pytorch_model.bin": 9}
+    with pytest.raises(hub.HubError, match="only pickle weights"):
+        hub.plan("r", "0" * 40, index, files)
+    files["vae/diffusion_pytorch_model.fp16.safetensors"] = 4
+    p = hub.plan("r", "0" * 40, index, files)
+    assert set(p.files) == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+                            "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+                            "unet/diffusion_pytorch_model.safetensors.index.json", "tokenizer/vocab.json",
+                            "tokenizer/tokenizer_config.json", "vae/config.json",
+                            "vae/diffusion_pytorch_model.fp16.safetensors"}      # no code, no non_ema, no pickle
+    assert p.variants == {"unet": None, "vae": "fp16"} and p.total_bytes == 1 + 1 + 10 + 10 + 1 + 1 + 1 + 1 + 4
+    fp16 = hub.plan("r", "0" * 40, index, files, prefer_fp16=True)
+    assert fp16.variants == {"unet": "fp16", "vae": "fp16"}
+    assert hub.plan("r", "0" * 40, index, files, pickle_weights=True).pickles == frozenset()  # safetensors first
+    del files["vae/diffusion_pytorch_model.fp16.safetensors"]
+    pickled = hub.plan("r", "0" * 40, index, files, pickle_weights=True)
+    assert pickled.pickles == {"vae"} and "vae/diffusion_pytorch_model.bin" in pickled.files
