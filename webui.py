@@ -12,15 +12,16 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
-from ldm_core.limits import Limits
-from ldm_core.stack import ModelStack
-from tabs import api, inpaint, layout2img, pnginfo, superres, text2img
+from ldm_core.limits import SERVER_BUDGETS, server_limits
+from ldm_core.stack import ModelStack, pick_device
+from tabs import api, inpaint, layout2img, pnginfo, security, superres, text2img
 
 TITLE = "Latent Diffusion Studio"
 
@@ -44,6 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", default=os.environ.get("LDM_OUTPUT_DIR", "outputs"))
     p.add_argument("--offline", action="store_true", help="never download hub models")
     p.add_argument("--preload", action="store_true", help="load every task's default model before serving")
+    p.add_argument("--max-work", type=float, default=None,
+                   help="compute budget per request in megapixel-steps (output pixels x steps x images x samples); "
+                        "default by device: " + ", ".join(f"{d} {w:g}" for d, (w, _) in SERVER_BUDGETS.items()))
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="a generation is stopped after this long (default by device: "
+                        + ", ".join(f"{d} {t:g} s" for d, (_, t) in SERVER_BUDGETS.items()) + ")")
+    p.add_argument("--allowed-origin", action="append", default=[],
+                   help="another origin whose pages may call this server (e.g. https://my.site); the server's "
+                        "own origin always may")
     return p.parse_args(argv)
 
 
@@ -111,14 +121,13 @@ def main(argv=None) -> None:
     if (host not in ("127.0.0.1", "localhost", "::1") or args.share) and not auth:
         print("WARNING: the studio is reachable from other machines without a password; "
               "add --auth user:password", file=sys.stderr)
-    limits = Limits()
+    limits = server_limits(pick_device(args.device).type, max_work=args.max_work, max_seconds=args.max_seconds)
     stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
                        memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
                        allow_downloads=not args.offline, limits=limits)
-    # the UI's image widgets are decoded by Gradio itself, before the studio's checks: PIL refuses
-    # anything over twice this many pixels (a decompression bomb) before decoding it
-    Image.MAX_IMAGE_PIXELS = max(limits.max_input_pixels, 16 * limits.max_superres_input_pixels,
-                                 limits.max_side ** 2)
+    # the UI's image widgets are decoded by Gradio itself (the inpainting editor checks first): PIL
+    # warns past this many pixels and refuses twice as many (a decompression bomb) before decoding
+    Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
     if args.preload:
         for task in ("text2img", "layout2img", "superres", "inpaint"):
             entry = stack.catalog.default(task)
@@ -128,8 +137,20 @@ def main(argv=None) -> None:
     demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    cache.mkdir(parents=True, exist_ok=True)
+    space_host = os.environ.get("SPACE_HOST")       # on a Hugging Face Space: its own origin, framed by the hub
+    guard = {"allowed_origins": args.allowed_origin + ([f"https://{space_host}"] if space_host else []),
+             "frame_ancestors": ["https://huggingface.co"] if space_host else [], "password": bool(auth),
+             "max_body_bytes": limits.max_upload_bytes + 1_000_000}
     demo.launch(server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
-                allowed_paths=[str(out)], show_error=False, footer_links=["api", "settings"])
+                allowed_paths=[str(out)], show_error=False, footer_links=["api", "settings"],
+                max_file_size=limits.max_upload_bytes, prevent_thread_lock=True,
+                app_kwargs={"lifespan": security.lifespan(guard, cache), "docs_url": None, "redoc_url": None,
+                            "openapi_url": None})
+    if demo.share_url and "layer" in guard:
+        guard["layer"].allow_origin(demo.share_url)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ loosen them with `Limits(...)` passed to the stack (webui flags map onto these f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,31 @@ class Limits:
     max_side: int = 1024
     max_boxes: int = 8
     max_boxes_json_chars: int = 20_000
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int = 20_000_000          # 20 MB (also Gradio's max_file_size in the web server)
     max_input_pixels: int = 1024 * 1024         # uploaded image, width * height
     max_superres_input_pixels: int = 512 * 512  # super-resolution input (output is 16x that)
     max_seed: int = 2 ** 32 - 1
     max_back_projection: int = 20               # super-resolution: iterations onto the input
     max_average: int = 16                       # super-resolution: samples averaged per image
+    # compute budget: megapixel-steps a request may ask for (output pixels x steps x images x samples
+    # averaged), checked before it is queued; and the wall time a generation may run. None: no bound
+    # (the library and the command line); the web server sets both per device (SERVER_BUDGETS).
+    max_work: float | None = None
+    max_seconds: float | None = None
 
 
 DEFAULT_LIMITS = Limits()
+
+# (megapixel-steps, seconds) per request in the web server, by device type. On 2 CPU cores the
+# built-in text->image model does about 0.2 megapixel-steps per second at 64x64 (25 steps in 0.5 s)
+# and much less at 512x512, where attention grows with the square of the pixels: 64 lets a 256x256
+# request of 8 images at 25 steps through (13 MP-steps) and a 1024x1024 super-resolution with one
+# sample (26), not 8 images of 256x256 at 150 steps (79) or 512x512 super-resolution averaging 8 (839).
+SERVER_BUDGETS = {"cpu": (64.0, 300.0), "mps": (512.0, 300.0), "cuda": (4096.0, 300.0)}
+
+
+def server_limits(device_type: str, base: "Limits | None" = None, max_work: float | None = None,
+                  max_seconds: float | None = None) -> "Limits":
+    """`base` with the web server's compute budget for `device_type` (or the operator's)."""
+    work, seconds = SERVER_BUDGETS.get(device_type, SERVER_BUDGETS["cpu"])
+    return replace(base or DEFAULT_LIMITS, max_work=max_work or work, max_seconds=max_seconds or seconds)

@@ -118,6 +118,10 @@ def _text(name: str, v, limits: Limits) -> str:
         raise RequestError(f"{name} must be text")
     if len(v) > limits.max_prompt_chars:
         raise RequestError(f"{name} is {len(v)} characters long; the limit is {limits.max_prompt_chars}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{name} is not valid Unicode text (a lone surrogate at character {e.start})") from None
     return v.replace("\x00", "").strip()
 
 
@@ -130,6 +134,10 @@ def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
             raw = json.loads(raw) if raw.strip() else []
         except json.JSONDecodeError as e:
             raise RequestError(f"boxes is not valid JSON: {e.msg} at character {e.pos}") from None
+        except RecursionError:
+            raise RequestError("boxes JSON is nested too deeply: give a flat list of boxes") from None
+        except ValueError:   # e.g. an integer of more digits than Python converts
+            raise RequestError("boxes JSON holds a number too long to read") from None
     if not isinstance(raw, list):
         raise RequestError('boxes must be a JSON list like [{"label": "red circle", "box": [0.1, 0.1, 0.4, 0.4]}]')
     if len(raw) > limits.max_boxes:
@@ -148,7 +156,7 @@ def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
             raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]")
         try:
             x0, y0, x1, y1 = (float(c) for c in coords)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]") from None
         if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
             raise RequestError(f"box {i}: coordinates must lie in [0, 1] (normalised to the image), got {coords}")
@@ -179,19 +187,19 @@ def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
             except OSError:
                 raise RequestError(f"{what} file could not be read") from None
             if size > limits.max_upload_bytes:
-                raise RequestError(f"{what} file is {size / 1e6:.1f} MB; the limit is {limits.max_upload_bytes / 1e6:.0f} MB")
+                raise RequestError(f"{what} file is {size / 1e6:.1f} MB; the limit is {_mb(limits.max_upload_bytes)}")
             with open(src, "rb") as f:
                 data = f.read()
         else:
             raise RequestError(f"{what} must be an image file")
         if len(data) > limits.max_upload_bytes:
-            raise RequestError(f"{what} is {len(data) / 1e6:.1f} MB; the limit is {limits.max_upload_bytes / 1e6:.0f} MB")
+            raise RequestError(f"{what} is {len(data) / 1e6:.1f} MB; the limit is {_mb(limits.max_upload_bytes)}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError:
-            raise RequestError(f"{what} has too many pixels (limit {max_pixels})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):   # over PIL's global cap
+            raise RequestError(f"{what} has too many pixels; the limit is {max_pixels}") from None
         except Exception:
             raise RequestError(f"{what} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
     w, h = img.size
@@ -205,6 +213,10 @@ def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
     except Exception:
         raise RequestError(f"{what} is truncated or corrupt") from None
     return to_rgb(img)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:g} MB"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -276,6 +288,9 @@ def validate(req: Request, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) ->
         upd["back_projection"] = _int("back_projection", bp, 0, limits.max_back_projection)
         upd["average"] = _int("average", entry.average if req.average is None else req.average, 1, limits.max_average)
     if isinstance(req, InpaintRequest):
+        for side in ("width", "height"):       # optional: the image's own size; any size, padded to the model
+            if getattr(req, side) is not None:
+                upd[side] = _int(side, getattr(req, side), limits.min_side, limits.max_side)
         img = load_image(req.image, limits)
         upd["image"] = img
         upd["mask"] = load_mask(req.mask, img.size, limits)
@@ -284,4 +299,30 @@ def validate(req: Request, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) ->
         if req.mask_downsampling not in MASK_DOWNSAMPLING:
             raise RequestError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
                                f"got {str(req.mask_downsampling)[:20]!r}")
-    return replace(req, **upd), entry
+    checked = replace(req, **upd)
+    check_work(checked, limits)
+    return checked, entry
+
+
+def work(req: Request) -> tuple[float, str]:
+    """The compute a checked request asks for: megapixel-steps (output pixels x steps x images x
+    samples averaged), and how that product is made."""
+    if isinstance(req, SuperResRequest):
+        w, h, k = req.image.width * 4, req.image.height * 4, req.average
+    elif isinstance(req, InpaintRequest):
+        w, h, k = req.width or req.image.width, req.height or req.image.height, 1
+    else:
+        w, h, k = req.width, req.height, 1
+    mp = w * h * req.steps * req.num_images * k / 1e6
+    how = f"{w}x{h} pixels x {req.steps} steps x {req.num_images} image{'s' * (req.num_images > 1)}"
+    return mp, how + (f" x {k} samples averaged" if k > 1 else "")
+
+
+def check_work(req: Request, limits: Limits) -> None:
+    if limits.max_work is None:
+        return
+    mp, how = work(req)
+    if mp > limits.max_work:
+        raise RequestError(f"this request asks for {mp:.1f} megapixel-steps ({how}); this server's compute "
+                           f"budget is {limits.max_work:g} per request: use fewer steps or images, or a smaller "
+                           f"size" + (" or fewer samples averaged" if isinstance(req, SuperResRequest) else ""))

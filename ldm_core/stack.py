@@ -58,6 +58,24 @@ class OutOfMemory(RuntimeError):
     """A generation ran out of memory; what could be freed was. The message is safe to show."""
 
 
+class TimeLimit(RuntimeError):
+    """A generation ran past the limits' max_seconds and was stopped. The message is safe to show."""
+
+
+def _with_deadline(callback: StepCallback | None, seconds: float | None) -> StepCallback | None:
+    """`callback`, and a stop (TimeLimit) at the first step that ends after `seconds` from now."""
+    if not seconds:
+        return callback
+    deadline = time.perf_counter() + seconds
+
+    def timed(step):
+        if time.perf_counter() > deadline:
+            raise TimeLimit(f"stopped after step {step.step} of {step.total}: this server allows {seconds:g} s "
+                            f"per generation; use fewer steps or images, or a smaller size")
+        return callback(step) if callback is not None else None
+    return timed
+
+
 INJECT_OOM_ENV = "LDM_INJECT_OOM"
 
 
@@ -345,6 +363,7 @@ class ModelStack:
         t0 = time.perf_counter()
         oom = None
         with self.device_lock():
+            callback = _with_deadline(callback, self.limits.max_seconds)   # the clock starts when it runs
             self._preview_since = time.perf_counter()   # previews budget their decodes from here
             try:
                 out, size = self._call(pipe, req, entry, seeds, callback)

@@ -17,15 +17,15 @@ from ldm_core.requests import (DEFAULT_BACK_PROJECTION, InpaintRequest, Layout2I
                                Text2ImgRequest)
 from ldm_core.stack import ModelStack
 
-from .common import GPU_CONCURRENCY_ID, gpu, stream, user_error
+from .common import GPU_CONCURRENCY_ID, gpu, quota, stream, user_error
 
 
-def _finish(stack: ModelStack, request):
+def _finish(stack: ModelStack, request, client: gr.Request | None = None):
     """Generator for an API event: an empty update per step (so that a client's cancel stops
     the generation between two steps: Gradio can only stop a generator between updates),
     then (paths, info JSON)."""
     try:
-        with closing(stream(stack, request, preview_every=0)) as events:  # closed: the generation stops
+        with closing(stream(stack, request, preview_every=0, client=client)) as events:  # closed: the generation stops
             for ev in events:
                 if isinstance(ev, tuple):
                     paths, info = ev
@@ -63,13 +63,14 @@ def build(stack: ModelStack) -> None:
         out_g, out_j = gr.Gallery(format="png"), gr.Textbox()
 
         @gpu
-        def text2img(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model):
+        def text2img(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model,
+                     request: gr.Request):
             yield from _finish(stack, Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                                                       guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                                      width=width, height=height, sampler=sampler, model=model))
+                                                      width=width, height=height, sampler=sampler, model=model), request)
 
         gr.Button(visible=False).click(text2img, [prompt, negative, *s], [out_g, out_j], api_name="text2img",
-                                       concurrency_id=GPU_CONCURRENCY_ID)
+                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(10))
 
         # /layout2img
         l_prompt = gr.Textbox(label="prompt")
@@ -80,14 +81,14 @@ def build(stack: ModelStack) -> None:
 
         @gpu
         def layout2img(prompt, boxes, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
-                       sampler, model):
+                       sampler, model, request: gr.Request):
             yield from _finish(stack, Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt,
                                                         steps=steps, guidance_scale=guidance_scale, seed=seed,
                                                         num_images=num_images, width=width, height=height,
-                                                        sampler=sampler, model=model))
+                                                        sampler=sampler, model=model), request)
 
         gr.Button(visible=False).click(layout2img, [l_prompt, boxes, l_neg, *ls], [l_g, l_j], api_name="layout2img",
-                                       concurrency_id=GPU_CONCURRENCY_ID)
+                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(11))
 
         # /superres
         sr_image = gr.File(label="image", type="filepath")
@@ -101,15 +102,16 @@ def build(stack: ModelStack) -> None:
         sr_out, sr_j = gr.Image(type="filepath", format="png"), gr.Textbox()
 
         @gpu
-        def superres(image, steps, seed, model, back_projection, average):
+        def superres(image, steps, seed, model, back_projection, average, request: gr.Request):
             req = SuperResRequest(image=image, steps=steps, seed=seed, model=model, back_projection=back_projection,
                                   average=average or None)
-            with closing(_finish(stack, req)) as outs:
+            with closing(_finish(stack, req, request)) as outs:
                 for paths, info in outs:
                     yield (paths[0] if isinstance(paths, list) else paths), info
 
         gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model, sr_bp, sr_avg],
-                                       [sr_out, sr_j], api_name="superres", concurrency_id=GPU_CONCURRENCY_ID)
+                                       [sr_out, sr_j], api_name="superres", concurrency_id=GPU_CONCURRENCY_ID,
+                                       validator=quota(6))
 
         # /inpaint
         i_image = gr.File(label="image", type="filepath")
@@ -124,13 +126,13 @@ def build(stack: ModelStack) -> None:
 
         @gpu
         def inpaint(image, mask, prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height,
-                    sampler, model, keep_unmasked, mask_downsampling):
+                    sampler, model, keep_unmasked, mask_downsampling, request: gr.Request):
             yield from _finish(stack, InpaintRequest(image=image, mask=mask, prompt=prompt,
                                                      negative_prompt=negative_prompt, steps=steps,
                                                      guidance_scale=guidance_scale, seed=seed, num_images=num_images,
                                                      width=width, height=height, sampler=sampler, model=model,
                                                      keep_unmasked=keep_unmasked,
-                                                     mask_downsampling=mask_downsampling))
+                                                     mask_downsampling=mask_downsampling), request)
 
         gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s, i_keep, i_down], [i_g, i_j],
-                                       api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID)
+                                       api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID, validator=quota(14))

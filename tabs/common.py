@@ -2,6 +2,7 @@
 the sampling controls; error translation; the Spaces GPU decorator."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import queue
@@ -16,7 +17,7 @@ from ldm_core.catalog import CatalogError
 from ldm_core.pipelines import SAMPLERS
 from ldm_core.pipelines.common import GenerationCancelled, StepInfo
 from ldm_core.requests import RequestError
-from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory
+from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory, TimeLimit
 
 log = logging.getLogger("tabs")
 
@@ -32,12 +33,62 @@ except Exception:  # elsewhere a no-op
 
 def user_error(e: Exception) -> gr.Error:
     """A message for the user, never a stack trace."""
-    if isinstance(e, (RequestError, CatalogError, ModelLoadError, OutOfMemory, ValueError)):
+    if isinstance(e, (RequestError, CatalogError, ModelLoadError, OutOfMemory, TimeLimit, ValueError)):
         return gr.Error(str(e))
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
         return gr.Error("out of memory: try fewer images, fewer steps or a smaller size")
     log.error("generation failed", exc_info=e)   # the details go to the log, not to the user
     return gr.Error(f"generation failed ({type(e).__name__}); the server keeps running. See the server log.")
+
+
+# ------------------------------------------------------------------ fair use of one device
+MAX_JOBS_PER_CLIENT = 3    # one running and two waiting, per client address
+UNREAD_UPDATES = 40        # a job whose client has left this many step updates unread has no client
+
+
+def _queue(request: gr.Request):
+    """Gradio's event queue (its internals: gradio is pinned in requirements.txt)."""
+    return request.request.app.get_blocks()._queue
+
+
+def _client(req) -> str:
+    from .security import client_key
+    return client_key(req.scope) if req is not None and hasattr(req, "scope") else "?"
+
+
+def client_jobs(request: gr.Request) -> int:
+    """How many generations this request's client has running or waiting."""
+    q, me = _queue(request), _client(request.request)
+    events = [e for eq in q.event_queue_per_concurrency_id.values() for e in eq.queue]
+    events += [e for job in q.active_jobs if job for e in job]
+    return sum(_client(e.request) == me for e in events)
+
+
+def client_gone(request: gr.Request | None) -> bool:
+    """Whether nobody reads this job's updates any more (an API call whose results are never
+    fetched; a browser that leaves is seen by Gradio itself)."""
+    if request is None or getattr(request, "request", None) is None:
+        return False
+    pending = _queue(request).pending_messages_per_session.get(request.session_hash)
+    return pending is not None and pending.qsize() > UNREAD_UPDATES
+
+
+def quota(n_inputs: int):
+    """A Gradio `validator` for an event of `n_inputs` inputs, run before the job is queued: a
+    client holds at most MAX_JOBS_PER_CLIENT generations, running and waiting together."""
+    def validator(*args):
+        request = args[n_inputs] if len(args) > n_inputs else None
+        if request is not None and getattr(request, "request", None) is not None:
+            if client_jobs(request) >= MAX_JOBS_PER_CLIENT:
+                raise gr.Error(f"you already have {MAX_JOBS_PER_CLIENT} generations running or waiting; "
+                               f"wait for one to finish")
+        return [gr.validate(True, "")] * n_inputs
+    params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request))
+    validator.__signature__ = inspect.Signature(params)
+    validator.__annotations__ = {"request": gr.Request}      # Gradio finds the request by its type hint
+    return validator
 
 
 @dataclass
@@ -47,15 +98,20 @@ class Progress:
     preview: object | None = None
 
 
-def stream(stack: ModelStack, request, preview_every: int = 5) -> Iterator[Progress | tuple]:
+def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Request | None = None
+           ) -> Iterator[Progress | tuple]:
     """Run `request` in a worker thread; yield Progress while it runs, then (paths, info).
 
     Closing the generator (Gradio does so when the user presses Stop or the client
-    disconnects) sets the cancel flag; the pipeline stops at its next step."""
+    disconnects) sets the cancel flag; the pipeline stops at its next step. So does a client
+    that stopped reading the updates (`client_gone`)."""
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
 
     def on_step(s: StepInfo) -> bool:
+        if not cancel.is_set() and client_gone(client):
+            log.info("a client stopped reading its updates: generation cancelled at step %d", s.step)
+            cancel.set()
         preview = None
         if preview_every and (s.step % preview_every == 0) and s.step < s.total:
             try:
@@ -91,9 +147,9 @@ def stream(stack: ModelStack, request, preview_every: int = 5) -> Iterator[Progr
         cancel.set()
 
 
-def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None):
+def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None, client: gr.Request | None = None):
     """Generator for a Gradio event: yields (gallery, preview, info) updates."""
-    with closing(stream(stack, request)) as events:  # closed (Stop, a client gone): the generation stops
+    with closing(stream(stack, request, client=client)) as events:  # closed (Stop, a client gone): the generation stops
         for ev in events:
             if isinstance(ev, Progress):
                 if progress is not None:

@@ -12,8 +12,8 @@ from ldm_core.data.shapes import COLORS, SHAPES
 from ldm_core.requests import Box, Layout2ImgRequest, RequestError
 from ldm_core.stack import ModelStack
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, run_with_progress, sampling_controls,
-                     user_error)
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, run_with_progress,
+                     sampling_controls, user_error)
 
 CANVAS = 512  # drawing canvas, pixels; boxes are normalised by it
 LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
@@ -100,7 +100,7 @@ def build(stack: ModelStack) -> Layout2ImgTab:
 
     @gpu
     def run(prompt, negative_prompt, annotation, steps, guidance_scale, seed, num_images, width, height, sampler,
-            model, progress=gr.Progress()):
+            model, request: gr.Request, progress=gr.Progress()):
         try:
             boxes = annotation_to_boxes(annotation)
         except RequestError as e:
@@ -108,13 +108,13 @@ def build(stack: ModelStack) -> Layout2ImgTab:
         req = Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt, steps=steps,
                                 guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
                                 height=height, sampler=sampler, model=model)
-        yield from run_with_progress(stack, req, progress)
+        yield from run_with_progress(stack, req, progress, request)
 
     c = controls
     annotator.change(show_boxes, annotator, boxes_json, api_visibility="private")
     ev = generate.click(run, [prompt, negative, annotator, c.steps, c.guidance_scale, c.seed, c.num_images, c.width,
                               c.height, c.sampler, c.model], [gallery, preview, info],
-                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private")
+                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(11))
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")

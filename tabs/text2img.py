@@ -8,8 +8,8 @@ import gradio as gr
 from ldm_core.requests import Text2ImgRequest
 from ldm_core.stack import ModelStack
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, first_image, gpu, model_defaults, run_with_progress, sampling_controls,
-                     selected_image)
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, first_image, gpu, model_defaults, quota, run_with_progress,
+                     sampling_controls, selected_image)
 
 EXAMPLES = ["a red circle left of a blue square", "a yellow triangle", "a green diamond above a magenta circle",
             "a cyan square, a red triangle and a blue circle"]
@@ -62,16 +62,16 @@ def build(stack: ModelStack) -> Text2ImgTab:
 
     @gpu
     def run(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model,
-            progress=gr.Progress()):
+            request: gr.Request, progress=gr.Progress()):
         req = Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                               guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
                               height=height, sampler=sampler, model=model)
-        yield from run_with_progress(stack, req, progress)
+        yield from run_with_progress(stack, req, progress, request)
 
     c = controls
     ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
                               c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private")
+                        api_visibility="private", validator=quota(10))
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")

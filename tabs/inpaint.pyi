@@ -1,0 +1,183 @@
+"""Inpainting tab: paint the region to repaint over the image (gr.ImageEditor)."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import gradio as gr
+from gradio.components.base import server
+import numpy as np
+from PIL import Image
+
+from ldm_core.limits import Limits
+from ldm_core.pipelines.common import MASK_DOWNSAMPLING
+from ldm_core.requests import InpaintRequest, RequestError
+from ldm_core.stack import ModelStack
+
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, run_with_progress, sampling_controls,
+                     user_error)
+
+
+MAX_EDITOR_LAYERS = 2   # the editor is built with layers=False: one drawing layer (and room for one more)
+MAX_EDITOR_SESSIONS = 64  # editor values uploaded in pieces (accept_blobs) held at once
+
+from gradio.events import Dependency
+
+class BoundedImageEditor(gr.ImageEditor):
+    """gr.ImageEditor that checks what it is sent before any of it is decoded: at most
+    MAX_EDITOR_LAYERS layers, every image within the studio's upload bytes and pixels (read from
+    its header), and a bounded number of pending piecewise uploads (Gradio's `accept_blobs`)."""
+
+    limits: Limits = DEFAULT_LIMITS   # set per instance (not a constructor argument: Gradio sends those to the browser)
+
+    is_template = True           # the browser side is Gradio's own editor (as for gradio.templates)
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.ImageEditor.get_component_class_id()
+
+    def _check(self, f, what: str) -> None:
+        if f is None:
+            return
+        data = f if isinstance(f, (bytes, bytearray, memoryview)) else None
+        size = len(data) if data is not None else os.path.getsize(f.path)
+        if size > self.limits.max_upload_bytes:
+            raise gr.Error(f"{what} is {size / 1e6:.1f} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB")
+        try:
+            with Image.open(io.BytesIO(data) if data is not None else f.path) as im:   # reads the header only
+                w, h = im.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise gr.Error(f"{what} has too many pixels; the limit is {self.limits.max_input_pixels}") from None
+        except Exception:
+            raise gr.Error(f"{what} is not an image PIL can read, or is too large") from None
+        if w * h > self.limits.max_input_pixels:
+            raise gr.Error(f"{what} is {w}x{h} = {w * h} pixels; the limit is {self.limits.max_input_pixels}")
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        source = self.blob_storage.get(payload.id) if payload.id is not None else payload
+        if source is not None:
+            layers = source.layers or []
+            if len(layers) > MAX_EDITOR_LAYERS:
+                self.blob_storage.pop(payload.id, None)
+                raise gr.Error(f"the editor sent {len(layers)} layers; at most {MAX_EDITOR_LAYERS} are accepted")
+            for i, f in enumerate([source.background, source.composite, *layers]):
+                self._check(f, "the image" if i == 0 else "the painted mask")
+        return super().preprocess(payload)
+
+    @server
+    def accept_blobs(self, data):
+        index = data.data.get("index")
+        if data.data.get("type") not in ("layer", "background", "composite"):
+            raise gr.Error("unknown editor part")
+        if index not in (None, "", "null") and not (str(index).isdigit() and int(index) < MAX_EDITOR_LAYERS):
+            raise gr.Error(f"at most {MAX_EDITOR_LAYERS} editor layers are accepted")
+        for _, blob in data.files:
+            self._check(blob, "an editor layer")
+        while len(self.blob_storage) >= MAX_EDITOR_SESSIONS and data.data.get("id") not in self.blob_storage:
+            self.blob_storage.pop(next(iter(self.blob_storage)))     # the oldest pending upload goes
+        return super().accept_blobs(data)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def editor_to_image_and_mask(value) -> tuple[Image.Image, Image.Image]:
+    """ImageEditor value -> (RGB image, "L" mask: white wherever any layer was painted)."""
+    if not value or value.get("background") is None:
+        raise RequestError("upload an image to inpaint")
+    bg = value["background"]
+    bg = bg if isinstance(bg, Image.Image) else Image.fromarray(np.asarray(bg))
+    mask = np.zeros((bg.height, bg.width), bool)
+    for layer in value.get("layers") or []:
+        layer = layer if isinstance(layer, Image.Image) else Image.fromarray(np.asarray(layer))
+        if layer.size != bg.size:
+            layer = layer.resize(bg.size, Image.NEAREST)
+        a = np.asarray(layer.convert("RGBA"))[..., 3]
+        mask |= a > 0
+    if not mask.any():
+        raise RequestError("paint over the region to repaint (the brush on the image editor)")
+    rgb = bg.convert("RGBA")
+    white = Image.new("RGBA", rgb.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgb).convert("RGB"), Image.fromarray((mask * 255).astype(np.uint8), "L")
+
+
+@dataclass
+class InpaintTab:
+    editor: gr.ImageEditor
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    controls: SamplingControls
+    gallery: gr.Gallery
+    keep_unmasked: gr.Checkbox
+    mask_downsampling: gr.Radio
+
+    def param_components(self):
+        c = self.controls
+        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.sampler, c.model,
+                self.keep_unmasked, self.mask_downsampling]
+
+    @staticmethod
+    def apply_params(p: dict):
+        return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
+                p.get("guidance_scale", gr.skip()), p.get("seed", -1), p.get("sampler", gr.skip()),
+                p.get("model", gr.skip()), p.get("keep_unmasked", gr.skip()), p.get("mask_downsampling", gr.skip())]
+
+
+def build(stack: ModelStack) -> InpaintTab:
+    with gr.Row():
+        with gr.Column(scale=3):
+            editor = BoundedImageEditor(label="Image: paint the region to repaint", type="pil", image_mode="RGBA",
+                                        limits=stack.limits,
+                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=6),
+                                    layers=False, transforms=(), height=420, format="png", elem_id="inpaint-editor")
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt (what to paint; empty = fill plausibly)", lines=1,
+                                elem_id="inpaint-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1)
+            with gr.Row():
+                generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
+                stop = gr.Button("Stop", variant="stop")
+            controls = sampling_controls(stack, "inpaint", size=False)
+            with gr.Accordion("Advanced", open=False):
+                keep_unmasked = gr.Checkbox(True, label="Keep every pixel outside the mask exactly (off: as decoded, "
+                                            "as diffusers)", elem_id="inpaint-keep-unmasked")
+                mask_downsampling = gr.Radio(list(MASK_DOWNSAMPLING), value="max", label="Mask on the latent grid: "
+                                             "max (thin strokes kept) or nearest (as diffusers)",
+                                             elem_id="inpaint-mask-downsampling")
+            preview = gr.Image(label="Preview", height=160, interactive=False)
+            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery",
+                                 object_fit="contain")
+            info = gr.Code(label="Parameters used", language="json")
+
+    @gpu
+    def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model, keep_unmasked,
+            mask_downsampling, progress=gr.Progress()):
+        try:
+            image, mask = editor_to_image_and_mask(value)
+        except RequestError as e:
+            raise user_error(e) from None
+        req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                             guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
+                             model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling)
+        yield from run_with_progress(stack, req, progress)
+
+    c = controls
+    ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
+                              c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
+                        concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private")
+    stop.click(None, cancels=[ev], api_visibility="private")
+    c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
+                   api_visibility="private")
+    return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling)
+
+
+if __name__ == "__main__":
+    with gr.Blocks(title="Inpainting") as demo:
+        build(ModelStack.from_catalog())
+    demo.queue().launch()

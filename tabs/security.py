@@ -1,0 +1,277 @@
+"""What the web server adds around Gradio's own routes for a public link, a Space or `--listen`.
+
+`SecurityLayer` is the outermost ASGI layer of Gradio's app (installed by `lifespan()`, which
+Gradio runs before the server accepts its first request):
+
+- **CORS**: a request whose `Origin` is not the page's own (its `Host` or `X-Forwarded-Host`) nor
+  one the operator allowed is refused (403) unless it is a plain GET/HEAD, and no response carries
+  `Access-Control-Allow-*` for it. Gradio itself reflects any origin with credentials when the
+  host is not localhost; that never reaches a browser now.
+- **Headers** on every response: `X-Content-Type-Options: nosniff`, a Content-Security-Policy
+  limited to what cannot break Gradio's page (`frame-ancestors`, `object-src`, `base-uri`),
+  `X-Frame-Options` where no other framer is allowed, `Referrer-Policy`.
+- **Login**: with a password, the login page no longer carries the API description Gradio embeds
+  in it, and failed logins are throttled per client: after 3 failures each attempt waits 1, 2, 4,
+  ... up to 30 s, one attempt at a time per client; a success resets the count.
+- **Errors**: a failure Gradio reports as a bare `null` (errors are not shown) gets a message.
+- **Size**: a request body over `max_body_bytes` (the upload limit and some slack) is refused
+  (413) or cut off, on every route, Gradio's component server included.
+- **Cache**: a janitor removes uploads and results from Gradio's cache older than a day, and the
+  oldest ones while the cache is over its size bound.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+log = logging.getLogger("security")
+
+SAFE_METHODS = {"GET", "HEAD"}
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0"}
+# Gradio answers a failure outside the studio's code (a malformed file reference, ...) with a bare
+# null when errors are not shown; a message replaces it
+NULL_ERRORS = ((b"event: error\ndata: null", b'event: error\ndata: "%s"'), (b'"error":null', b'"error":"%s"'),
+               (b'"error": null', b'"error": "%s"'))
+NULL_MESSAGE = b"the request could not be processed: check its inputs (types, files, values)"
+API_INFO = re.compile(rb"<script>window\.gradio_api_info\s*=.*?</script>", re.S)
+
+
+def client_key(scope) -> str:
+    """Who is asking: the peer address; on a Hugging Face Space (behind its proxy) the first
+    X-Forwarded-For address, which elsewhere anyone could forge."""
+    if os.environ.get("SPACE_ID"):
+        for k, v in scope.get("headers", []):
+            if k == b"x-forwarded-for":
+                return v.decode("latin-1").split(",")[0].strip()
+    client = scope.get("client")
+    return client[0] if client else "?"
+
+
+def _host(value: str) -> str:
+    """'https://a.b:7860' or 'a.b:7860' -> 'a.b:7860' (lower case; default ports dropped)."""
+    if "://" in value:
+        u = urlsplit(value)
+        host = (u.hostname or "") + (f":{u.port}" if u.port and u.port not in (80, 443) else "")
+    else:
+        host = value
+        if host.endswith((":80", ":443")):
+            host = host.rsplit(":", 1)[0]
+    return host.lower()
+
+
+def _bare(host: str) -> str:
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+@dataclass
+class LoginThrottle:
+    free_failures: int = 3
+    max_delay: float = 30.0
+    failures: "OrderedDict[str, int]" = field(default_factory=OrderedDict)
+    locks: dict = field(default_factory=dict)
+
+    def delay(self, key: str) -> float:
+        n = self.failures.get(key, 0) - self.free_failures
+        return 0.0 if n < 0 else min(self.max_delay, 2.0 ** n)
+
+    def record(self, key: str, ok: bool) -> None:
+        if ok:
+            self.failures.pop(key, None)
+            return
+        self.failures[key] = self.failures.get(key, 0) + 1
+        self.failures.move_to_end(key)
+        while len(self.failures) > 10_000:      # bounded memory under a flood of addresses
+            self.failures.popitem(last=False)
+
+    def lock(self, key: str) -> asyncio.Lock:
+        if len(self.locks) > 10_000:
+            self.locks = {k: v for k, v in self.locks.items() if v.locked()}
+        return self.locks.setdefault(key, asyncio.Lock())
+
+
+class SecurityLayer:
+    def __init__(self, app, *, allowed_origins=(), frame_ancestors=(), password: bool = False,
+                 max_body_bytes: int = 25_000_000):
+        self.app = app
+        self.max_body = max_body_bytes
+        self.allowed = {_host(o) for o in allowed_origins}
+        self.frame_ancestors = list(frame_ancestors)
+        self.password = password
+        self.throttle = LoginThrottle()
+        framers = " ".join(["'self'", *self.frame_ancestors])
+        csp = f"frame-ancestors {framers}; object-src 'none'; base-uri 'self'"
+        self.headers = [(b"x-content-type-options", b"nosniff"), (b"content-security-policy", csp.encode()),
+                        (b"referrer-policy", b"strict-origin-when-cross-origin")]
+        if not self.frame_ancestors:
+            self.headers.append((b"x-frame-options", b"SAMEORIGIN"))
+
+    def allow_origin(self, origin: str) -> None:
+        """Allow another origin (the share link, known only after launch)."""
+        self.allowed.add(_host(origin))
+
+    def same_origin(self, origin: str, scope) -> bool:
+        o = _host(origin)
+        if o in self.allowed:
+            return True
+        hosts = [_host(v.decode("latin-1")) for k, v in scope.get("headers", []) if k in (b"host", b"x-forwarded-host")]
+        if o in hosts:
+            return True
+        # this machine under another of its names (http://localhost:7860 calling 127.0.0.1:7860)
+        return _bare(o) in LOCAL_HOSTS and any(_bare(h) in LOCAL_HOSTS and h.rsplit(":", 1)[-1] == o.rsplit(":", 1)[-1]
+                                               for h in hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict((k, v) for k, v in scope.get("headers", []))
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        foreign = origin == "null" or (bool(origin) and not self.same_origin(origin, scope))
+        if foreign and scope["method"] not in SAFE_METHODS:
+            log.warning("refused a %s %s from foreign origin %s", scope["method"], scope["path"], origin[:100])
+            await self._plain(send, 403, b"cross-origin request refused")
+            return
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_body:
+            await self._plain(send, 413, b"request too large")
+            return
+        receive = self._bounded(receive)
+        path = scope["path"].rstrip("/") or "/"
+        strip_info = self.password and path == "/" and scope["method"] in SAFE_METHODS
+        if self.password and path == "/login" and scope["method"] == "POST":
+            await self._login(scope, receive, send, foreign)
+            return
+        await self.app(scope, receive, self._sender(send, foreign, strip_info))
+
+    def _bounded(self, receive):
+        """`receive`, stopping a body (chunked, or longer than announced) past max_body_bytes."""
+        seen = 0
+
+        async def bounded():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    return {"type": "http.disconnect"}
+            return message
+        return bounded
+
+    def _sender(self, send, foreign: bool, strip_info: bool):
+        body: list[bytes] = []
+        start: dict = {}
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                hs = [(k, v) for k, v in message.get("headers", [])
+                      if not (foreign and k.lower().startswith(b"access-control-"))]
+                hs += [h for h in self.headers if h[0] not in {k.lower() for k, _ in hs}]
+                message = {**message, "headers": hs}
+                if strip_info:
+                    start.update(message)
+                    return
+            elif message["type"] == "http.response.body" and not strip_info:
+                chunk = message.get("body", b"")
+                if b"null" in chunk and b"error" in chunk:
+                    for old, new in NULL_ERRORS:
+                        chunk = chunk.replace(old, new % NULL_MESSAGE)
+                    message = {**message, "body": chunk}
+            elif message["type"] == "http.response.body" and strip_info:
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                data = b"".join(body)
+                if b'"auth_required":true' in data:      # the login page: no API description before login
+                    data = API_INFO.sub(b"<script>window.gradio_api_info = {};</script>", data)
+                hs = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                await send({**start, "headers": hs + [(b"content-length", str(len(data)).encode())]})
+                await send({"type": "http.response.body", "body": data})
+                return
+            await send(message)
+        return wrapped
+
+    async def _login(self, scope, receive, send, foreign: bool):
+        key = client_key(scope)
+        async with self.throttle.lock(key):
+            wait = self.throttle.delay(key)
+            if wait:
+                await asyncio.sleep(wait)
+            status = {}
+
+            async def watch(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+            await self.app(scope, receive, self._sender(watch, foreign, False))
+            ok = status.get("code") == 200
+            self.throttle.record(key, ok)
+            if not ok:
+                log.warning("failed login from %s (%d in a row; next attempt waits %.0f s)", key,
+                            self.throttle.failures.get(key, 0), self.throttle.delay(key))
+
+    async def _plain(self, send, status: int, text: bytes):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(text)).encode()), *self.headers]})
+        await send({"type": "http.response.body", "body": text})
+
+
+def clean_cache(folder: Path, max_age_s: float, max_bytes: int) -> tuple[int, int]:
+    """Delete files older than `max_age_s`, then the oldest while over `max_bytes`; (files, bytes) removed."""
+    files = []
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink():
+                st = p.stat()
+                files.append((st.st_mtime, st.st_size, p))
+        except OSError:
+            continue
+    files.sort()
+    now, total = time.time(), sum(f[1] for f in files)
+    removed = freed = 0
+    for mtime, size, p in files:
+        if now - mtime <= max_age_s and total <= max_bytes:
+            break
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed, freed = removed + 1, freed + size
+    return removed, freed
+
+
+def lifespan(layer_options: dict, cache_dir: Path, max_age_s: float = 86_400, max_bytes: int = 2 * 10 ** 9,
+             every_s: float = 600):
+    """A FastAPI lifespan for Gradio's `app_kwargs`: wraps the app's middleware stack in
+    SecurityLayer before the first request, and runs the cache janitor. The layer is put in
+    `layer_options["layer"]` so the caller can allow the share link's origin after launch."""
+    @asynccontextmanager
+    async def handler(app):
+        if app.middleware_stack is None:
+            app.middleware_stack = app.build_middleware_stack()
+        layer = SecurityLayer(app.middleware_stack, **{k: v for k, v in layer_options.items() if k != "layer"})
+        app.middleware_stack = layer
+        layer_options["layer"] = layer
+
+        async def janitor():
+            while True:
+                n, b = await asyncio.to_thread(clean_cache, cache_dir, max_age_s, max_bytes)
+                if n:
+                    log.info("cache: removed %d files, %.1f MB", n, b / 1e6)
+                await asyncio.sleep(every_s)
+        task = asyncio.create_task(janitor()) if cache_dir.is_dir() else None
+        try:
+            yield
+        finally:
+            if task:
+                task.cancel()
+    return handler
