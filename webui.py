@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="a generation is stopped after this long (default by device: "
                         + ", ".join(f"{d} {t:g} s" for d, (_, t) in SERVER_BUDGETS.items()) + ")")
+    p.add_argument("--max-jobs-per-client", type=int, default=None,
+                   help="generations one client address may have running or waiting (default 3)")
     p.add_argument("--allowed-origin", action="append", default=[],
                    help="another origin whose pages may call this server (e.g. https://my.site); the server's "
                         "own origin always may")
@@ -121,7 +123,8 @@ def main(argv=None) -> None:
     if (host not in ("127.0.0.1", "localhost", "::1") or args.share) and not auth:
         print("WARNING: the studio is reachable from other machines without a password; "
               "add --auth user:password", file=sys.stderr)
-    limits = server_limits(pick_device(args.device).type, max_work=args.max_work, max_seconds=args.max_seconds)
+    limits = server_limits(pick_device(args.device).type, max_work=args.max_work, max_seconds=args.max_seconds,
+                           max_jobs_per_client=args.max_jobs_per_client)
     stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
                        memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
                        allow_downloads=not args.offline, limits=limits)

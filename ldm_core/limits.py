@@ -30,6 +30,7 @@ class Limits:
     # (the library and the command line); the web server sets both per device (SERVER_BUDGETS).
     max_work: float | None = None
     max_seconds: float | None = None
+    max_jobs_per_client: int | None = None      # web server: generations running or waiting per client address
 
 
 DEFAULT_LIMITS = Limits()
@@ -42,8 +43,12 @@ DEFAULT_LIMITS = Limits()
 SERVER_BUDGETS = {"cpu": (64.0, 300.0), "mps": (512.0, 300.0), "cuda": (4096.0, 300.0)}
 
 
+SERVER_JOBS_PER_CLIENT = 3    # one running and two waiting
+
+
 def server_limits(device_type: str, base: "Limits | None" = None, max_work: float | None = None,
-                  max_seconds: float | None = None) -> "Limits":
+                  max_seconds: float | None = None, max_jobs_per_client: int | None = None) -> "Limits":
     """`base` with the web server's compute budget for `device_type` (or the operator's)."""
     work, seconds = SERVER_BUDGETS.get(device_type, SERVER_BUDGETS["cpu"])
-    return replace(base or DEFAULT_LIMITS, max_work=max_work or work, max_seconds=max_seconds or seconds)
+    return replace(base or DEFAULT_LIMITS, max_work=max_work or work, max_seconds=max_seconds or seconds,
+                   max_jobs_per_client=max_jobs_per_client or SERVER_JOBS_PER_CLIENT)

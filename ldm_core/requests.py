@@ -92,7 +92,7 @@ Request = Text2ImgRequest | Layout2ImgRequest | SuperResRequest | InpaintRequest
 def _int(name: str, v, lo: int, hi: int) -> int:
     try:
         iv = int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise RequestError(f"{name} must be a whole number, got {str(v)[:40]!r}") from None
     if iv != v and not (isinstance(v, float) and v.is_integer()) and not isinstance(v, str):
         raise RequestError(f"{name} must be a whole number, got {v!r}")

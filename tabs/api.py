@@ -40,7 +40,7 @@ def _finish(stack: ModelStack, request, client: gr.Request | None = None):
 
 
 def build(stack: ModelStack) -> None:
-    cat, lim = stack.catalog, stack.limits
+    cat = stack.catalog
     t2i, lay, sr, inp = (cat.default(t) for t in ("text2img", "layout2img", "superres", "inpaint"))
 
     def sampling(entry, size=True):
@@ -67,10 +67,11 @@ def build(stack: ModelStack) -> None:
                      request: gr.Request):
             yield from _finish(stack, Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                                                       guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                                      width=width, height=height, sampler=sampler, model=model), request)
+                                                      width=width, height=height, sampler=sampler, model=model),
+                               request)
 
         gr.Button(visible=False).click(text2img, [prompt, negative, *s], [out_g, out_j], api_name="text2img",
-                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(10))
+                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(stack, 10))
 
         # /layout2img
         l_prompt = gr.Textbox(label="prompt")
@@ -88,7 +89,7 @@ def build(stack: ModelStack) -> None:
                                                         sampler=sampler, model=model), request)
 
         gr.Button(visible=False).click(layout2img, [l_prompt, boxes, l_neg, *ls], [l_g, l_j], api_name="layout2img",
-                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(11))
+                                       concurrency_id=GPU_CONCURRENCY_ID, validator=quota(stack, 11))
 
         # /superres
         sr_image = gr.File(label="image", type="filepath")
@@ -111,7 +112,7 @@ def build(stack: ModelStack) -> None:
 
         gr.Button(visible=False).click(superres, [sr_image, sr_steps, sr_seed, sr_model, sr_bp, sr_avg],
                                        [sr_out, sr_j], api_name="superres", concurrency_id=GPU_CONCURRENCY_ID,
-                                       validator=quota(6))
+                                       validator=quota(stack, 6))
 
         # /inpaint
         i_image = gr.File(label="image", type="filepath")
@@ -135,4 +136,5 @@ def build(stack: ModelStack) -> None:
                                                      mask_downsampling=mask_downsampling), request)
 
         gr.Button(visible=False).click(inpaint, [i_image, i_mask, i_prompt, i_neg, *i_s, i_keep, i_down], [i_g, i_j],
-                                       api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID, validator=quota(14))
+                                       api_name="inpaint", concurrency_id=GPU_CONCURRENCY_ID,
+                                       validator=quota(stack, 14))

@@ -42,7 +42,6 @@ def user_error(e: Exception) -> gr.Error:
 
 
 # ------------------------------------------------------------------ fair use of one device
-MAX_JOBS_PER_CLIENT = 3    # one running and two waiting, per client address
 UNREAD_UPDATES = 40        # a job whose client has left this many step updates unread has no client
 
 
@@ -73,15 +72,14 @@ def client_gone(request: gr.Request | None) -> bool:
     return pending is not None and pending.qsize() > UNREAD_UPDATES
 
 
-def quota(n_inputs: int):
+def quota(stack: ModelStack, n_inputs: int):
     """A Gradio `validator` for an event of `n_inputs` inputs, run before the job is queued: a
-    client holds at most MAX_JOBS_PER_CLIENT generations, running and waiting together."""
+    client holds at most `limits.max_jobs_per_client` generations, running and waiting together."""
     def validator(*args):
-        request = args[n_inputs] if len(args) > n_inputs else None
-        if request is not None and getattr(request, "request", None) is not None:
-            if client_jobs(request) >= MAX_JOBS_PER_CLIENT:
-                raise gr.Error(f"you already have {MAX_JOBS_PER_CLIENT} generations running or waiting; "
-                               f"wait for one to finish")
+        request, most = (args[n_inputs] if len(args) > n_inputs else None), stack.limits.max_jobs_per_client
+        if most and request is not None and getattr(request, "request", None) is not None:
+            if client_jobs(request) >= most:
+                raise gr.Error(f"you already have {most} generations running or waiting; wait for one to finish")
         return [gr.validate(True, "")] * n_inputs
     params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
@@ -179,7 +177,7 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
     entry = stack.catalog.default(task)
     lim = stack.limits
     model = gr.Dropdown(stack.model_choices(task), value=entry.name, label="Model",
-                        info="built-in models run offline; a hub model says whether it is ready, will download, or cannot here")
+                        info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
         steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps")
         sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")

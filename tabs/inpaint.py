@@ -10,7 +10,7 @@ from gradio.components.base import server
 import numpy as np
 from PIL import Image
 
-from ldm_core.limits import DEFAULT_LIMITS, Limits
+from ldm_core.limits import Limits
 from ldm_core.pipelines.common import MASK_DOWNSAMPLING
 from ldm_core.requests import InpaintRequest, RequestError
 from ldm_core.stack import ModelStack
@@ -23,61 +23,62 @@ MAX_EDITOR_LAYERS = 2   # the editor is built with layers=False: one drawing lay
 MAX_EDITOR_SESSIONS = 64  # editor values uploaded in pieces (accept_blobs) held at once
 
 
-class BoundedImageEditor(gr.ImageEditor):
-    """gr.ImageEditor that checks what it is sent before any of it is decoded: at most
-    MAX_EDITOR_LAYERS layers, every image within the studio's upload bytes and pixels (read from
-    its header), and a bounded number of pending piecewise uploads (Gradio's `accept_blobs`)."""
+def _check_image(f, what: str, limits: Limits) -> None:
+    """An uploaded file (FileData) or blob (bytes) within the upload bytes and pixels, read from
+    its header, before anything decodes it."""
+    if f is None:
+        return
+    data = f if isinstance(f, (bytes, bytearray, memoryview)) else None
+    size = len(data) if data is not None else os.path.getsize(f.path)
+    if size > limits.max_upload_bytes:
+        raise gr.Error(f"{what} is {size / 1e6:.1f} MB; the limit is {limits.max_upload_bytes / 1e6:g} MB")
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else f.path) as im:   # reads the header only
+            w, h = im.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise gr.Error(f"{what} has too many pixels; the limit is {limits.max_input_pixels}") from None
+    except Exception:
+        raise gr.Error(f"{what} is not an image PIL can read, or is too large") from None
+    if w * h > limits.max_input_pixels:
+        raise gr.Error(f"{what} is {w}x{h} = {w * h} pixels; the limit is {limits.max_input_pixels}")
 
-    limits: Limits = DEFAULT_LIMITS   # set per instance (not a constructor argument: Gradio sends those to the browser)
 
-    is_template = True           # the browser side is Gradio's own editor (as for gradio.templates)
+def bounded(editor: gr.ImageEditor, limits: Limits) -> gr.ImageEditor:
+    """`editor`, made to check what it is sent before any of it is decoded: at most
+    MAX_EDITOR_LAYERS layers, every image within the upload bytes and pixels, and a bounded number
+    of pending piecewise uploads (Gradio's `accept_blobs` route). Gradio decodes every layer of an
+    editor value otherwise, however many there are. (Its own methods are wrapped on the instance: a
+    subclass would make Gradio write a .pyi stub beside this file at import time.)"""
+    decode, accept = editor.preprocess, editor.accept_blobs
 
-    @classmethod
-    def get_component_class_id(cls) -> str:
-        return gr.ImageEditor.get_component_class_id()
-
-    def _check(self, f, what: str) -> None:
-        if f is None:
-            return
-        data = f if isinstance(f, (bytes, bytearray, memoryview)) else None
-        size = len(data) if data is not None else os.path.getsize(f.path)
-        if size > self.limits.max_upload_bytes:
-            raise gr.Error(f"{what} is {size / 1e6:.1f} MB; the limit is {self.limits.max_upload_bytes / 1e6:g} MB")
-        try:
-            with Image.open(io.BytesIO(data) if data is not None else f.path) as im:   # reads the header only
-                w, h = im.size
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise gr.Error(f"{what} has too many pixels; the limit is {self.limits.max_input_pixels}") from None
-        except Exception:
-            raise gr.Error(f"{what} is not an image PIL can read, or is too large") from None
-        if w * h > self.limits.max_input_pixels:
-            raise gr.Error(f"{what} is {w}x{h} = {w * h} pixels; the limit is {self.limits.max_input_pixels}")
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None:
             return None
-        source = self.blob_storage.get(payload.id) if payload.id is not None else payload
+        source = editor.blob_storage.get(payload.id) if payload.id is not None else payload
         if source is not None:
             layers = source.layers or []
             if len(layers) > MAX_EDITOR_LAYERS:
-                self.blob_storage.pop(payload.id, None)
+                editor.blob_storage.pop(payload.id, None)
                 raise gr.Error(f"the editor sent {len(layers)} layers; at most {MAX_EDITOR_LAYERS} are accepted")
             for i, f in enumerate([source.background, source.composite, *layers]):
-                self._check(f, "the image" if i == 0 else "the painted mask")
-        return super().preprocess(payload)
+                _check_image(f, "the image" if i == 0 else "the painted mask", limits)
+        return decode(payload)
 
     @server
-    def accept_blobs(self, data):
+    def accept_blobs(data):
         index = data.data.get("index")
         if data.data.get("type") not in ("layer", "background", "composite"):
             raise gr.Error("unknown editor part")
         if index not in (None, "", "null") and not (str(index).isdigit() and int(index) < MAX_EDITOR_LAYERS):
             raise gr.Error(f"at most {MAX_EDITOR_LAYERS} editor layers are accepted")
         for _, blob in data.files:
-            self._check(blob, "an editor layer")
-        while len(self.blob_storage) >= MAX_EDITOR_SESSIONS and data.data.get("id") not in self.blob_storage:
-            self.blob_storage.pop(next(iter(self.blob_storage)))     # the oldest pending upload goes
-        return super().accept_blobs(data)
+            _check_image(blob, "an editor layer", limits)
+        while len(editor.blob_storage) >= MAX_EDITOR_SESSIONS and data.data.get("id") not in editor.blob_storage:
+            editor.blob_storage.pop(next(iter(editor.blob_storage)))     # the oldest pending upload goes
+        return accept(data)
+
+    editor.preprocess, editor.accept_blobs = preprocess, accept_blobs
+    return editor
 
 
 def editor_to_image_and_mask(value) -> tuple[Image.Image, Image.Image]:
@@ -125,10 +126,11 @@ class InpaintTab:
 def build(stack: ModelStack) -> InpaintTab:
     with gr.Row():
         with gr.Column(scale=3):
-            editor = BoundedImageEditor(label="Image: paint the region to repaint", type="pil", image_mode="RGBA",
-                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=6),
-                                    layers=False, transforms=(), height=420, format="png", elem_id="inpaint-editor")
-            editor.limits = stack.limits
+            editor = bounded(gr.ImageEditor(label="Image: paint the region to repaint", type="pil",
+                                            image_mode="RGBA",
+                                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=6),
+                                            layers=False, transforms=(), height=420, format="png",
+                                            elem_id="inpaint-editor"), stack.limits)
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt (what to paint; empty = fill plausibly)", lines=1,
                                 elem_id="inpaint-prompt")
@@ -164,7 +166,7 @@ def build(stack: ModelStack) -> InpaintTab:
     ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
                               c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(11))
+                        api_visibility="private", validator=quota(stack, 11))
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
                    api_visibility="private")

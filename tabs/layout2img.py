@@ -114,7 +114,8 @@ def build(stack: ModelStack) -> Layout2ImgTab:
     annotator.change(show_boxes, annotator, boxes_json, api_visibility="private")
     ev = generate.click(run, [prompt, negative, annotator, c.steps, c.guidance_scale, c.seed, c.num_images, c.width,
                               c.height, c.sampler, c.model], [gallery, preview, info],
-                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(11))
+                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
+                        validator=quota(stack, 11))
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")

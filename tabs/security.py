@@ -45,14 +45,16 @@ API_INFO = re.compile(rb"<script>window\.gradio_api_info\s*=.*?</script>", re.S)
 
 
 def client_key(scope) -> str:
-    """Who is asking: the peer address; on a Hugging Face Space (behind its proxy) the first
-    X-Forwarded-For address, which elsewhere anyone could forge."""
-    if os.environ.get("SPACE_ID"):
+    """Who is asking: the peer address; behind a proxy (a peer on this machine, such as the share
+    link's tunnel or a local reverse proxy, or a Hugging Face Space's front end) the address the
+    proxy saw, the last X-Forwarded-For entry (earlier entries are whatever the client claimed)."""
+    client = scope.get("client")
+    peer = client[0] if client else "?"
+    if peer in ("127.0.0.1", "::1") or os.environ.get("SPACE_ID"):
         for k, v in scope.get("headers", []):
             if k == b"x-forwarded-for":
-                return v.decode("latin-1").split(",")[0].strip()
-    client = scope.get("client")
-    return client[0] if client else "?"
+                return v.decode("latin-1").split(",")[-1].strip() or peer
+    return peer
 
 
 def _host(value: str) -> str:

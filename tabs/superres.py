@@ -9,7 +9,7 @@ from ldm_core.pipelines import SAMPLERS
 from ldm_core.requests import DEFAULT_BACK_PROJECTION, SuperResRequest
 from ldm_core.stack import ModelStack
 
-from .common import GPU_CONCURRENCY_ID, first_image, gpu, quota, run_with_progress
+from .common import GPU_CONCURRENCY_ID, gpu, quota, run_with_progress
 
 
 @dataclass
@@ -70,7 +70,7 @@ def build(stack: ModelStack) -> SuperResTab:
         return (gr.skip(),) * 3 if e is None else (e.steps, e.sampler, e.average)
 
     ev = generate.click(run, [image, steps, seed, sampler, model, back_projection, average], [gallery, preview, info],
-                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(7))
+                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(stack, 7))
     model.change(model_changed, model, [steps, sampler, average], api_visibility="private")
     stop.click(None, cancels=[ev], api_visibility="private")
     return SuperResTab(image, steps, seed, model, gallery, back_projection, average)

@@ -71,7 +71,7 @@ def build(stack: ModelStack) -> Text2ImgTab:
     c = controls
     ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
                               c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(10))
+                        api_visibility="private", validator=quota(stack, 10))
     stop.click(None, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
