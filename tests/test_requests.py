@@ -119,3 +119,45 @@ def test_inpaint_and_superres_requests(catalog):
         validate(InpaintRequest(image=None, mask=png_bytes(mask)), catalog)
     with pytest.raises(RequestError, match="limit is"):
         validate(SuperResRequest(image=png_bytes(Image.new("RGB", (1024, 1024)))), catalog)
+
+
+# every input the public-link probe found badly answered, now with a message (README "Security and limits")
+PROBE = [
+    ("lone surrogate", lambda: Text2ImgRequest(prompt="a \ud800"), "not valid Unicode"),
+    ("steps infinite", lambda: Text2ImgRequest(prompt="a", steps=float("inf")), "whole number"),
+    ("boxes nested 10,000 deep", lambda: Layout2ImgRequest(boxes="[" * 10_000 + "]" * 10_000), "nested too deeply"),
+    ("a 5000-digit coordinate", lambda: Layout2ImgRequest(boxes='[{"label": "a", "box": [0, 0, ' + "1" * 5000 +
+                                                          ', 1]}]'), "number too long"),
+    ("a huge float coordinate", lambda: Layout2ImgRequest(boxes=[{"label": "a", "box": [0, 0, 10 ** 400, 1]}]),
+     "four numbers"),
+    ("inpaint width out of range", lambda: InpaintRequest(image=Image.new("RGB", (64, 64)),
+                                                          mask=Image.new("L", (64, 64), 255), width=100_000),
+     "width must be between"),
+]
+
+
+@pytest.mark.parametrize("what,make,message", PROBE, ids=[p[0] for p in PROBE])
+def test_probe_inputs_get_clear_messages(catalog, what, make, message):
+    with pytest.raises(RequestError, match=message):
+        validate(make(), catalog)
+
+
+def test_images_over_pils_cap_are_called_too_large_and_megabytes_are_decimal(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1024 * 1024)      # what the web server sets
+    for side in (1500, 2500):                                         # PIL's warning zone, then its error zone
+        data = png_bytes(Image.new("RGB", (side, side)))
+        with pytest.raises(RequestError, match="too many pixels"):
+            load_image(data)
+    with pytest.raises(RequestError, match=r"the limit is 20 MB"):
+        load_image(b"\0" * 20_000_001)
+
+
+def test_the_compute_budget_names_itself(catalog):
+    tight = Limits(max_work=1.0)
+    with pytest.raises(RequestError, match=r"asks for 4\.1 megapixel-steps \(32x32 pixels x 500 steps x 8 images\)"
+                                           r"; this server's compute budget is 1 per request"):
+        validate(Text2ImgRequest(prompt="a", steps=500, num_images=8), catalog, Limits(max_steps=1000, max_work=1.0))
+    assert validate(Text2ImgRequest(prompt="a"), catalog, tight)[0].steps == 4      # within it
+    sr = SuperResRequest(image=Image.new("RGB", (64, 64), "red"), steps=10, average=8, model="tiny-superres")
+    with pytest.raises(RequestError, match=r"x 8 samples averaged.*or fewer samples averaged"):
+        validate(sr, catalog, tight)
