@@ -115,6 +115,23 @@ class Catalog:
         a = availability(entry.repo_id, entry.revision, prefer_fp16, allow_downloads, entry.pickle_weights)
         return a.can_run, a.note
 
+    def published_scheduler(self, entry: ModelEntry) -> str | None:
+        """The scheduler class the model was published with ("PNDMScheduler"), when its
+        model_index.json is at hand (a built-in folder, or a hub model in the local cache)."""
+        try:
+            if entry.is_hub:
+                from huggingface_hub import try_to_load_from_cache
+                path = try_to_load_from_cache(entry.repo_id, "model_index.json", revision=entry.revision)
+                if not isinstance(path, str):
+                    return None
+            else:
+                path = self.local_path(entry) / "model_index.json"
+            import json
+            spec = json.loads(Path(path).read_text()).get("scheduler")
+            return spec[1] if isinstance(spec, list) and len(spec) == 2 else None
+        except (OSError, ValueError):
+            return None
+
     def choices(self, task: str, **kwargs) -> list[tuple[str, str]]:
         """(label, name) pairs for a dropdown: every model, with its availability said."""
         out = []

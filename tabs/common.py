@@ -15,7 +15,7 @@ import gradio as gr
 
 from ldm_core.catalog import CatalogError
 from ldm_core.pipelines import SAMPLERS
-from ldm_core.pipelines.common import GenerationCancelled, StepInfo
+from ldm_core.pipelines.common import MODEL_DEFAULT, GenerationCancelled, StepInfo
 from ldm_core.requests import RequestError
 from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory, TimeLimit
 
@@ -180,7 +180,7 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
         steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps")
-        sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")
+        sampler = gr.Dropdown(sampler_choices(stack, entry), value=entry.sampler, label="Sampler")
     with gr.Row():
         guidance_scale = gr.Slider(0, 15, value=entry.guidance, step=0.5, label="Guidance scale", visible=guidance)
         seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1, maximum=lim.max_seed)
@@ -194,13 +194,21 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
 
 
+def sampler_choices(stack: ModelStack, entry) -> list[tuple[str, str]]:
+    """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
+    own = stack.catalog.published_scheduler(entry)
+    label = f"{MODEL_DEFAULT} ({own.removesuffix('Scheduler')})" if own else MODEL_DEFAULT
+    return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLERS]
+
+
 def model_defaults(stack: ModelStack, task: str, name: str):
     """Updates for steps, guidance, sampler, width, height when the model changes."""
     try:
         e = stack.catalog.get(name, task)
     except CatalogError:
         return [gr.skip()] * 5
-    return [gr.update(value=e.steps), gr.update(value=e.guidance), gr.update(value=e.sampler),
+    return [gr.update(value=e.steps), gr.update(value=e.guidance),
+            gr.update(choices=sampler_choices(stack, e), value=e.sampler),
             gr.update(value=e.width), gr.update(value=e.height)]
 
 

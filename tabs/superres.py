@@ -5,11 +5,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ldm_core.pipelines import SAMPLERS
 from ldm_core.requests import DEFAULT_BACK_PROJECTION, SuperResRequest
 from ldm_core.stack import ModelStack
 
-from .common import GPU_CONCURRENCY_ID, gpu, quota, run_with_progress
+from .common import GPU_CONCURRENCY_ID, gpu, quota, run_with_progress, sampler_choices
 
 
 @dataclass
@@ -41,7 +40,7 @@ def build(stack: ModelStack) -> SuperResTab:
             with gr.Row():
                 steps = gr.Slider(1, 100, value=entry.steps, step=1, label="Steps")
                 seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1)
-                sampler = gr.Dropdown(list(SAMPLERS), value=entry.sampler, label="Sampler")
+                sampler = gr.Dropdown(sampler_choices(stack, entry), value=entry.sampler, label="Sampler")
             with gr.Accordion("Advanced", open=False):
                 back_projection = gr.Slider(0, stack.limits.max_back_projection, value=DEFAULT_BACK_PROJECTION,
                                             step=1, label="Back-projection onto the input (iterations; 0 = off, "
@@ -67,7 +66,9 @@ def build(stack: ModelStack) -> SuperResTab:
 
     def model_changed(name):
         e = stack.catalog.entries.get(name)
-        return (gr.skip(),) * 3 if e is None else (e.steps, e.sampler, e.average)
+        if e is None:
+            return (gr.skip(),) * 3
+        return e.steps, gr.update(choices=sampler_choices(stack, e), value=e.sampler), e.average
 
     ev = generate.click(run, [image, steps, seed, sampler, model, back_projection, average], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(stack, 7))

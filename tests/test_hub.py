@@ -229,3 +229,11 @@ def test_plan_rules_on_a_made_up_listing():
     del files["vae/diffusion_pytorch_model.fp16.safetensors"]
     pickled = hub.plan("r", "0" * 40, index, files, pickle_weights=True)
     assert pickled.pickles == {"vae"} and "vae/diffusion_pytorch_model.bin" in pickled.files
+
+
+def test_the_sampler_dropdown_names_each_models_own_scheduler(stack, hub_mirrors):
+    from tabs.common import sampler_choices
+    labels = dict((v, k) for k, v in sampler_choices(stack, HUB["gligen-1-4-generation-text-box"]))
+    assert labels["Model default"] == "Model default (PNDM)" and labels["DDIM"] == "DDIM"
+    assert dict((v, k) for k, v in sampler_choices(stack, CATALOG.entries["shapes-text2img"]))["Model default"] \
+        == "Model default (DDPM)"
