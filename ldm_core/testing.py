@@ -61,18 +61,9 @@ def ddpm_config() -> dict:
 def _clip_tokenizer(folder: Path, max_len: int):
     """A CLIP BPE tokenizer with a tiny byte-level vocabulary, written from scratch."""
     from transformers import CLIPTokenizer
-    # GPT-2/CLIP byte-level alphabet: printable bytes map to themselves, the rest above 255
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+
+    from .hub_mirror import clip_vocab
+    vocab = clip_vocab()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")

@@ -62,14 +62,22 @@ def test_superres_matches_LDMSuperResolutionPipeline(stack):
     assert ours.size == (128, 256)
 
 
+def sd_reference(cls, pipe):
+    """diffusers' Stable Diffusion pipeline `cls` on the studio pipeline's own components, with the
+    model's published scheduler and no safety checker."""
+    import diffusers
+    published = getattr(diffusers, pipe.published_scheduler_config["_class_name"])
+    ref = cls(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+              scheduler=published.from_config(pipe.published_scheduler_config), safety_checker=None,
+              feature_extractor=None, requires_safety_checker=False)
+    ref.set_progress_bar_config(disable=True)
+    return ref
+
+
 def test_inpaint_matches_StableDiffusionInpaintPipeline(stack):
     from diffusers import StableDiffusionInpaintPipeline
     pipe = stack.load("stable-diffusion-inpainting")
-    ref = StableDiffusionInpaintPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                         unet=pipe.unet, scheduler=type(pipe.scheduler).from_config(
-                                             pipe.published_scheduler_config),
-                                         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    ref.set_progress_bar_config(disable=True)
+    ref = sd_reference(StableDiffusionInpaintPipeline, pipe)
     image, mask = colourful(64, 64, 1), Image.new("L", (64, 64), 0)
     mask.paste(255, (10, 20, 45, 50))
     m = torch.from_numpy(np.asarray(mask) > 127).float()[None, None]
@@ -89,11 +97,7 @@ def test_inpaint_matches_StableDiffusionInpaintPipeline(stack):
 def test_layout_matches_StableDiffusionGLIGENPipeline(stack):
     from diffusers import StableDiffusionGLIGENPipeline
     pipe = stack.load("gligen-1-4-generation-text-box")
-    ref = StableDiffusionGLIGENPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                        unet=pipe.unet, scheduler=type(pipe.scheduler).from_config(
-                                            pipe.published_scheduler_config),
-                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    ref.set_progress_bar_config(disable=True)
+    ref = sd_reference(StableDiffusionGLIGENPipeline, pipe)
     boxes = [("a cat", (0.1, 0.2, 0.5, 0.9)), ("a dog", (0.55, 0.1, 0.95, 0.6))]
     ours = pipe("a cat and a dog", boxes, "", 64, 64, STEPS, 7.5, [SEED], "Model default").images[0]
     theirs = ref(prompt="a cat and a dog", gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
