@@ -165,7 +165,7 @@ class GpuSuite:
                       channels_last)
             if cuda:
                 torch.backends.cudnn.benchmark = False
-            del m
+            m = None   # free it before the next case
         if cuda:
             torch.cuda.empty_cache()
 
@@ -182,7 +182,7 @@ class GpuSuite:
                           lambda: self.graph_row(m))
             finally:
                 torch.backends.cudnn.benchmark = False
-                del m
+                m = None
                 torch.cuda.empty_cache()
 
     def graph_row(self, m) -> dict:
@@ -282,7 +282,7 @@ class GpuSuite:
                                          ("auto", "studio auto"), ("unfused", "unfused attention (reference)")):
                     self.case("memory", f"{R.LABELS[model]}, guided step, {label}",
                               lambda a=attention, m=m, model=model: self.unet_memory(m, model, a))
-                del m
+                m = None
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
             big = 8 if self.small else 64
@@ -300,7 +300,8 @@ class GpuSuite:
 
     def vae_memory(self, mode: str, batch: int, latent: int) -> dict:
         vae = R.build_vae(self.vae, self.device, self.dtype, mode)
-        z = torch.randn(batch, vae.config.latent_channels, latent, latent, generator=torch.Generator("cpu").manual_seed(0))
+        z = torch.randn(batch, vae.config.latent_channels, latent, latent,
+                        generator=torch.Generator("cpu").manual_seed(0))
         z = z.to(self.device, self.dtype)
         run = lambda: vae.decode(z, return_dict=False)  # noqa: E731
         run()
@@ -312,7 +313,7 @@ class GpuSuite:
                 run()
                 R.sync(self.device)
                 times.append(time.perf_counter() - t0)
-        del vae
+        vae = None
         return {"vae": mode, "work_mb": mem.work, "peak_mb": mem.peak, "time": _stats(times)}
 
     # ------------------------------------------------------------ all
@@ -384,7 +385,8 @@ def compile_main(spec: dict) -> None:
                     r[f"{key}_its"] = calls_per_second(
                         lambda: mc(x, t, encoder_hidden_states=ctx, return_dict=False), device)
                 except Exception as e:  # noqa: BLE001
-                    r.setdefault("error", f"{key}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+                    why = str(e).splitlines()[0][:160] if str(e) else ""
+                    r.setdefault("error", f"{key}: {type(e).__name__}: {why}")
                 print(json.dumps(r), flush=True)     # partial results survive a deadline
 
 

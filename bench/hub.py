@@ -83,7 +83,8 @@ def child_hub(name: str, cache: str, device: str) -> dict:
     params = sum(p.numel() for p in stack.load(name).unet.parameters())
     return {"model": name, "task": task, "load_s": load_s, "step_s": step, "request_s": total,
             "first_step_s": stamps[0] - t0, "output": list(result.images[0].size), "peak_mb": peak,
-            "unet_params": params, "dtype": str(stack.dtype).replace("torch.", ""), "scheduler": result.info["scheduler"]}
+            "unet_params": params, "dtype": str(stack.dtype).replace("torch.", ""),
+            "scheduler": result.info["scheduler"]}
 
 
 def run(models: list[str], scale: str = "full", device: str = "cpu", in_process: bool = False,

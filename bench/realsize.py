@@ -11,7 +11,6 @@ case on CPU, where peak RSS is a process-wide high-water mark.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 

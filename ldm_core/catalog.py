@@ -35,7 +35,6 @@ class ModelEntry:
     default: bool = False
     description: str = ""
     revision: str | None = None      # hub models: the commit (40 hex digits) the weights are pinned to
-    upscale: int = 1                 # output / input side (super-resolution)
     average: int = 1                 # super-resolution: samples averaged per output (posterior-mean estimate)
     pickle_weights: bool = False     # hub: the pinned commit has no safetensors; read its pickles with
                                      # torch.load(weights_only=True) (ldm_core/hub.py)

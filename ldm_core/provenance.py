@@ -67,10 +67,6 @@ def read_watermark(src) -> _wm.Reading:
         return _wm.read(img)
 
 
-def has_watermark(src) -> bool:
-    return read_watermark(src).found
-
-
 def read_parameters(src) -> dict | None:
     """The parameters stored in a PNG by `save_png` (None when it has none)."""
     img = src if isinstance(src, Image.Image) else Image.open(src)

@@ -346,11 +346,6 @@ class ModelStack:
             del self._resident[oldest]
             self._drop_unreferenced()
 
-    def unload(self, name: str) -> None:
-        with self._load_lock:
-            self._resident.pop(name, None)
-            self._drop_unreferenced()
-
     # ------------------------------------------------------------ running
     def run(self, request: Request, callback: StepCallback | None = None) -> Result:
         """Validate, load (once), generate under the device lock. Raises RequestError for bad

@@ -89,7 +89,8 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
                        eos=tok.eos_token_id).save_pretrained(d / "text_encoder", safe_serialization=True)
         tiny_cond_unet(in_ch, addition_text=True).save_pretrained(d / "unet", safe_serialization=True)
         DDPMScheduler(**ddpm_config()).save_pretrained(d / "scheduler")
-        _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"],
+                                  "text_encoder": ["transformers", "CLIPTextModel"],
                                   "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
                                   "unet": ["diffusers", "UNet2DConditionModel"],
                                   "scheduler": ["diffusers", "DDPMScheduler"]}, {"vae": "tiny-autoencoder"})
@@ -98,7 +99,8 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     UNet2DModel(sample_size=16, in_channels=7, out_channels=4, block_out_channels=(16, 32),
                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(d / "unet", safe_serialization=True)
+                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(
+        d / "unet", safe_serialization=True)
     DDPMScheduler(**ddpm_config()).save_pretrained(d / "scheduler")
     _save_index(d, "SuperResPipeline", {"vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DModel"],
                                         "scheduler": ["diffusers", "DDPMScheduler"]}, {"vae": "tiny-autoencoder"})
@@ -128,7 +130,8 @@ def write_hub_like(root: Path) -> dict[str, Path]:
     tiny_cond_unet(4).save_pretrained(d / "unet", safe_serialization=True)
     DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                   clip_sample=False).save_pretrained(d / "scheduler")
-    _save_index(d, "LDMTextToImagePipeline", {"vqvae": ["diffusers", "AutoencoderKL"], "bert": ["latent_diffusion", "LDMBertModel"],
+    _save_index(d, "LDMTextToImagePipeline", {"vqvae": ["diffusers", "AutoencoderKL"],
+                                              "bert": ["latent_diffusion", "LDMBertModel"],
                                               "tokenizer": ["transformers", "BertTokenizer"],
                                               "unet": ["diffusers", "UNet2DConditionModel"],
                                               "scheduler": ["diffusers", "DDIMScheduler"]})
@@ -142,10 +145,12 @@ def write_hub_like(root: Path) -> dict[str, Path]:
         d / "vqvae", safe_serialization=True)
     UNet2DModel(sample_size=16, in_channels=6, out_channels=3, block_out_channels=(16, 32),
                 down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(d / "unet", safe_serialization=True)
+                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(
+        d / "unet", safe_serialization=True)
     DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155,
                   clip_sample=False).save_pretrained(d / "scheduler")
-    _save_index(d, "LDMSuperResolutionPipeline", {"vqvae": ["diffusers", "VQModel"], "unet": ["diffusers", "UNet2DModel"],
+    _save_index(d, "LDMSuperResolutionPipeline", {"vqvae": ["diffusers", "VQModel"],
+                                                  "unet": ["diffusers", "UNet2DModel"],
                                                   "scheduler": ["diffusers", "DDIMScheduler"]})
     paths["tiny-compvis-superres"] = d
     # Stable Diffusion inpainting / GLIGEN: AutoencoderKL + CLIP text + CLIPTokenizer (+ null safety checker)
@@ -161,7 +166,8 @@ def write_hub_like(root: Path) -> dict[str, Path]:
         tiny_cond_unet(in_ch, attention_type=attn).save_pretrained(d / "unet", safe_serialization=True)
         PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                       skip_prk_steps=True).save_pretrained(d / "scheduler")
-        _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"],
+                                  "text_encoder": ["transformers", "CLIPTextModel"],
                                   "tokenizer": ["transformers", "CLIPTokenizer"],
                                   "unet": ["diffusers", "UNet2DConditionModel"],
                                   "scheduler": ["diffusers", "PNDMScheduler"],
@@ -217,7 +223,6 @@ task = "superres"
 source = "tiny-superres"
 pipeline = "SuperResPipeline"
 steps = 4
-upscale = 4
 default = true
 sampler = "DDIM"
 
@@ -227,7 +232,6 @@ task = "superres"
 source = "tiny-compvis-superres"
 pipeline = "SuperResPipeline"
 steps = 4
-upscale = 4
 sampler = "DDIM"
 
 [[model]]

@@ -1,5 +1,4 @@
 """`python -m ldm_core <task>` writes PNGs that carry their parameters."""
-import json
 
 import numpy as np
 from PIL import Image

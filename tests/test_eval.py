@@ -114,7 +114,8 @@ def test_judge_layout():
         tuples = [(o.label, o.box) for o in sc.objects]
         assert judge_layout(tuples, sc.image)["all_correct"]
         # every object moved by most of its size: boxes no longer covered
-        moved = [dataclasses.replace(o, x=o.x + o.size * 3 // 4 if o.x + o.size * 7 // 4 <= CANVAS else o.x - o.size * 3 // 4)
+        moved = [dataclasses.replace(o, x=o.x + o.size * 3 // 4 if o.x + o.size * 7 // 4 <= CANVAS
+                                     else o.x - o.size * 3 // 4)
                  for o in sc.objects]
         if all(0 <= o.x for o in moved):
             j = judge_layout(sc.boxes, draw_objects(moved))
@@ -165,7 +166,7 @@ def test_evaluate_layout2img_fake_generators():
                 for layout in layouts]
     _, _, res = evaluate_layout2img(render_layouts, n=12, with_fid=False)
     assert res["summary"]["image_accuracy"] == 1.0 and res["summary"]["box_accuracy"] == 1.0
-    _, _, res = evaluate_layout2img(lambda p, l, s: [BLANK] * len(p), n=12, with_fid=False)
+    _, _, res = evaluate_layout2img(lambda p, lay, s: [BLANK] * len(p), n=12, with_fid=False)
     assert res["summary"]["box_accuracy"] == 0.0
 
 
@@ -217,7 +218,8 @@ def test_guidance_sweep_on_validation_prompts():
         return truth[prompt] if g == 4 else BLANK
 
     from ldm_core.data.shapes import CAPTION_FORMS
-    truth = {sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).caption: sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).image
+    truth = {sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).caption:
+             sample_scene(VALIDATION_SEED0 + 100_000 * k + i, f).image
              for k, f in enumerate(CAPTION_FORMS) for i in range(3)}
     table, res = guidance_sweep(generate, [2.0, 4.0], n_per_form=3)
     assert all(v == 1.0 for v in res["accuracy"]["4.0"].values())

@@ -71,7 +71,8 @@ def test_corrupt_weights_fail_that_model_only(client, tmp_path, broken_catalog):
         assert str(broken_catalog.parent) not in message          # no server paths shown
     image, mask = _inputs(tmp_path)
     assert client.predict(prompt="a red circle", api_name="/text2img")[0]
-    assert client.predict(prompt="", boxes='[{"label": "red circle", "box": [0, 0, 0.5, 0.5]}]', api_name="/layout2img")[0]
+    boxes = '[{"label": "red circle", "box": [0, 0, 0.5, 0.5]}]'
+    assert client.predict(prompt="", boxes=boxes, api_name="/layout2img")[0]
     assert client.predict(image=image, api_name="/superres")[0]
     assert client.predict(image=image, mask=mask, api_name="/inpaint")[0]
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ldm_core.catalog import Catalog
 from ldm_core.limits import DEFAULT_LIMITS as L
-from ldm_core.requests import Layout2ImgRequest, RequestError, Text2ImgRequest, parse_boxes, validate
+from ldm_core.requests import RequestError, Text2ImgRequest, parse_boxes, validate
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))

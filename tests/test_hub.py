@@ -49,7 +49,8 @@ EXPECTED = {
                                        "vae/diffusion_pytorch_model.bin", "tokenizer/vocab.json",
                                        "tokenizer/merges.txt"},
     "stable-diffusion-inpainting": {"unet/diffusion_pytorch_model.fp16.safetensors",
-                                    "text_encoder/model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+                                    "text_encoder/model.fp16.safetensors",
+                                    "vae/diffusion_pytorch_model.fp16.safetensors",
                                     "tokenizer/vocab.json", "tokenizer/merges.txt"},
 }
 
@@ -68,7 +69,8 @@ def test_the_plan_fetches_exactly_what_the_pipeline_needs(hub_mirrors, name):
     if name != "ldm-text2im-large-256":                          # (that repository holds one precision only)
         assert p.total_bytes < sum(listing.values()) / 1.5      # not both precisions, no safety checker
     fp16 = hub.model_plan(e.repo_id, e.revision, prefer_fp16=True, pickle_weights=e.pickle_weights)
-    assert all(".fp16." in f for f in fp16.files if f.endswith((".safetensors", ".bin"))) or name.startswith("ldm-text2im")
+    fp16_weights = [f for f in fp16.files if f.endswith((".safetensors", ".bin"))]
+    assert all(".fp16." in f for f in fp16_weights) or name.startswith("ldm-text2im")   # (fp32 only there)
     assert hub.missing(p) == {}                                  # the mirror holds them: cached and ready
     ok, note = CATALOG.availability(e)
     assert ok and note.startswith("hub, cached and ready")
@@ -217,7 +219,8 @@ def test_plan_rules_on_a_made_up_listing():
         hub.plan("r", "0" * 40, index, files)
     files["vae/diffusion_pytorch_model.fp16.safetensors"] = 4
     p = hub.plan("r", "0" * 40, index, files)
-    assert set(p.files) == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+    assert set(p.files) == {"model_index.json", "unet/config.json",
+                            "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
                             "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
                             "unet/diffusion_pytorch_model.safetensors.index.json", "tokenizer/vocab.json",
                             "tokenizer/tokenizer_config.json", "vae/config.json",

@@ -51,7 +51,8 @@ def test_step_callback_reports_progress_and_interrupts(stack):
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     calls = []
     with pytest.raises(GenerationCancelled):
-        stack.run(Text2ImgRequest(prompt="a red circle", steps=4), callback=lambda s: calls.append(s.step) or s.step == 2)
+        stack.run(Text2ImgRequest(prompt="a red circle", steps=4),
+                  callback=lambda s: calls.append(s.step) or s.step == 2)
     assert calls == [1, 2]
     assert stack.run(Text2ImgRequest(prompt="a red circle", steps=2)).images  # the stack serves on afterwards
 
@@ -137,7 +138,8 @@ def test_grounded_unet_reads_the_map_and_draws_from_text_alone(stack):
     from ldm_core.grounding import GROUNDING_CHANNELS
     pipe = stack.load("tiny-layout2img")
     seen = []
-    hook = pipe.unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(i[0][:, 4:4 + GROUNDING_CHANNELS].clone()))
+    hook = pipe.unet.conv_in.register_forward_hook(
+        lambda m, i, o: seen.append(i[0][:, 4:4 + GROUNDING_CHANNELS].clone()))
     try:
         stack.run(Layout2ImgRequest(prompt="", boxes=BOXES, model="tiny-layout2img", steps=2, guidance_scale=3.0))
         g = seen[0]                                        # (2, G, 4, 4): [uncond; cond]

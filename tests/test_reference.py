@@ -100,7 +100,8 @@ def test_layout_matches_StableDiffusionGLIGENPipeline(stack):
     ref = sd_reference(StableDiffusionGLIGENPipeline, pipe)
     boxes = [("a cat", (0.1, 0.2, 0.5, 0.9)), ("a dog", (0.55, 0.1, 0.95, 0.6))]
     ours = pipe("a cat and a dog", boxes, "", 64, 64, STEPS, 7.5, [SEED], "Model default").images[0]
-    theirs = ref(prompt="a cat and a dog", gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
+    theirs = ref(prompt="a cat and a dog", gligen_phrases=[b[0] for b in boxes],
+                 gligen_boxes=[list(b[1]) for b in boxes],
                  height=64, width=64, num_inference_steps=STEPS, guidance_scale=7.5,
                  generator=torch.Generator().manual_seed(SEED)).images[0]
     assert_close(ours, theirs)

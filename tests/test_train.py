@@ -73,7 +73,8 @@ def test_inpaint_and_superres_stages_train_export_and_run(autoencoder, tmp_path)
     assert json.loads((autoencoder / "sr" / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
     cat = autoencoder / "catalog2.toml"
     cat.write_text('[[model]]\nname = "i"\ntask = "inpaint"\nsource = "inp"\npipeline = "InpaintPipeline"\nsteps = 2\n'
-                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr"\npipeline = "SuperResPipeline"\nsteps = 2\n')
+                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr"\npipeline = "SuperResPipeline"\n'
+                   'steps = 2\n')
     stack = ModelStack(Catalog.load(cat), device="cpu")
     img = Image.new("RGB", (64, 64), "white")
     mask = Image.new("L", (64, 64), 0)
@@ -171,7 +172,8 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     cat = autoencoder / "catalog3.toml"
     cat.write_text('[[model]]\nname = "xy"\ntask = "layout2img"\nsource = "' + str(t2i_xy.name) + '"\n'
                    'pipeline = "Layout2ImgPipeline"\nsteps = 2\n'
-                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr-photo"\npipeline = "SuperResPipeline"\nsteps = 2\n')
+                   '[[model]]\nname = "s"\ntask = "superres"\nsource = "sr-photo"\n'
+                   'pipeline = "SuperResPipeline"\nsteps = 2\n')
     import shutil
     shutil.copytree(t2i_xy, autoencoder / t2i_xy.name)
     stack = ModelStack(Catalog.load(cat), device="cpu")
@@ -197,7 +199,8 @@ def test_grounded_layout_training_widens_trains_and_serves_both_tabs(autoencoder
     plain, grounded = tmp_path / "plain", autoencoder / "grounded"
     train_main(["text2img", "--out", str(tmp_path / "a"), "--steps", "1", "--autoencoder", ae, "--export", str(plain),
                 *T2I])
-    train_main(["text2img", "--out", str(tmp_path / "b"), "--steps", "2", "--autoencoder", ae, "--init-from", str(plain),
+    train_main(["text2img", "--out", str(tmp_path / "b"), "--steps", "2", "--autoencoder", ae,
+                "--init-from", str(plain),
                 "--grounding-fraction", "0.5", "--export", str(grounded), *T2I])
     assert json.loads((grounded / "unet" / "config.json").read_text())["in_channels"] == 4 + GROUNDING_CHANNELS
     rows = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]

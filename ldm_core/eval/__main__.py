@@ -134,7 +134,8 @@ def task_fid_floor(a) -> None:
            "text2img_n": len(scenes), "text2img_floor": fid(f_p, f_r)}
     report = (f"FID GT vs GT (two disjoint sets of {a.n} random renders): {res['gt_vs_gt']:.1f}  \n"
               f"FID GT vs blank white ({a.n}): {res['gt_vs_blank']:.1f}  \n"
-              f"text2img floor (its {len(scenes)} prompts vs the same prompts re-laid-out): {res['text2img_floor']:.1f}")
+              f"text2img floor (its {len(scenes)} prompts vs the same prompts re-laid-out): "
+              f"{res['text2img_floor']:.1f}")
     _write(Path(a.out or "outputs/eval/fid-floor"), report, res)
 
 

@@ -135,7 +135,8 @@ def evaluate_text2img(generate: Text2ImgFn, n_per_form: int = 50, seed: int = 0,
         rs = [j for j in judged if form == "all" or j["form"] == form]
         s = summary[form]
         lines.append(f"| {FORM_NAMES.get(form, 'all')} | {_pct(s['accuracy'])} | {s['correct']} / {s['n']} | "
-                     f"{_pct(np.mean([r['count_ok'] for r in rs]))} | {_pct(np.mean([r['objects_found'] for r in rs]))} |")
+                     f"{_pct(np.mean([r['count_ok'] for r in rs]))} | "
+                     f"{_pct(np.mean([r['objects_found'] for r in rs]))} |")
     if fids:
         lines += ["", "| FID vs GT renders of the same prompts | value |", "|---|---|",
                   f"| generated (n={fids['fid_n']}) | **{fids['fid']:.1f}** |",
@@ -177,8 +178,8 @@ def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, bat
             ("ground truth", [s.image for s in scenes[8:16]], [None] * min(8, max(0, n - 8))),
             ("generated", list(images[8:16]), [j["all_correct"] for j in judged[8:16]])]
     results = {"summary": summary, **fids, "n": n, "seed": seed,
-               "per_prompt": [{"prompt": p, "layout": l, "seed": sd, **j}
-                              for p, l, sd, j in zip(prompts, layouts, seeds, judged)]}
+               "per_prompt": [{"prompt": p, "layout": lay, "seed": sd, **j}
+                              for p, lay, sd, j in zip(prompts, layouts, seeds, judged)]}
     return "\n".join(lines), _grid([r for r in rows if r[1]]), results
 
 

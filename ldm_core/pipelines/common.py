@@ -80,7 +80,9 @@ def per_image_noise(shape: tuple[int, ...], generators: list[torch.Generator], d
 
 # ---------------------------------------------------------------- latent space
 def latent_channels(vae) -> int:
-    return vae.config.latent_channels if isinstance(vae, AutoencoderKL) else vae.config.vq_embed_dim or vae.config.latent_channels
+    if isinstance(vae, AutoencoderKL):
+        return vae.config.latent_channels
+    return vae.config.vq_embed_dim or vae.config.latent_channels
 
 
 COORD_CHANNELS = 2  # optional (x, y) position maps after a UNet's other inputs (CoordConv)

@@ -96,8 +96,9 @@ class GligenLayoutPipeline:
             report_step(callback, i + 1, num_inference_steps, t, lat)
 
         limit = text_limit(pipe.tokenizer, pipe.text_encoder)
-        warnings = truncation_warnings(pipe.tokenizer, limit, [prompt]) + (
-            truncation_warnings(pipe.tokenizer, limit, [negative_prompt], "negative prompt") if guidance_scale > 1 else [])
+        warnings = truncation_warnings(pipe.tokenizer, limit, [prompt])
+        if guidance_scale > 1:
+            warnings += truncation_warnings(pipe.tokenizer, limit, [negative_prompt], "negative prompt")
         out = pipe(prompt=[prompt or ""] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
                    gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
                    height=height, width=width, num_inference_steps=num_inference_steps,

@@ -176,7 +176,8 @@ class SuperResPipeline(DiffusionPipeline):
         padded = F.pad(low, (0, -image.width % m, 0, -image.height % m), mode="replicate")  # (1, 3, ph, pw)
         cond = padded
         if self.reads_bicubic_latent:
-            cond = torch.cat([padded, bicubic_latent(self.vae, padded.to(self.vae.dtype)).to(dtype)], 1)  # (1, 3+C, ph, pw)
+            bic = bicubic_latent(self.vae, padded.to(self.vae.dtype)).to(dtype)  # (1, C, ph, pw)
+            cond = torch.cat([padded, bic], 1)  # (1, 3 + C, ph, pw)
         cond = cond.expand(len(generators), -1, -1, -1)  # (B*K, ., ph, pw)
         # 2. latents: one per (padded) input pixel
         shape = (len(generators), latent_channels(self.vae), *padded.shape[-2:])

@@ -47,8 +47,8 @@ from ..pipelines.common import COORD_CHANNELS, encode_latents, with_coords
 from ..pipelines.superres import bicubic_latent
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import TextEncoderConfig, build_text_encoder, build_tokenizer, layout_text
-from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, save_grid,
-                     save_json)
+from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8,
+                     save_grid, save_json)
 
 EVAL_SEED0 = 20_000_000
 
