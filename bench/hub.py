@@ -4,7 +4,7 @@ studio's own download path from a local Hugging Face cache (HF_HUB_OFFLINE=1), t
 request of 2 steps at its native size. Reports load time, seconds per denoising step, the
 whole request, and the peak memory of a fresh process per model.
 
-    python bench/run.py --sections hub            # the table for README "Hub models"
+    python bench/run.py --sections hub            # the table of docs/hub-models.md
     python bench/hub.py [--scale tiny] [--models ldm-super-resolution-4x-openimages]
 
 The mirror of a model is written (GBs: fp32 pickles where the pinned commit has only those,

@@ -8,7 +8,7 @@
   memory-efficient chunks on CUDA and CPU), "on" or "off";
 - autoencoders decode the whole batch at once while it fits in half the free memory, else
   one image at a time (VAE slicing), else in tiles; on CPU small convolutions run on
-  PyTorch's native kernel (see bench/run.py and README "Speed and memory" for what each
+  PyTorch's native kernel (see bench/run.py and docs/benchmarks.md for what each
   buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each UNet with torch.compile, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
 - one lock per device serialises generation;
@@ -157,7 +157,7 @@ class ModelStack:
         self.limits = limits
         self.output_dir = Path(output_dir) if output_dir else Path(os.environ.get("LDM_OUTPUT_DIR", "outputs"))
         self.allow_downloads = allow_downloads
-        # opt-in: torch.compile each UNet (slow first request; see README "Speed and memory")
+        # opt-in: torch.compile each UNet (slow first request; see docs/benchmarks.md)
         self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
         self._decode_seconds: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vae -> a preview decode
         self._preview_since = 0.0                        # start of this generation or its last preview
@@ -210,7 +210,7 @@ class ModelStack:
             root = self.catalog.local_path(entry)
             if not (root / "model_index.json").is_file():
                 raise ModelLoadError(f"model {entry.name!r}: its folder {root.name}/ has no model_index.json (not "
-                                     f"trained or not installed); see README 'Built-in models'")
+                                     f"trained or not installed); see docs/training.md")
             return root, {}
         local_only = not self.allow_downloads
         try:
@@ -263,7 +263,7 @@ class ModelStack:
         return obj
 
     def _speed_and_memory(self, module: torch.nn.Module) -> None:
-        """The per-component defaults that bench/run.py measured (README "Speed and memory")."""
+        """The per-component defaults that bench/run.py measured (docs/benchmarks.md)."""
         if self.device.type == "cpu" and not self.compile:
             native_small_convs(module)
         if hasattr(module, "use_slicing") and hasattr(module, "use_tiling"):

@@ -21,7 +21,7 @@ built-in output sides). The change is about 1 grey level RMS (PSNR about 46 dB, 
 about 5 levels): invisible. It is a provenance label, not a security feature: anyone who
 reads this file can strip or forge it.
 Measured limits (tests/test_watermark.py, `python -m ldm_core.watermark --measure`): see
-the README's "Security and limits".
+docs/security.md.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The public HTTP API of shared/specs/api.md: /text2img, /layout2img, /superres, /inpaint.
+"""The public HTTP API of docs/api.md: /text2img, /layout2img, /superres, /inpaint.
 
 Plain-valued endpoints (no drawing widgets) on hidden components, so `gradio_client`
 sees exactly the spec's keyword parameters with their defaults:

@@ -137,7 +137,7 @@ def test_overhead_bench_runs_on_a_grounded_text2img_model(tiny_catalog, tmp_path
 
 
 def test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process(tmp_path):
-    """bench/hub.py (README's hub table) on a tiny mirror: the studio's download path in a child."""
+    """bench/hub.py (the table of docs/hub-models.md) on a tiny mirror: the studio's download path in a child."""
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "hub.py"), "--scale", "tiny", "--models",
                         "ldm-super-resolution-4x-openimages,stable-diffusion-inpainting"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600)

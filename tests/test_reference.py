@@ -2,7 +2,7 @@
 models' own component classes and configs (the mirrors of ldm_core.hub_mirror): same seed, same
 sampler, every deliberate difference switched off -> at most 1 grey level apart.
 
-The deliberate differences and their switches (README "Hub models: what differs from diffusers"):
+The deliberate differences and their switches (docs/hub-models.md):
 super-resolution back-projection (`back_projection=0`) and averaging (`average=1`); inpainting's
 exact unmasked pixels (`keep_unmasked=False`) and max-pooled mask (`mask_downsampling="nearest"`);
 the masked image's latent is the autoencoder posterior's mode (diffusers draws a sample: the

@@ -121,7 +121,7 @@ def test_inpaint_and_superres_requests(catalog):
         validate(SuperResRequest(image=png_bytes(Image.new("RGB", (1024, 1024)))), catalog)
 
 
-# every input the public-link probe found badly answered, now with a message (README "Security and limits")
+# every input the public-link probe found badly answered, now with a message (docs/security.md)
 PROBE = [
     ("lone surrogate", lambda: Text2ImgRequest(prompt="a \ud800"), "not valid Unicode"),
     ("steps infinite", lambda: Text2ImgRequest(prompt="a", steps=float("inf")), "whole number"),

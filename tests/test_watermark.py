@@ -1,5 +1,5 @@
 """The invisible watermark: round trip, invisibility, no false positives, and the limits the
-README states (measured here on Shapes World scenes)."""
+docs/security.md states (measured here on Shapes World scenes)."""
 import io
 
 import numpy as np
@@ -53,7 +53,7 @@ def test_unmarked_images_are_not_read_as_marked():
 
 
 def test_the_limits_the_readme_states():
-    """README "Security and limits": what the mark survives, measured on 8 scenes."""
+    """docs/security.md: what the mark survives, measured on 8 scenes."""
     m = measure(8)
     survives = ["lossless PNG copy", "converted to RGBA and back", "JPEG quality 95", "JPEG quality 90",
                 "Gaussian noise sigma 2", "cropped by 3 px on each side", "cropped to the left half",

@@ -1,6 +1,6 @@
 """Shapes World: the procedural data the built-in models learn from.
 
-Follows ``shared/specs/shapes-world.md`` exactly: a 64x64 white canvas, six palette
+Follows ``docs/shapes-world.md`` exactly: a 64x64 white canvas, six palette
 colours, four shapes of integer size s in [12, 28], 1-3 objects whose boxes do not
 overlap and keep 2 px apart, anti-aliased by rendering at 4x and box-downsampling,
 and captions in the four spec forms. Everything is a pure function of the seed.

@@ -12,7 +12,7 @@ input (`ldm_core.grounding`; the caption kept `--grounding-caption` of the time)
 an empty map; a model without map channels is widened (new channels at zero). With
 `--layout-fraction` instead, boxes are serialised as tokens (label + quantised corners,
 paper §4.3) and read through the same cross-attention as the caption: the earlier design,
-which this model size did not learn (see README). The catalog runs the export with
+which this model size did not learn (see docs/evaluation.md). The catalog runs the export with
 `Text2ImgPipeline` and with `Layout2ImgPipeline`; the stack holds its weights once.
 
 What makes it trainable on 2 CPU cores: latents are computed once and cached; latents
