@@ -55,7 +55,7 @@ def build(stack: ModelStack) -> SuperResTab:
             gallery = gr.Gallery(label="4× result", columns=1, height=320, format="png", elem_id="sr-gallery",
                                  object_fit="contain")
             preview = gr.Image(label="Preview", height=120, interactive=False)
-            info = gr.Code(label="Parameters used", language="json")
+            info = gr.Code(label="Parameters used", language="json", elem_id="sr-info")
 
     @gpu
     def run(image, steps, seed, sampler, model, back_projection, average, request: gr.Request,

@@ -215,6 +215,27 @@ def test_superres(page, studio, tmp_path):
     screenshot(page, "superres")
 
 
+def test_superres_advanced_switches_reach_the_result(page, studio, tmp_path):
+    """The switches that make the studio's output diffusers' (docs/hub-models.md) are in the tab's
+    Advanced settings: opened with the mouse, typed in, and reported in the result's parameters."""
+    src = tmp_path / "low.png"
+    Image.new("RGB", (16, 16), (200, 40, 40)).save(src)
+    open_tab(page, "Super-resolution")
+    page.locator("#sr-input input[type=file]").set_input_files(str(src))
+    page.locator("#sr-input img").first.wait_for(state="visible")
+    page.get_by_text("Advanced", exact=True).first.click()
+    box = page.locator("#sr-back-projection input[type=number]")
+    box.wait_for(state="visible")
+    box.click(click_count=3)
+    page.keyboard.type("0")
+    page.keyboard.press("Enter")
+    page.click("#sr-generate")
+    page.wait_for_function("() => document.querySelector('#sr-info').innerText.includes('back_projection')",
+                           timeout=UI_MS)
+    text = page.locator("#sr-info").inner_text()
+    assert '"back_projection": 0' in text, text
+
+
 def test_inpaint(page, studio, tmp_path):
     from ldm_core.data.shapes import sample_scene   # a held-out scene; the stroke crosses its middle
     scene = sample_scene(42_000_003)
