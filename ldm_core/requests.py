@@ -13,11 +13,11 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .catalog import Catalog, CatalogError, ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
-from .pipelines.common import MASK_DOWNSAMPLING, SAMPLERS
+from .options import MASK_DOWNSAMPLING, SAMPLER_NAMES
 
 
 DEFAULT_BACK_PROJECTION = 5               # super-resolution: iterations onto the input
@@ -208,8 +208,7 @@ def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
     if w < 1 or h < 1:
         raise RequestError(f"{what} is empty")
     try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        img.load()
+        img.load()              # a truncated file fails here (PIL's LOAD_TRUNCATED_IMAGES is left as it is: off)
     except Exception:
         raise RequestError(f"{what} is truncated or corrupt") from None
     return to_rgb(img)
@@ -263,8 +262,8 @@ def validate(req: Request, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) ->
     g = entry.guidance if req.guidance_scale is None else req.guidance_scale
     upd["guidance_scale"] = _float("guidance_scale", g, 0.0, limits.max_guidance)
     sampler = req.sampler or entry.sampler
-    if sampler not in SAMPLERS:
-        raise RequestError(f"unknown sampler {str(sampler)[:40]!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLER_NAMES:
+        raise RequestError(f"unknown sampler {str(sampler)[:40]!r}; choose one of {', '.join(SAMPLER_NAMES)}")
     upd["sampler"] = sampler
     if isinstance(req, (Text2ImgRequest, Layout2ImgRequest)):
         for side, native in (("width", entry.width), ("height", entry.height)):

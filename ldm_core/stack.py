@@ -15,9 +15,7 @@
 - `run(request)` validates, generates and stamps provenance on every image;
 - out of memory during a generation frees what it can (the failed run's tensors, the other
   resident models, the CUDA cache) and raises `OutOfMemory` with a message for the user; the
-  stack goes on serving. Test hook, off unless set: with the environment variable
-  LDM_INJECT_OOM=<text>, a generation whose prompt contains <text> raises
-  torch.OutOfMemoryError at its first step (how the tests inject the fault on CPU).
+  stack goes on serving (the tests inject the fault on CPU from outside: tests/faults/).
 """
 from __future__ import annotations
 
@@ -73,20 +71,6 @@ def _with_deadline(callback: StepCallback | None, seconds: float | None) -> Step
                             f"per generation; use fewer steps or images, or a smaller size")
         return callback(step) if callback is not None else None
     return timed
-
-
-INJECT_OOM_ENV = "LDM_INJECT_OOM"
-
-
-def _inject_faults(req, callback: StepCallback | None) -> StepCallback | None:
-    """The test hook of the module docstring; a no-op unless LDM_INJECT_OOM is set."""
-    token = os.environ.get(INJECT_OOM_ENV)
-    if not token or token not in (getattr(req, "prompt", None) or ""):
-        return callback
-
-    def out_of_memory(step):
-        raise torch.OutOfMemoryError(f"{INJECT_OOM_ENV}: injected at step {step.step}")
-    return out_of_memory
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -155,7 +139,7 @@ class ModelStack:
             raise ValueError("attention_slicing must be auto, on or off")
         self.attention_slicing = attention_slicing
         self.limits = limits
-        self.output_dir = Path(output_dir) if output_dir else Path(os.environ.get("LDM_OUTPUT_DIR", "outputs"))
+        self.output_dir = Path(output_dir or "outputs")
         self.allow_downloads = allow_downloads
         # opt-in: torch.compile each UNet (slow first request; see docs/benchmarks.md)
         self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
@@ -353,7 +337,6 @@ class ModelStack:
         req, entry = validate(request, self.catalog, self.limits)
         pipe = self.load(entry)
         seeds = resolve_seeds(req.seed, req.num_images)
-        callback = _inject_faults(req, callback)
         t0 = time.perf_counter()
         oom = None
         with self.device_lock():

@@ -12,7 +12,7 @@ from contextlib import closing
 
 import gradio as gr
 
-from ldm_core.pipelines import SAMPLERS
+from ldm_core.options import SAMPLER_NAMES
 from ldm_core.requests import (DEFAULT_BACK_PROJECTION, InpaintRequest, Layout2ImgRequest, SuperResRequest,
                                Text2ImgRequest)
 from ldm_core.stack import ModelStack
@@ -51,7 +51,7 @@ def build(stack: ModelStack) -> None:
         if size:
             comps += [gr.Number(entry.width, precision=0, label="width"),
                       gr.Number(entry.height, precision=0, label="height")]
-        comps += [gr.Textbox(entry.sampler, label="sampler", info=", ".join(SAMPLERS)),
+        comps += [gr.Textbox(entry.sampler, label="sampler", info=", ".join(SAMPLER_NAMES)),
                   gr.Textbox(entry.name, label="model")]
         return comps
 

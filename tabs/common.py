@@ -14,8 +14,8 @@ from typing import Iterator
 import gradio as gr
 
 from ldm_core.catalog import CatalogError
-from ldm_core.pipelines import SAMPLERS
-from ldm_core.pipelines.common import MODEL_DEFAULT, GenerationCancelled, StepInfo
+from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
+from ldm_core.pipelines.common import GenerationCancelled, StepInfo
 from ldm_core.requests import RequestError
 from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory, TimeLimit
 
@@ -23,12 +23,14 @@ log = logging.getLogger("tabs")
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 
-try:  # on Hugging Face ZeroGPU Spaces, ask for a GPU for the duration of a generation
-    import spaces  # type: ignore
-    gpu = spaces.GPU
-except Exception:  # elsewhere a no-op
-    def gpu(fn=None, **_kw):
-        return fn if fn is not None else (lambda f: f)
+def gpu(fn):
+    """On Hugging Face ZeroGPU Spaces, ask for a GPU for the duration of a generation (`spaces.GPU`,
+    imported when a tab is built, not when this module is); elsewhere the function itself."""
+    try:
+        import spaces  # type: ignore
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
 
 
 def user_error(e: Exception) -> gr.Error:
@@ -198,7 +200,7 @@ def sampler_choices(stack: ModelStack, entry) -> list[tuple[str, str]]:
     """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
     own = stack.catalog.published_scheduler(entry)
     label = f"{MODEL_DEFAULT} ({own.removesuffix('Scheduler')})" if own else MODEL_DEFAULT
-    return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLERS]
+    return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLER_NAMES]
 
 
 def model_defaults(stack: ModelStack, task: str, name: str):

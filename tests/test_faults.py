@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from ldm_core.requests import Text2ImgRequest
-from ldm_core.stack import INJECT_OOM_ENV, ModelStack, OutOfMemory
-from servers import webui
+from ldm_core.stack import ModelStack, OutOfMemory
+from servers import ROOT, webui
+
+FAULTS = ROOT / "tests" / "faults"        # inject.py, and the sitecustomize that installs it in a server
 
 OOM = "__inject_oom__"
 
@@ -29,7 +31,7 @@ def broken_catalog(tiny_catalog, tmp_path_factory):
 @pytest.fixture(scope="module")
 def studio(broken_catalog, tmp_path_factory):
     with webui(broken_catalog, tmp_path_factory.mktemp("faults") / "out", "--queue-size", "2",
-               env={INJECT_OOM_ENV: OOM}) as s:
+               env={"LDM_TEST_OOM": OOM, "PYTHONPATH": f"{FAULTS}:{ROOT}"}) as s:
         yield s
 
 
@@ -132,7 +134,12 @@ def test_a_full_queue_says_so_over_plain_http(studio):
 
 # ---------------------------------------------------------------- the same, one level down
 def test_stack_out_of_memory_frees_and_recovers(tiny_catalog, tmp_path, monkeypatch):
-    monkeypatch.setenv(INJECT_OOM_ENV, OOM)
+    import sys
+    monkeypatch.syspath_prepend(str(FAULTS))
+    monkeypatch.setattr(ModelStack, "_call", ModelStack._call)     # undone after the test
+    from inject import install
+    install(OOM)
+    sys.modules.pop("inject", None)
     s = ModelStack.from_catalog(tiny_catalog, device="cpu", output_dir=tmp_path)
     s.load("tiny-superres")
     with pytest.raises(OutOfMemory, match="out of memory while generating 1 image of 32x32"):
@@ -140,9 +147,3 @@ def test_stack_out_of_memory_frees_and_recovers(tiny_catalog, tmp_path, monkeypa
     assert list(s._resident) == ["tiny-text2img"]          # the other model was unloaded
     r = s.run(Text2ImgRequest(prompt="a", seed=1))
     assert np.asarray(r.images[0]).std() > 0
-
-
-def test_the_oom_hook_is_off_by_default(tiny_catalog, tmp_path, monkeypatch):
-    monkeypatch.delenv(INJECT_OOM_ENV, raising=False)
-    s = ModelStack.from_catalog(tiny_catalog, device="cpu", output_dir=tmp_path)
-    assert s.run(Text2ImgRequest(prompt=f"a {OOM}")).images

@@ -17,6 +17,7 @@ from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..grounding import GROUNDING_CHANNELS  # noqa: F401  (re-exported for the pipelines)
+from ..options import DEFAULT_SAMPLER, MASK_DOWNSAMPLING, MODEL_DEFAULT, SAMPLER_NAMES  # noqa: F401
 
 # ---------------------------------------------------------------- samplers
 # name -> (scheduler class, extra config). Built from the model's own scheduler config, so the
@@ -29,12 +30,10 @@ SAMPLERS: dict[str, tuple[type, dict]] = {
     "Euler": (EulerDiscreteScheduler, {}),
     "Euler a": (EulerAncestralDiscreteScheduler, {}),
 }
-# the scheduler the model was published with (its scheduler_config.json as is: PNDM for Stable
-# Diffusion inpainting and GLIGEN, DDIM for the CompVis LDMs)
-MODEL_DEFAULT = "Model default"
+# the scheduler the model was published with (its scheduler_config.json as is: PNDM for GLIGEN,
+# DDIM for the CompVis LDMs and this SD-inpainting upload)
 SAMPLERS[MODEL_DEFAULT] = (None, {})
-DEFAULT_SAMPLER = "DPM++ 2M"
-MASK_DOWNSAMPLING = ("max", "nearest")    # inpainting: how the mask reaches the latent grid
+assert tuple(SAMPLERS) == SAMPLER_NAMES, "ldm_core/options.py names the samplers a request may ask for"
 
 
 def make_scheduler(base_config, sampler: str):
