@@ -22,6 +22,7 @@ from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.limits import SERVER_BUDGETS, server_limits
 from ldm_core.stack import ModelStack, pick_device
 from tabs import api, inpaint, layout2img, pnginfo, security, superres, text2img
+from tabs.common import first_image
 
 TITLE = "Latent Diffusion Studio"
 
@@ -105,9 +106,17 @@ def build_app(stack: ModelStack) -> gr.Blocks:
         api.build(stack)
 
         # "send to": a text->image result goes on to super-resolution or inpainting
-        t2i.send_superres.click(lambda p: (p, gr.Tabs(selected="superres")), t2i.selected, [sr.image, tabs],
+        def send_to(tab: str):
+            def send(selected, gallery):
+                image = selected or first_image(gallery)     # the clicked result, else the first one
+                if not image:
+                    raise gr.Error("generate an image first, then send it on")
+                return image, gr.Tabs(selected=tab)
+            return send
+
+        t2i.send_superres.click(send_to("superres"), [t2i.selected, t2i.gallery], [sr.image, tabs],
                                 api_visibility="private")
-        t2i.send_inpaint.click(lambda p: (p, gr.Tabs(selected="inpaint")), t2i.selected, [inp.editor, tabs],
+        t2i.send_inpaint.click(send_to("inpaint"), [t2i.selected, t2i.gallery], [inp.editor, tabs],
                                api_visibility="private")
 
         # PNG info -> the tab that made the image, its controls filled in

@@ -26,7 +26,7 @@ SOFTWARE = "Latent Diffusion Studio"
 
 
 def a1111_text(params: dict) -> str:
-    lines = [params.get("prompt", "")]
+    lines = [params["prompt"]] if params.get("prompt") else []     # no blank first line without a prompt
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
     keys = [("steps", "Steps"), ("sampler", "Sampler"), ("guidance_scale", "CFG scale"), ("seed", "Seed"),

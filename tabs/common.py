@@ -147,6 +147,12 @@ def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Reques
         cancel.set()
 
 
+def stopped():
+    """What Stop does besides cancelling: says so, and clears the last (noisy) preview."""
+    gr.Info("Stopped: the generation was cancelled.")
+    return None
+
+
 def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None, client: gr.Request | None = None):
     """Generator for a Gradio event: yields (gallery, preview, info) updates."""
     with closing(stream(stack, request, client=client)) as events:  # closed (Stop, a client gone): the generation stops
@@ -181,7 +187,8 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
     model = gr.Dropdown(stack.model_choices(task), value=entry.name, label="Model",
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
-        steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps")
+        steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps",
+                          elem_id=f"{task}-steps")
         sampler = gr.Dropdown(sampler_choices(stack, entry), value=entry.sampler, label="Sampler")
     with gr.Row():
         guidance_scale = gr.Slider(0, 15, value=entry.guidance, step=0.5, label="Guidance scale", visible=guidance)
@@ -191,8 +198,9 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
     width = height = None
     if size:
         with gr.Row():
-            width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width")
-            height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height")
+            width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width", elem_id=f"{task}-width")
+            height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height",
+                               elem_id=f"{task}-height")
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
 
 

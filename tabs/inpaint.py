@@ -16,9 +16,12 @@ from ldm_core.requests import InpaintRequest, RequestError
 from ldm_core.stack import ModelStack
 
 from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, run_with_progress,
-                     sampling_controls, user_error)
+                     sampling_controls, stopped, user_error)
 
 
+# the painted mask shows as a translucent dark shade: visible on white and over every colour of
+# Shapes World (a white brush could not be seen on its white canvas); what counts is where it is
+BRUSH = ("#202020", 0.55)
 MAX_EDITOR_LAYERS = 2   # the editor is built with layers=False: one drawing layer (and room for one more)
 MAX_EDITOR_SESSIONS = 64  # editor values uploaded in pieces (accept_blobs) held at once
 
@@ -128,7 +131,7 @@ def build(stack: ModelStack) -> InpaintTab:
         with gr.Column(scale=3):
             editor = bounded(gr.ImageEditor(label="Image: paint the region to repaint", type="pil",
                                             image_mode="RGBA",
-                                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=6),
+                                            brush=gr.Brush(colors=[BRUSH], color_mode="fixed", default_size=6),
                                             layers=False, transforms=(), height=420, format="png",
                                             elem_id="inpaint-editor"), stack.limits)
         with gr.Column(scale=2):
@@ -147,7 +150,7 @@ def build(stack: ModelStack) -> InpaintTab:
                                              elem_id="inpaint-mask-downsampling")
             preview = gr.Image(label="Preview", height=160, interactive=False)
             gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery",
-                                 object_fit="contain")
+                                 object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 
     @gpu
@@ -167,7 +170,7 @@ def build(stack: ModelStack) -> InpaintTab:
                               c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID,
                         api_visibility="private", validator=quota(stack, 11))
-    stop.click(None, cancels=[ev], api_visibility="private")
+    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
                    api_visibility="private")
     return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling)

@@ -13,7 +13,7 @@ from ldm_core.requests import Box, Layout2ImgRequest, RequestError
 from ldm_core.stack import ModelStack
 
 from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, run_with_progress,
-                     sampling_controls, user_error)
+                     sampling_controls, stopped, user_error)
 
 CANVAS = 512  # drawing canvas, pixels; boxes are normalised by it
 LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
@@ -46,7 +46,12 @@ def boxes_to_annotation(boxes: list[dict]) -> dict:
     return {"image": blank_canvas(), "boxes": [
         {"xmin": b["box"][0] * CANVAS, "ymin": b["box"][1] * CANVAS, "xmax": b["box"][2] * CANVAS,
          "ymax": b["box"][3] * CANVAS, "label": b["label"],
-         "color": PALETTE_HEX.get(b["label"].split()[0], "#888888")} for b in boxes]}
+         "color": _rgb(PALETTE_HEX.get(b["label"].split()[0], "#888888"))} for b in boxes]}
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    """'#dc2828' -> (220, 40, 40): the annotator draws a box's colour only as an RGB tuple."""
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
 @dataclass
@@ -88,7 +93,7 @@ def build(stack: ModelStack) -> Layout2ImgTab:
             controls = sampling_controls(stack, "layout2img")
             preview = gr.Image(label="Preview", height=160, interactive=False)
             gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="layout-gallery",
-                                 object_fit="contain")
+                                 object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 
     def show_boxes(value):
@@ -116,7 +121,7 @@ def build(stack: ModelStack) -> Layout2ImgTab:
                               c.height, c.sampler, c.model], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
                         validator=quota(stack, 11))
-    stop.click(None, cancels=[ev], api_visibility="private")
+    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     return Layout2ImgTab(prompt, negative, annotator, controls, gallery)

@@ -39,7 +39,7 @@ def build() -> PngInfoTab:
         with gr.Column():
             file = gr.File(label="PNG made by the studio (or any copy of one: the watermark is checked too)",
                            file_types=[".png", ".jpg", ".jpeg", ".webp"], type="filepath", elem_id="pnginfo-file")
-            send = gr.Button("Send to its tab", variant="primary")
+            send = gr.Button("Send to its tab", variant="primary", elem_id="pnginfo-send")
         with gr.Column():
             summary = gr.Textbox(label="Parameters", lines=4, interactive=False)
             raw = gr.Code(label="JSON", language="json")

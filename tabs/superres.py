@@ -8,7 +8,7 @@ import gradio as gr
 from ldm_core.requests import DEFAULT_BACK_PROJECTION, SuperResRequest
 from ldm_core.stack import ModelStack
 
-from .common import GPU_CONCURRENCY_ID, gpu, quota, run_with_progress, sampler_choices
+from .common import GPU_CONCURRENCY_ID, gpu, quota, run_with_progress, sampler_choices, stopped
 
 
 @dataclass
@@ -53,7 +53,7 @@ def build(stack: ModelStack) -> SuperResTab:
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
             gallery = gr.Gallery(label="4× result", columns=1, height=320, format="png", elem_id="sr-gallery",
-                                 object_fit="contain")
+                                 object_fit="contain", interactive=False)
             preview = gr.Image(label="Preview", height=120, interactive=False)
             info = gr.Code(label="Parameters used", language="json", elem_id="sr-info")
 
@@ -73,7 +73,7 @@ def build(stack: ModelStack) -> SuperResTab:
     ev = generate.click(run, [image, steps, seed, sampler, model, back_projection, average], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private", validator=quota(stack, 7))
     model.change(model_changed, model, [steps, sampler, average], api_visibility="private")
-    stop.click(None, cancels=[ev], api_visibility="private")
+    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     return SuperResTab(image, steps, seed, model, gallery, back_projection, average)
 
 

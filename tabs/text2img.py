@@ -9,7 +9,7 @@ from ldm_core.requests import Text2ImgRequest
 from ldm_core.stack import ModelStack
 
 from .common import (GPU_CONCURRENCY_ID, SamplingControls, first_image, gpu, model_defaults, quota, run_with_progress,
-                     sampling_controls, selected_image)
+                     sampling_controls, selected_image, stopped)
 
 EXAMPLES = ["a red circle left of a blue square", "a yellow triangle", "a green diamond above a magenta circle",
             "a cyan square, a red triangle and a blue circle"]
@@ -47,16 +47,16 @@ def build(stack: ModelStack) -> Text2ImgTab:
             negative = gr.Textbox(label="Negative prompt", lines=1)
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="t2i-stop")
             controls = sampling_controls(stack, "text2img")
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3):
-            preview = gr.Image(label="Preview", height=160, interactive=False, visible=True)
+            preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
             gallery = gr.Gallery(label="Images", columns=4, height=360, format="png", elem_id="t2i-gallery",
-                                 object_fit="contain")
+                                 object_fit="contain", interactive=False)
             with gr.Row():
-                send_sr = gr.Button("Send to super-resolution", size="sm")
-                send_inp = gr.Button("Send to inpainting", size="sm")
+                send_sr = gr.Button("Send to super-resolution", size="sm", elem_id="t2i-send-sr")
+                send_inp = gr.Button("Send to inpainting", size="sm", elem_id="t2i-send-inpaint")
             info = gr.Code(label="Parameters used", language="json")
     selected = gr.State(None)
 
@@ -72,7 +72,7 @@ def build(stack: ModelStack) -> Text2ImgTab:
     ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
                               c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
                         api_visibility="private", validator=quota(stack, 10))
-    stop.click(None, cancels=[ev], api_visibility="private")
+    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(stack, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     gallery.select(selected_image, gallery, selected, api_visibility="private")

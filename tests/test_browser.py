@@ -20,6 +20,7 @@ from pathlib import Path
 
 import tempfile
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -202,6 +203,37 @@ def test_layout2img(page, studio):
     screenshot(page, "layout2img")
 
 
+def test_send_to_superres_without_clicking_a_result(page, studio):
+    """Send to super-resolution right after generating (nothing clicked): the first result goes."""
+    generate_text2img(page, "a green square")
+    page.click("#t2i-send-sr")
+    page.locator("#sr-input img").first.wait_for(state="visible", timeout=UI_MS)
+    assert page.get_by_role("tab", name="Super-resolution").get_attribute("aria-selected") == "true"
+
+
+def test_stop_says_so_and_clears_the_preview(page):
+    open_tab(page, "Text → Image")
+    page.fill("#t2i-prompt textarea", "a red circle")
+    for control, value in (("steps", "100"), ("width", "512"), ("height", "512")):   # a long generation
+        box = page.locator(f"#text2img-{control} input[type=number]")
+        box.click(click_count=3)
+        page.keyboard.type(value)
+        page.keyboard.press("Enter")
+    page.click("#t2i-generate")
+    page.locator("#t2i-preview img").first.wait_for(state="visible", timeout=GENERATION_MS)   # it is running
+    page.click("#t2i-stop")
+    page.get_by_text("Stopped: the generation was cancelled.").first.wait_for(state="visible", timeout=UI_MS)
+    page.wait_for_function("() => !document.querySelector('#t2i-preview img')", timeout=UI_MS)
+    assert page.locator("#t2i-gallery img").count() == 0
+
+
+def test_output_galleries_are_not_upload_boxes(page):
+    open_tab(page, "Text → Image")
+    gallery = page.locator("#t2i-gallery")
+    gallery.wait_for(state="visible")
+    assert "Drop" not in gallery.inner_text() and gallery.locator("input[type=file]").count() == 0
+
+
 def test_superres(page, studio, tmp_path):
     src = tmp_path / "low.png"
     from ldm_core.data.shapes import sample_scene   # a held-out scene, downscaled 4x
@@ -253,11 +285,16 @@ def test_inpaint(page, studio, tmp_path):
     canvas = editor.locator("canvas").first
     bb = canvas.bounding_box()
     cx, cy = bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2
+    before = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), dtype=np.float32)
     page.mouse.move(cx - 80, cy - 20)
     page.mouse.down()
     for i in range(1, 7):  # a brush stroke across the middle (few moves: every one re-renders WebGL in software)
         page.mouse.move(cx - 80 + 27 * i, cy - 20 + 8 * i)
     page.mouse.up()
+    page.wait_for_timeout(300)
+    after = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), dtype=np.float32)
+    darker = (before - after) > 40          # the stroke can be seen where it was painted (it was white once)
+    assert darker.sum() > 500, f"the painted stroke is not visible ({darker.sum()} pixels darkened)"
     page.fill("#inpaint-prompt textarea, #inpaint-prompt input", scene.caption)
     page.click("#inpaint-generate")
     wait_gallery(page, "inpaint-gallery")
@@ -280,3 +317,26 @@ def test_pnginfo(page, studio):
     text = summary.input_value()
     assert "Steps:" in text and "Model: " in text and "Seed:" in text
     screenshot(page, "pnginfo")
+
+
+def test_pnginfo_sends_a_layout_back_with_its_colours(page, tmp_path):
+    """A layout PNG without a caption: its summary starts with the parameters (no blank line), and
+    its boxes come back to the layout canvas in their colours, not grey."""
+    from ldm_core.provenance import save_png
+    params = {"task": "layout2img", "prompt": "", "negative_prompt": "", "steps": 3, "sampler": "DDIM",
+              "guidance_scale": 3.0, "seed": 5, "size": "64x64", "model": "tiny-layout2img",
+              "boxes": [{"label": "red circle", "box": [0.1, 0.1, 0.6, 0.6]}]}
+    path = save_png(Image.new("RGB", (64, 64), "white"), params, tmp_path)
+    open_tab(page, "PNG info")
+    page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea')].some(t => t.value.includes('Task: layout2img'))",
+        timeout=UI_MS)
+    assert page.get_by_label("Parameters", exact=True).input_value().startswith("Steps: 3")
+    page.click("#pnginfo-send")
+    canvas = page.locator("#layout-canvas canvas").first
+    canvas.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    rgb = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
+    assert red.sum() > 50, "the box is not drawn in its colour"
