@@ -33,12 +33,19 @@ def gpu(fn):
     return spaces.GPU(fn)
 
 
+def refuse(message: str) -> gr.Error:
+    """An error for the user; the server log gets one line, not a traceback (the user's mistake
+    is not the operator's fault, and real faults must stand out in the log)."""
+    log.info("refused: %s", message[:300])
+    return gr.Error(message, print_exception=False)
+
+
 def user_error(e: Exception) -> gr.Error:
     """A message for the user, never a stack trace."""
     if isinstance(e, (RequestError, CatalogError, ModelLoadError, OutOfMemory, TimeLimit, ValueError)):
-        return gr.Error(str(e))
+        return refuse(str(e))
     if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
-        return gr.Error("out of memory: try fewer images, fewer steps or a smaller size")
+        return refuse("out of memory: try fewer images, fewer steps or a smaller size")
     log.error("generation failed", exc_info=e)   # the details go to the log, not to the user
     return gr.Error(f"generation failed ({type(e).__name__}); the server keeps running. See the server log.")
 
@@ -81,7 +88,7 @@ def quota(stack: ModelStack, n_inputs: int):
         request, most = (args[n_inputs] if len(args) > n_inputs else None), stack.limits.max_jobs_per_client
         if most and request is not None and getattr(request, "request", None) is not None:
             if client_jobs(request) >= most:
-                raise gr.Error(f"you already have {most} generations running or waiting; wait for one to finish")
+                raise refuse(f"you already have {most} generations running or waiting; wait for one to finish")
         return [gr.validate(True, "")] * n_inputs
     params = [inspect.Parameter(f"x{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
@@ -141,7 +148,7 @@ def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Reques
             else:
                 err = ev[1]
                 if isinstance(err, GenerationCancelled):
-                    raise gr.Error("cancelled")
+                    raise refuse("cancelled")
                 raise user_error(err)
     finally:
         cancel.set()

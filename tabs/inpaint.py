@@ -15,7 +15,7 @@ from ldm_core.pipelines.common import MASK_DOWNSAMPLING
 from ldm_core.requests import InpaintRequest, RequestError
 from ldm_core.stack import ModelStack
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, run_with_progress,
+from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, refuse, run_with_progress,
                      sampling_controls, stopped, user_error)
 
 
@@ -34,16 +34,16 @@ def _check_image(f, what: str, limits: Limits) -> None:
     data = f if isinstance(f, (bytes, bytearray, memoryview)) else None
     size = len(data) if data is not None else os.path.getsize(f.path)
     if size > limits.max_upload_bytes:
-        raise gr.Error(f"{what} is {size / 1e6:.1f} MB; the limit is {limits.max_upload_bytes / 1e6:g} MB")
+        raise refuse(f"{what} is {size / 1e6:.1f} MB; the limit is {limits.max_upload_bytes / 1e6:g} MB")
     try:
         with Image.open(io.BytesIO(data) if data is not None else f.path) as im:   # reads the header only
             w, h = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise gr.Error(f"{what} has too many pixels; the limit is {limits.max_input_pixels}") from None
+        raise refuse(f"{what} has too many pixels; the limit is {limits.max_input_pixels}") from None
     except Exception:
-        raise gr.Error(f"{what} is not an image PIL can read, or is too large") from None
+        raise refuse(f"{what} is not an image PIL can read, or is too large") from None
     if w * h > limits.max_input_pixels:
-        raise gr.Error(f"{what} is {w}x{h} = {w * h} pixels; the limit is {limits.max_input_pixels}")
+        raise refuse(f"{what} is {w}x{h} = {w * h} pixels; the limit is {limits.max_input_pixels}")
 
 
 def bounded(editor: gr.ImageEditor, limits: Limits) -> gr.ImageEditor:
@@ -62,7 +62,7 @@ def bounded(editor: gr.ImageEditor, limits: Limits) -> gr.ImageEditor:
             layers = source.layers or []
             if len(layers) > MAX_EDITOR_LAYERS:
                 editor.blob_storage.pop(payload.id, None)
-                raise gr.Error(f"the editor sent {len(layers)} layers; at most {MAX_EDITOR_LAYERS} are accepted")
+                raise refuse(f"the editor sent {len(layers)} layers; at most {MAX_EDITOR_LAYERS} are accepted")
             for i, f in enumerate([source.background, source.composite, *layers]):
                 _check_image(f, "the image" if i == 0 else "the painted mask", limits)
         return decode(payload)
@@ -71,9 +71,9 @@ def bounded(editor: gr.ImageEditor, limits: Limits) -> gr.ImageEditor:
     def accept_blobs(data):
         index = data.data.get("index")
         if data.data.get("type") not in ("layer", "background", "composite"):
-            raise gr.Error("unknown editor part")
+            raise refuse("unknown editor part")
         if index not in (None, "", "null") and not (str(index).isdigit() and int(index) < MAX_EDITOR_LAYERS):
-            raise gr.Error(f"at most {MAX_EDITOR_LAYERS} editor layers are accepted")
+            raise refuse(f"at most {MAX_EDITOR_LAYERS} editor layers are accepted")
         for _, blob in data.files:
             _check_image(blob, "an editor layer", limits)
         while len(editor.blob_storage) >= MAX_EDITOR_SESSIONS and data.data.get("id") not in editor.blob_storage:

@@ -236,3 +236,17 @@ def test_the_cache_janitor_bounds_age_and_size(tmp_path):
     removed, freed = clean_cache(tmp_path, max_age_s=24 * 3600, max_bytes=900)
     assert (removed, freed) == (2, 410)                          # the day-old one, then the oldest while over
     assert sorted(p.parent.name for p in tmp_path.rglob("*.png")) == ["d2", "d3"]
+
+
+def test_user_errors_log_one_line_not_a_traceback(studio):
+    """An operator must see real faults: a user's bad input is one 'refused:' line in the log."""
+    before = studio.log().count("Traceback")
+    call(studio, "text2img", ["", *T2I[1:]])                                        # empty prompt
+    call(studio, "text2img", ["a", "", 150, 3.0, 1, 8, 256, 256, "DDIM", "tiny-text2img"])   # over budget
+    call(studio, "layout2img", ["", "[" * 100 + "]" * 100, "", 2, 3.0, 1, 1, 32, 32, "DDIM", "tiny-layout2img"])
+    deadline = time.time() + 10
+    while studio.log().count("refused:") < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    log = studio.log()
+    assert log.count("Traceback") == before, log[-3000:]
+    assert "refused: the prompt is empty" in log and "refused: this request asks for" in log
