@@ -25,6 +25,13 @@ from tabs import api, inpaint, layout2img, pnginfo, security, superres, text2img
 from tabs.common import first_image
 
 TITLE = "Latent Diffusion Studio"
+# small images (the built-in models' 64x64) fill their boxes, drawn as crisp pixels; result galleries
+# grow with their images instead of cropping them in a box of 55 % of the window's height
+_GALLERIES = ("#t2i-gallery", "#layout-gallery", "#inpaint-gallery")
+CSS = ("#sr-input img, #sr-gallery img { width: 100%; height: 100%; object-fit: contain; "
+       "image-rendering: pixelated; }\n"
+       + ", ".join(f"{g} .fixed-height, {g} .grid-wrap" for g in _GALLERIES)
+       + " { max-height: none !important; overflow-y: visible !important; }")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,7 +96,7 @@ def limit_malloc_arenas(n: int = 2) -> None:
 
 
 def build_app(stack: ModelStack) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, css=CSS) as demo:
         gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): text, layout, 4× super-resolution "
                     f"and inpainting on one resident model stack · `{stack.describe()['device']}`")
         with gr.Tabs() as tabs:

@@ -149,7 +149,7 @@ def build(stack: ModelStack) -> InpaintTab:
                                              "max (thin strokes kept) or nearest (as diffusers)",
                                              elem_id="inpaint-mask-downsampling")
             preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="inpaint-gallery",
+            gallery = gr.Gallery(label="Images", columns=2, height="auto", format="png", elem_id="inpaint-gallery",
                                  object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 

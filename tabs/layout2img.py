@@ -92,7 +92,7 @@ def build(stack: ModelStack) -> Layout2ImgTab:
                 stop = gr.Button("Stop", variant="stop")
             controls = sampling_controls(stack, "layout2img")
             preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=4, height=300, format="png", elem_id="layout-gallery",
+            gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="layout-gallery",
                                  object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 

@@ -17,7 +17,7 @@ class SuperResTab:
     steps: gr.Slider
     seed: gr.Number
     model: gr.Dropdown
-    gallery: gr.Gallery
+    gallery: gr.Image
     back_projection: gr.Slider
     average: gr.Slider
 
@@ -52,8 +52,8 @@ def build(stack: ModelStack) -> SuperResTab:
                 generate = gr.Button("Upscale 4×", variant="primary", elem_id="sr-generate")
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
-            gallery = gr.Gallery(label="4× result", columns=1, height=320, format="png", elem_id="sr-gallery",
-                                 object_fit="contain", interactive=False)
+            gallery = gr.Image(label="4× result", type="filepath", format="png", height=420, interactive=False,
+                               elem_id="sr-gallery")    # one image, shown whole (a gallery cell cropped it)
             preview = gr.Image(label="Preview", height=120, interactive=False)
             info = gr.Code(label="Parameters used", language="json", elem_id="sr-info")
 
@@ -62,7 +62,8 @@ def build(stack: ModelStack) -> SuperResTab:
             progress=gr.Progress()):
         req = SuperResRequest(image=image, steps=steps, seed=seed, sampler=sampler, model=model,
                               back_projection=back_projection, average=average)
-        yield from run_with_progress(stack, req, progress, request)
+        for result, preview, info in run_with_progress(stack, req, progress, request):
+            yield (result[0] if isinstance(result, list) else result), preview, info
 
     def model_changed(name):
         e = stack.catalog.entries.get(name)

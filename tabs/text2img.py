@@ -52,7 +52,7 @@ def build(stack: ModelStack) -> Text2ImgTab:
             gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
-            gallery = gr.Gallery(label="Images", columns=4, height=360, format="png", elem_id="t2i-gallery",
+            gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="t2i-gallery",
                                  object_fit="contain", interactive=False)
             with gr.Row():
                 send_sr = gr.Button("Send to super-resolution", size="sm", elem_id="t2i-send-sr")

@@ -128,6 +128,18 @@ def wait_gallery(page, elem_id: str) -> None:
     assert page.locator(f"#{elem_id} img").count() >= 1
 
 
+def assert_shown_whole(page, elem_id: str) -> None:
+    """The result image is inside its panel's visible box: nothing of it cropped."""
+    img = page.locator(f"#{elem_id} img").first
+    box, panel = img.bounding_box(), page.locator(f"#{elem_id}").bounding_box()
+    shown = page.evaluate("""(e) => { const r = e.getBoundingClientRect(); let p = e.parentElement;
+        while (p) { const q = p.getBoundingClientRect(); const s = getComputedStyle(p);
+          if (s.overflow !== 'visible' && (q.top > r.top + 1 || q.bottom < r.bottom - 1)) return false;
+          p = p.parentElement; } return true; }""", img.element_handle())
+    assert shown, f"#{elem_id}: the image is clipped by a scrolling parent"
+    assert box["y"] >= panel["y"] - 1 and box["y"] + box["height"] <= panel["y"] + panel["height"] + 1, (box, panel)
+
+
 def toasts(page) -> list[str]:
     return page.locator("[data-testid=toast-text]").all_inner_texts()
 
@@ -167,6 +179,7 @@ def test_text2img_empty_prompt_shows_error_toast(page):
 def test_text2img(page, studio):
     generate_text2img(page)
     assert list(studio[1].glob("**/text2img-*.png"))
+    assert_shown_whole(page, "t2i-gallery")
     screenshot(page, "text2img")
 
 
@@ -244,6 +257,7 @@ def test_superres(page, studio, tmp_path):
     page.click("#sr-generate")
     wait_gallery(page, "sr-gallery")
     assert list(studio[1].glob("**/superres-*.png"))
+    assert_shown_whole(page, "sr-gallery")
     screenshot(page, "superres")
 
 
@@ -299,6 +313,7 @@ def test_inpaint(page, studio, tmp_path):
     page.click("#inpaint-generate")
     wait_gallery(page, "inpaint-gallery")
     assert list(studio[1].glob("**/inpaint-*.png"))
+    assert_shown_whole(page, "inpaint-gallery")
     screenshot(page, "inpaint")
 
 
