@@ -56,7 +56,7 @@ class Catalog:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Catalog":
-        path = Path(path) if path else DEFAULT_CATALOG
+        path = Path(path).resolve() if path else DEFAULT_CATALOG   # a relative path: from the current folder
         if not path.is_file():
             raise CatalogError(f"model catalog {path} not found")
         data = tomllib.loads(path.read_text())

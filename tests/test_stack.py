@@ -82,3 +82,10 @@ def test_catalog_rejects_a_superres_average_below_one(tmp_path):
                    'average = 0\n')
     with pytest.raises(CatalogError, match="average"):
         Catalog.load(cat)
+
+
+def test_a_relative_catalog_path_finds_its_models(monkeypatch):
+    from ldm_core.catalog import MODELS_DIR
+    monkeypatch.chdir(MODELS_DIR.parent)
+    c = Catalog.load("models/catalog.toml")                  # as `python webui.py --models models/catalog.toml`
+    assert c.availability(c.entries["shapes-text2img"]) == (True, "built-in")
