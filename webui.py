@@ -31,7 +31,10 @@ _GALLERIES = ("#t2i-gallery", "#layout-gallery", "#inpaint-gallery")
 CSS = ("#sr-input img, #sr-gallery img { width: 100%; height: 100%; object-fit: contain; "
        "image-rendering: pixelated; }\n"
        + ", ".join(f"{g} .fixed-height, {g} .grid-wrap" for g in _GALLERIES)
-       + " { max-height: none !important; overflow-y: visible !important; }")
+       + " { max-height: none !important; overflow-y: visible !important; }\n"
+       # a phone: text->image's results right under its Generate button, its settings below them
+       "@media (max-width: 640px) { #t2i-left { display: contents; } #t2i-results { order: 1; } "
+       "#t2i-settings { order: 2; } }")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -40,17 +40,18 @@ class Text2ImgTab:
 
 
 def build(stack: ModelStack) -> Text2ImgTab:
-    with gr.Row():
-        with gr.Column(scale=2):
+    with gr.Row(elem_id="t2i-row"):
+        with gr.Column(scale=2, elem_id="t2i-left"):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle left of a blue square",
                                 elem_id="t2i-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="t2i-stop")
-            controls = sampling_controls(stack, "text2img")
-            gr.Examples(EXAMPLES, inputs=[prompt])
-        with gr.Column(scale=3):
+            with gr.Column(elem_id="t2i-settings"):      # on a phone: below the results (webui.CSS)
+                controls = sampling_controls(stack, "text2img")
+                gr.Examples(EXAMPLES, inputs=[prompt])
+        with gr.Column(scale=3, elem_id="t2i-results"):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
             gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="t2i-gallery",
                                  object_fit="contain", interactive=False)

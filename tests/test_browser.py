@@ -240,6 +240,24 @@ def test_stop_says_so_and_clears_the_preview(page):
     assert page.locator("#t2i-gallery img").count() == 0
 
 
+def test_phone_width_results_come_right_under_generate(browser, studio):
+    """At 390 px the columns stack; the results come before the settings, not 1,000 px below."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx.set_default_timeout(UI_MS)
+    try:
+        pg = ctx.new_page()
+        pg.goto(studio[0], wait_until="domcontentloaded", timeout=60_000)
+        pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+        generate_text2img(pg, "a yellow triangle")
+        image, button = pg.locator("#t2i-gallery img").first, pg.locator("#t2i-generate")
+        below = image.bounding_box()["y"] - button.bounding_box()["y"]
+        assert 0 < below < 450, f"the first result is {below:.0f} px below Generate"
+        assert pg.locator("#text2img-steps").bounding_box()["y"] > pg.locator("#t2i-gallery").bounding_box()["y"]
+        screenshot(pg, "phone-text2img")
+    finally:
+        ctx.close()
+
+
 def test_output_galleries_are_not_upload_boxes(page):
     open_tab(page, "Text → Image")
     gallery = page.locator("#t2i-gallery")
