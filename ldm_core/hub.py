@@ -194,7 +194,6 @@ def glob_escape(path: str) -> str:
 
 @dataclass(frozen=True)
 class Availability:
-    ready: bool          # loads now without a download
     can_run: bool        # loads now, or downloads first
     note: str            # for the UI and `python -m ldm_core models`
 
@@ -206,16 +205,16 @@ def availability(repo_id: str, revision: str | None, prefer_fp16: bool = False, 
         cached = model_plan(repo_id, revision, prefer_fp16, local_only=True, pickle_weights=pickle_weights)
         todo = missing(cached)
         if not todo:
-            return Availability(True, True, f"hub, cached and ready ({gigabytes(cached.total_bytes)})")
+            return Availability(True, f"hub, cached and ready ({gigabytes(cached.total_bytes)})")
     except HubError as e:
         if "not downloaded" not in str(e):
-            return Availability(False, False, f"hub, cannot run: {e}")
+            return Availability(False, f"hub, cannot run: {e}")
     if not allow_downloads or offline():
-        return Availability(False, False, "hub, not downloaded; cannot be downloaded here (offline)")
+        return Availability(False, "hub, not downloaded; cannot be downloaded here (offline)")
     if not reachable():
-        return Availability(False, False, "hub, not downloaded; cannot be downloaded here (the hub is unreachable)")
+        return Availability(False, "hub, not downloaded; cannot be downloaded here (the hub is unreachable)")
     try:
         todo = missing(model_plan(repo_id, revision, prefer_fp16, pickle_weights=pickle_weights))
     except Exception as e:
-        return Availability(False, False, f"hub, cannot run: {str(e) or type(e).__name__}")
-    return Availability(False, True, f"hub, will download {gigabytes(sum(todo.values()))} on first use")
+        return Availability(False, f"hub, cannot run: {str(e) or type(e).__name__}")
+    return Availability(True, f"hub, will download {gigabytes(sum(todo.values()))} on first use")
