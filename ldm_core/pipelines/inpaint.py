@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
-from .common import (DEFAULT_SAMPLER, MASK_DOWNSAMPLING, PipelineOutput, StepCallback, decode_latents, encode_latents,
+from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, MASK_DOWNSAMPLING, PipelineOutput, StepCallback, decode_latents, encode_latents,
                      latent_channels, make_generators, make_scheduler, pil_to_tensor, to_pil, with_coords)
 from .text2img import Text2ImgPipeline
 
@@ -56,6 +56,11 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
 
 class InpaintPipeline(Text2ImgPipeline):
     task_inputs = "latents + mask + masked-image latents"
+
+    @staticmethod
+    def unet_in_channels(latent_channels: int, *, coords: bool = False) -> int:
+        """latents (C) + mask (1) + masked-image latents (C) (+ coordinate maps)."""
+        return 2 * latent_channels + 1 + COORD_CHANNELS * coords
     accepts_grounding = False
 
     def task_in_channels(self) -> int:

@@ -88,6 +88,11 @@ class SuperResPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
         self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
 
+    @staticmethod
+    def unet_in_channels(latent_channels: int, *, bicubic_latent: bool = False) -> int:
+        """latents (C) + the low-resolution RGB image (3) (+ the latent of its bicubic upsampling, C)."""
+        return latent_channels + 3 + latent_channels * bicubic_latent
+
     @property
     def scale_factor(self) -> int:
         return vae_scale_factor(self.vae)

@@ -24,6 +24,12 @@ class Text2ImgPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
 
+    @staticmethod
+    def unet_in_channels(latent_channels: int, *, grounding: bool = False, coords: bool = False) -> int:
+        """The UNet input this pipeline feeds: latents (C), a box grounding map (G, empty without
+        boxes) when the UNet was trained with one, and (x, y) coordinate maps when it takes them."""
+        return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+
     @property
     def scale_factor(self) -> int:
         return vae_scale_factor(self.vae)
