@@ -1,4 +1,4 @@
-"""Latent Diffusion Studio: four tabs on one resident model stack.
+"""Latent Diffusion Studio: a tab per task on one resident model stack.
 
     python webui.py                       # http://127.0.0.1:7860, built-in models
     python webui.py --share               # public Gradio link
@@ -21,8 +21,9 @@ from PIL import Image
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.limits import SERVER_BUDGETS, server_limits
 from ldm_core.stack import ModelStack, pick_device
-from tabs import api, inpaint, layout2img, pnginfo, security, superres, text2img
-from tabs.common import first_image
+from ldm_core.tasks import TASKS
+from tabs import api, pnginfo, security, task_tabs
+from tabs.common import first_image, info_updates, studio
 
 TITLE = "Latent Diffusion Studio"
 # small images (the built-in models' 64x64) fill their boxes, drawn as crisp pixels; result galleries
@@ -99,51 +100,54 @@ def limit_malloc_arenas(n: int = 2) -> None:
 
 
 def build_app(stack: ModelStack) -> gr.Blocks:
+    ui = studio(stack)
     with gr.Blocks(title=TITLE, css=CSS) as demo:
-        gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): text, layout, 4× super-resolution "
-                    f"and inpainting on one resident model stack · `{stack.describe()['device']}`")
+        gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): "
+                    + ", ".join(TASKS[t].title for t in ui.tasks) + f" on one resident model stack · `{ui.device}`")
         with gr.Tabs() as tabs:
-            with gr.Tab("Text → Image", id="text2img"):
-                t2i = text2img.build(stack)
-            with gr.Tab("Layout → Image", id="layout2img"):
-                lay = layout2img.build(stack)
-            with gr.Tab("Super-resolution", id="superres"):
-                sr = superres.build(stack)
-            with gr.Tab("Inpainting", id="inpaint"):
-                inp = inpaint.build(stack)
+            built = {}
+            for name, module in task_tabs(ui.tasks).items():
+                with gr.Tab(TASKS[name].title, id=name):
+                    built[name] = module.build(ui)
             with gr.Tab("PNG info", id="pnginfo"):
                 info = pnginfo.build()
-        api.build(stack)
-
-        # "send to": a text->image result goes on to super-resolution or inpainting
-        def send_to(tab: str):
-            def send(selected, gallery):
-                image = selected or first_image(gallery)     # the clicked result, else the first one
-                if not image:
-                    raise gr.Error("generate an image first, then send it on")
-                return image, gr.Tabs(selected=tab)
-            return send
-
-        t2i.send_superres.click(send_to("superres"), [t2i.selected, t2i.gallery], [sr.image, tabs],
-                                api_visibility="private")
-        t2i.send_inpaint.click(send_to("inpaint"), [t2i.selected, t2i.gallery], [inp.editor, tabs],
-                               api_visibility="private")
-
-        # PNG info -> the tab that made the image, its controls filled in
-        targets = {"text2img": t2i, "layout2img": lay, "superres": sr, "inpaint": inp}
-        outputs = [c for t in targets.values() for c in t.param_components()]
-
-        def send(params):
-            if not params or params.get("task") not in targets:
-                raise gr.Error("load a PNG made by the studio first")
-            updates = []
-            for task, tab in targets.items():
-                n = len(tab.param_components())
-                updates += tab.apply_params(params) if task == params["task"] else [gr.skip()] * n
-            return [*updates, gr.Tabs(selected=params["task"])]
-
-        info.send.click(send, info.params, [*outputs, tabs], api_visibility="private")
+        api.build(ui)
+        wire_send_to(built, tabs)
+        wire_pnginfo(info, built, tabs)
     return demo
+
+
+def wire_send_to(built: dict, tabs: gr.Tabs) -> None:
+    """A text->image result goes on to every tab that takes an image."""
+    def send_to(tab: str):
+        def send(selected, gallery):
+            image = selected or first_image(gallery)     # the clicked result, else the first one
+            if not image:
+                raise gr.Error("generate an image first, then send it on")
+            return image, gr.Tabs(selected=tab)
+        return send
+
+    t2i = built.get("text2img")
+    for name, button in (t2i.send if t2i else {}).items():
+        button.click(send_to(name), [t2i.selected, t2i.gallery], [built[name].image_input, tabs],
+                     api_visibility="private")
+
+
+def wire_pnginfo(info, built: dict, tabs: gr.Tabs) -> None:
+    """PNG info -> the tab that made the image, its controls filled in by name."""
+    outputs = [c for tab in built.values() for c in tab.params().values()]
+
+    def send(params):
+        if not params or params.get("task") not in built:
+            raise gr.Error("load a PNG made by the studio first")
+        updates = []
+        for task, tab in built.items():
+            named = tab.params()
+            updates += (info_updates(named, params, getattr(tab, "convert", None)) if task == params["task"]
+                        else [gr.skip()] * len(named))
+        return [*updates, gr.Tabs(selected=params["task"])]
+
+    info.send.click(send, info.params, [*outputs, tabs], api_visibility="private")
 
 
 def main(argv=None) -> None:
@@ -164,7 +168,7 @@ def main(argv=None) -> None:
     # warns past this many pixels and refuses twice as many (a decompression bomb) before decoding
     Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
     if args.preload:
-        for task in ("text2img", "layout2img", "superres", "inpaint"):
+        for task in TASKS:
             entry = stack.catalog.default(task)
             if stack.catalog.availability(entry)[0] and not entry.is_hub:
                 stack.load(entry)

@@ -37,7 +37,10 @@ STEPS = 2
 def request(task: str, size: int, model: str):
     from PIL import Image
 
-    from ldm_core.requests import InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
+    from ldm_core.tasks.inpaint import InpaintRequest
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
+    from ldm_core.tasks.superres import SuperResRequest
+    from ldm_core.tasks.text2img import Text2ImgRequest
     if task == "text2img":
         return Text2ImgRequest(prompt="a painting of a lighthouse", model=model, steps=STEPS, seed=0)
     if task == "layout2img":

@@ -144,7 +144,10 @@ def scene(size: int):
 
 
 def make_request(task: str, batch: int, seed: int, steps: int, size: int):
-    from ldm_core.requests import Box, InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
+    from ldm_core.tasks.inpaint import InpaintRequest
+    from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
+    from ldm_core.tasks.superres import SuperResRequest
+    from ldm_core.tasks.text2img import Text2ImgRequest
     if task == "text2img":
         return Text2ImgRequest(prompt=PROMPT, steps=steps, seed=seed, num_images=batch)
     if task == "layout2img":
@@ -189,10 +192,17 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     import torch
 
     import ldm_core.pipelines.common as C
-    from ldm_core.pipelines.common import (apply_guidance, decode_latents, latent_channels, make_generators,
-                                           make_scheduler, per_image_noise, to_pil)
-    from ldm_core.requests import Text2ImgRequest
+    from ldm_core.pipelines.common import (
+        apply_guidance,
+        decode_latents,
+        latent_channels,
+        make_generators,
+        make_scheduler,
+        per_image_noise,
+        to_pil,
+    )
     from ldm_core.stack import ModelStack
+    from ldm_core.tasks.text2img import Text2ImgRequest
     stack, steps = ctx.stack(), ctx.steps
     entry = stack.catalog.default("text2img")
     pipe = stack.load(entry)

@@ -1,10 +1,12 @@
-"""The four tasks from the command line, writing PNGs that carry their parameters
-(as the paper's own `txt2img.py` and `inpaint.py` scripts do).
+"""Every task from the command line (one command per `ldm_core.tasks` module, its options
+from the task's request dataclass), writing PNGs that carry their parameters (as the paper's
+own `txt2img.py` and `inpaint.py` scripts do).
 
     python -m ldm_core text2img "a red circle left of a blue square" --num-images 4 --seed 1
     python -m ldm_core layout2img --boxes '[{"label": "red circle", "box": [0.1, 0.1, 0.4, 0.4]}]'
     python -m ldm_core superres photo.png
     python -m ldm_core inpaint image.png mask.png --prompt "a green square"
+    python -m ldm_core img2img image.png --prompt "a blue square" --strength 0.6
     python -m ldm_core models            # the catalog, with availability
     python -m ldm_core download ldm-super-resolution-4x-openimages   # or --all: fetch hub models now
     python -m ldm_core watermark a.png   # was it made here? (metadata label and invisible watermark)
@@ -12,22 +14,34 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 
 from tqdm.auto import tqdm
 
+from .tasks import TASKS
 
-def _sampling(p: argparse.ArgumentParser, size: bool = True) -> None:
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--steps", type=int, default=None, help="default: the model's")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's")
-    p.add_argument("--seed", type=int, default=-1, help="-1: random; image i gets seed + i")
-    p.add_argument("--num-images", type=int, default=1)
-    if size:
-        p.add_argument("--width", type=int, default=None)
-        p.add_argument("--height", type=int, default=None)
-    p.add_argument("--sampler", default=None)
+
+def _add_task(sub, task) -> None:
+    """A subcommand whose options are the task's request fields: positional ones as arguments,
+    the rest as --options (None: the model's default), booleans as --x/--no-x."""
+    p = sub.add_parser(task.name, help=task.help)
+    hints = typing.get_type_hints(task.request)
+    for f in dataclasses.fields(task.request):
+        t = hints[f.name]
+        if f.name in task.positional:
+            p.add_argument(f.name, help="an image file" if f.name in ("image", "mask") else None)
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        if t is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            base = next((k for k in (int, float) if t is k or k in typing.get_args(t)), str)
+            p.add_argument(flag, type=base, default=default if not isinstance(default, list) else None,
+                           help="default: the model's" if default is None else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,26 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--outdir", default="outputs/cli")
     sub = p.add_subparsers(dest="task", required=True)
-    t = sub.add_parser("text2img")
-    t.add_argument("prompt")
-    t.add_argument("--model", default=None)
-    _sampling(t)
-    lay = sub.add_parser("layout2img")
-    lay.add_argument("--prompt", default="")
-    lay.add_argument("--boxes", required=True, help='JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}]')
-    lay.add_argument("--model", default=None)
-    _sampling(lay)
-    sr = sub.add_parser("superres")
-    sr.add_argument("image")
-    sr.add_argument("--model", default=None)
-    sr.add_argument("--steps", type=int, default=None)
-    sr.add_argument("--seed", type=int, default=-1)
-    inp = sub.add_parser("inpaint")
-    inp.add_argument("image")
-    inp.add_argument("mask", help="white = repaint, black = keep")
-    inp.add_argument("--prompt", default="")
-    inp.add_argument("--model", default=None)
-    _sampling(inp)
+    for task in TASKS.values():
+        _add_task(sub, task)
     sub.add_parser("models")
     dl = sub.add_parser("download", help="fetch hub models now (for offline use, or a Space's start-up)")
     dl.add_argument("names", nargs="*", help="catalog names of hub models")
@@ -68,24 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_request(a: argparse.Namespace):
-    from .requests import InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
-    common = dict(steps=a.steps, seed=a.seed, model=a.model)
-    if a.task == "superres":
-        return SuperResRequest(image=a.image, **common)
-    common.update(guidance_scale=a.guidance_scale, num_images=a.num_images, sampler=a.sampler,
-                  negative_prompt=a.negative_prompt)
-    if a.task == "text2img":
-        return Text2ImgRequest(prompt=a.prompt, width=a.width, height=a.height, **common)
-    if a.task == "layout2img":
-        return Layout2ImgRequest(prompt=a.prompt, boxes=a.boxes, width=a.width, height=a.height, **common)
-    return InpaintRequest(image=a.image, mask=a.mask, prompt=a.prompt, width=a.width, height=a.height, **common)
+    """The request of the chosen task from the parsed arguments (unset options left to the model)."""
+    task = TASKS[a.task]
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(task.request)}
+    return task.request(**{k: v for k, v in values.items() if v is not None})
 
 
 def show_provenance(paths) -> int:
     """One line per image: the watermark, the AI-generated label, the parameters. Exit 1 when
     any image carries no watermark."""
     from .provenance import is_ai_generated, read_parameters, read_watermark
-    from .requests import RequestError, load_image
+    from .validation import RequestError, load_image
     missing = 0
     for path in paths:
         try:
@@ -135,15 +124,15 @@ def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .catalog import Catalog
-    from .requests import RequestError
     from .stack import ModelLoadError, ModelStack
+    from .validation import RequestError
     if args.task == "watermark":
         return show_provenance(args.images)
     catalog = Catalog.load(args.models)
     if args.task == "download":
         return download(catalog, args.names, args.all, args.fp16)
     if args.task == "models":
-        for task in ("text2img", "layout2img", "superres", "inpaint"):
+        for task in TASKS:
             for label, _ in catalog.choices(task, prefer_fp16=args.device.startswith("cuda")):
                 print(f"{task:11s} {label}")
         return 0

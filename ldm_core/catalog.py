@@ -11,7 +11,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-TASKS = ("text2img", "layout2img", "superres", "inpaint")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
@@ -26,7 +25,7 @@ class ModelEntry:
     name: str
     task: str
     source: str                      # "shapes-text2img" (folder in models/) or "hub:CompVis/ldm-text2im-large-256"
-    pipeline: str                    # class name in ldm_core.pipelines.PIPELINES
+    pipeline: str                    # the class that runs it, one of its task's (ldm_core.tasks.<task>.pipelines)
     width: int = 64                  # native output size
     height: int = 64
     steps: int = 25
@@ -59,6 +58,7 @@ class Catalog:
         path = Path(path).resolve() if path else DEFAULT_CATALOG   # a relative path: from the current folder
         if not path.is_file():
             raise CatalogError(f"model catalog {path} not found")
+        from .tasks import TASKS
         data = tomllib.loads(path.read_text())
         entries: dict[str, ModelEntry] = {}
         for raw in data.get("model", []):
@@ -67,7 +67,7 @@ class Catalog:
             except TypeError as err:
                 raise CatalogError(f"{path}: bad entry {raw.get('name', raw)}: {err}") from None
             if e.task not in TASKS:
-                raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {TASKS}")
+                raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {', '.join(TASKS)}")
             if e.average < 1:
                 raise CatalogError(f"{path}: model {e.name!r} has average = {e.average}; it must be at least 1")
             if e.is_hub and not COMMIT.match(e.revision or ""):

@@ -5,6 +5,7 @@ loosen them with `Limits(...)` passed to the stack (webui flags map onto these f
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 
@@ -52,3 +53,21 @@ def server_limits(device_type: str, base: "Limits | None" = None, max_work: floa
     work, seconds = SERVER_BUDGETS.get(device_type, SERVER_BUDGETS["cpu"])
     return replace(base or DEFAULT_LIMITS, max_work=max_work or work, max_seconds=max_seconds or seconds,
                    max_jobs_per_client=max_jobs_per_client or SERVER_JOBS_PER_CLIENT)
+
+
+class TimeLimit(RuntimeError):
+    """A generation ran past the limits' max_seconds and was stopped. The message is safe to show."""
+
+
+def with_deadline(callback, seconds: float | None):
+    """`callback`, and a stop (TimeLimit) at the first step that ends after `seconds` from now."""
+    if not seconds:
+        return callback
+    deadline = time.perf_counter() + seconds
+
+    def timed(step):
+        if time.perf_counter() > deadline:
+            raise TimeLimit(f"stopped after step {step.step} of {step.total}: this server allows {seconds:g} s "
+                            f"per generation; use fewer steps or images, or a smaller size")
+        return callback(step) if callback is not None else None
+    return timed

@@ -110,7 +110,7 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
 
 def write_hub_like(root: Path) -> dict[str, Path]:
     """Tiny models with the hub checkpoints' own component names, classes and layouts."""
-    from diffusers import DDIMScheduler, PNDMScheduler, UNet2DModel, VQModel
+    from diffusers import DDIMScheduler, UNet2DModel, VQModel
     from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
     from transformers import BertTokenizer
     paths = {}
@@ -156,27 +156,53 @@ def write_hub_like(root: Path) -> dict[str, Path]:
     # Stable Diffusion inpainting / GLIGEN: AutoencoderKL + CLIP text + CLIPTokenizer (+ null safety checker)
     for name, in_ch, attn, cls_name in (("tiny-sd-inpaint", 9, "default", "StableDiffusionInpaintPipeline"),
                                         ("tiny-gligen", 4, "gated", "StableDiffusionGLIGENPipeline")):
-        d = root / name
-        vae = tiny_vae(stats=False)
-        vae.register_to_config(scaling_factor=0.18215)
-        vae.save_pretrained(d / "vae", safe_serialization=True)
-        tok = _clip_tokenizer(d / "tokenizer", 16)
-        tiny_clip_text(len(tok), 16, pad=tok.pad_token_id or 0, bos=tok.bos_token_id,
-                       eos=tok.eos_token_id).save_pretrained(d / "text_encoder", safe_serialization=True)
-        tiny_cond_unet(in_ch, attention_type=attn).save_pretrained(d / "unet", safe_serialization=True)
-        PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                      skip_prk_steps=True).save_pretrained(d / "scheduler")
-        _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"],
-                                  "text_encoder": ["transformers", "CLIPTextModel"],
-                                  "tokenizer": ["transformers", "CLIPTokenizer"],
-                                  "unet": ["diffusers", "UNet2DConditionModel"],
-                                  "scheduler": ["diffusers", "PNDMScheduler"],
-                                  "safety_checker": [None, None], "feature_extractor": [None, None]})
-        paths[name] = d
+        paths[name] = _write_sd_like(root / name, in_ch, attn, cls_name)
     return paths
 
 
+def _write_sd_like(d: Path, in_ch: int, attn: str, cls_name: str) -> Path:
+    """A Stable Diffusion layout (inpainting, GLIGEN): AutoencoderKL, CLIP text, CLIPTokenizer, PNDM."""
+    from diffusers import PNDMScheduler
+    vae = tiny_vae(stats=False)
+    vae.register_to_config(scaling_factor=0.18215)
+    vae.save_pretrained(d / "vae", safe_serialization=True)
+    tok = _clip_tokenizer(d / "tokenizer", 16)
+    tiny_clip_text(len(tok), 16, pad=tok.pad_token_id or 0, bos=tok.bos_token_id,
+                   eos=tok.eos_token_id).save_pretrained(d / "text_encoder", safe_serialization=True)
+    tiny_cond_unet(in_ch, attention_type=attn).save_pretrained(d / "unet", safe_serialization=True)
+    PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                  skip_prk_steps=True).save_pretrained(d / "scheduler")
+    _save_index(d, cls_name, {"vae": ["diffusers", "AutoencoderKL"],
+                              "text_encoder": ["transformers", "CLIPTextModel"],
+                              "tokenizer": ["transformers", "CLIPTokenizer"],
+                              "unet": ["diffusers", "UNet2DConditionModel"],
+                              "scheduler": ["diffusers", "PNDMScheduler"],
+                              "safety_checker": [None, None], "feature_extractor": [None, None]})
+    return d
+
+
 TINY_CATALOG = """
+[[model]]
+name = "tiny-img2img"
+task = "img2img"
+source = "tiny-text2img"
+pipeline = "Img2ImgPipeline"
+width = 32
+height = 32
+steps = 4
+guidance = 3.0
+default = true
+
+[[model]]
+name = "tiny-compvis-img2img"
+task = "img2img"
+source = "tiny-compvis-text2im"
+pipeline = "Img2ImgPipeline"
+width = 32
+height = 32
+steps = 4
+guidance = 3.0
+
 [[model]]
 name = "tiny-text2img"
 task = "text2img"

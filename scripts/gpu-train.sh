@@ -33,7 +33,7 @@ python3 - "$R" "${SCENES:-200000}" "$W" <<'EOF'
 import sys, torch
 from pathlib import Path
 from diffusers import AutoencoderKL
-from ldm_core.train.diffusion import build_latent_cache
+from ldm_core.train.latents import build_latent_cache
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 vae = AutoencoderKL.from_pretrained("models/shapes-autoencoder").float().eval().to(dev)
 build_latent_cache(vae, int(sys.argv[2]), Path(sys.argv[1]) / "latents.safetensors", workers=int(sys.argv[3]))

@@ -1,1 +1,12 @@
-"""One file per tab, each exposing `build(...)`; `api.py` adds the plain HTTP endpoints."""
+"""One file per tab, each exposing `build(studio)`, runnable alone; `api.py` adds the plain
+HTTP endpoints. A task's tab is the module named after it (`tabs/<task>.py`)."""
+from __future__ import annotations
+
+import importlib
+
+from ldm_core.tasks import TASKS
+
+
+def task_tabs(names=tuple(TASKS)) -> dict:
+    """{task name: its tab module} for the tasks `names`, in the tasks' order."""
+    return {name: importlib.import_module(f"{__name__}.{name}") for name in TASKS if name in names}

@@ -1,5 +1,6 @@
-"""What every tab shares: running a request with progress, live preview and cancel;
-the sampling controls; error translation; the Spaces GPU decorator."""
+"""What every tab shares: the narrow interface to the studio (`Studio`: run a request, look at a
+preview, the catalog's choices, the limits), running a request with progress, live preview and
+cancel; the sampling controls; error translation; the Spaces GPU decorator."""
 from __future__ import annotations
 
 import inspect
@@ -9,17 +10,45 @@ import queue
 import threading
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import gradio as gr
 
-from ldm_core.catalog import CatalogError
+from ldm_core.catalog import CatalogError, ModelEntry
+from ldm_core.limits import Limits
 from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
 from ldm_core.pipelines.common import GenerationCancelled, StepInfo
-from ldm_core.requests import RequestError
 from ldm_core.stack import ModelLoadError, ModelStack, OutOfMemory, TimeLimit
+from ldm_core.tasks import TASKS
+from ldm_core.validation import RequestError
 
 log = logging.getLogger("tabs")
+
+
+@dataclass(frozen=True)
+class Studio:
+    """What a tab needs of the studio, and nothing more."""
+    generate: Callable          # (request, step callback) -> (saved PNG paths, info): validate, run, save
+    preview: Callable           # (request, latents) -> a PIL image of the first image's latents, or None
+    choices: Callable           # (task) -> [(label, model name)] for a model dropdown, availability said
+    entry: Callable             # (task, model name or None: the default) -> its catalog entry
+    published_scheduler: Callable   # (entry) -> the scheduler class it was published with, when known
+    limits: Limits
+    device: str
+    tasks: tuple[str, ...]      # the tasks the catalog has a model for, in order
+
+    def default(self, task: str) -> ModelEntry:
+        return self.entry(task, None)
+
+
+def studio(stack: ModelStack) -> Studio:
+    """The studio's interface to one resident model stack."""
+    def generate(request, callback):
+        result = stack.run(request, callback=callback)
+        return stack.save(result), result.info
+    return Studio(generate, stack.preview, stack.model_choices, lambda task, name: stack.catalog.get(name, task),
+                  stack.catalog.published_scheduler, stack.limits, stack.describe()["device"],
+                  tuple(t for t in TASKS if stack.catalog.for_task(t)))
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 
@@ -81,11 +110,11 @@ def client_gone(request: gr.Request | None) -> bool:
     return pending is not None and pending.qsize() > UNREAD_UPDATES
 
 
-def quota(stack: ModelStack, n_inputs: int):
+def quota(studio: Studio, n_inputs: int):
     """A Gradio `validator` for an event of `n_inputs` inputs, run before the job is queued: a
     client holds at most `limits.max_jobs_per_client` generations, running and waiting together."""
     def validator(*args):
-        request, most = (args[n_inputs] if len(args) > n_inputs else None), stack.limits.max_jobs_per_client
+        request, most = (args[n_inputs] if len(args) > n_inputs else None), studio.limits.max_jobs_per_client
         if most and request is not None and getattr(request, "request", None) is not None:
             if client_jobs(request) >= most:
                 raise refuse(f"you already have {most} generations running or waiting; wait for one to finish")
@@ -105,7 +134,7 @@ class Progress:
     preview: object | None = None
 
 
-def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Request | None = None
+def stream(studio: Studio, request, preview_every: int = 5, client: gr.Request | None = None
            ) -> Iterator[Progress | tuple]:
     """Run `request` in a worker thread; yield Progress while it runs, then (paths, info).
 
@@ -122,7 +151,7 @@ def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Reques
         preview = None
         if preview_every and (s.step % preview_every == 0) and s.step < s.total:
             try:
-                preview = stack.preview(request, s.latents)
+                preview = studio.preview(request, s.latents)
             except Exception:  # a preview is never worth failing a generation
                 preview = None
         events.put(Progress(s.step, s.total, preview))
@@ -130,8 +159,7 @@ def stream(stack: ModelStack, request, preview_every: int = 5, client: gr.Reques
 
     def work():
         try:
-            result = stack.run(request, callback=on_step)
-            events.put(("done", stack.save(result), result.info))
+            events.put(("done", *studio.generate(request, on_step)))
         except BaseException as e:  # handed to the caller's thread
             events.put(("error", e))
 
@@ -160,9 +188,10 @@ def stopped():
     return None
 
 
-def run_with_progress(stack: ModelStack, request, progress: gr.Progress | None, client: gr.Request | None = None):
+def run_with_progress(studio: Studio, request, progress: gr.Progress | None, client: gr.Request | None = None):
     """Generator for a Gradio event: yields (gallery, preview, info) updates."""
-    with closing(stream(stack, request, client=client)) as events:  # closed (Stop, a client gone): the generation stops
+    # closed (Stop, a client gone): the generation stops
+    with closing(stream(studio, request, client=client)) as events:
         for ev in events:
             if isinstance(ev, Progress):
                 if progress is not None:
@@ -186,17 +215,32 @@ class SamplingControls:
     sampler: gr.Dropdown
     model: gr.Dropdown
 
+    def params(self) -> dict:
+        """The controls by request field name (those that exist)."""
+        names = ("steps", "guidance_scale", "seed", "width", "height", "sampler", "model")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
-def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance: bool = True,
+
+def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
+    """One update per named control, in `params`' order, from a result's info: its value
+    (through `convert[name]` when given), or left as it is when the info has none."""
+    size = str(info.get("size", "")).split("x")
+    if len(size) == 2 and all(v.isdigit() for v in size):
+        info = {"width": int(size[0]), "height": int(size[1]), **info}
+    convert = convert or {}
+    return [convert.get(n, lambda v: v)(info[n]) if n in info else gr.skip() for n in params]
+
+
+def sampling_controls(studio: Studio, task: str, size: bool = True, guidance: bool = True,
                       batch: bool = True) -> SamplingControls:
-    entry = stack.catalog.default(task)
-    lim = stack.limits
-    model = gr.Dropdown(stack.model_choices(task), value=entry.name, label="Model",
+    entry = studio.default(task)
+    lim = studio.limits
+    model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model",
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
         steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps",
                           elem_id=f"{task}-steps")
-        sampler = gr.Dropdown(sampler_choices(stack, entry), value=entry.sampler, label="Sampler")
+        sampler = gr.Dropdown(sampler_choices(studio, entry), value=entry.sampler, label="Sampler")
     with gr.Row():
         guidance_scale = gr.Slider(0, 15, value=entry.guidance, step=0.5, label="Guidance scale", visible=guidance)
         seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1, maximum=lim.max_seed)
@@ -211,21 +255,21 @@ def sampling_controls(stack: ModelStack, task: str, size: bool = True, guidance:
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
 
 
-def sampler_choices(stack: ModelStack, entry) -> list[tuple[str, str]]:
+def sampler_choices(studio: Studio, entry) -> list[tuple[str, str]]:
     """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
-    own = stack.catalog.published_scheduler(entry)
+    own = studio.published_scheduler(entry)
     label = f"{MODEL_DEFAULT} ({own.removesuffix('Scheduler')})" if own else MODEL_DEFAULT
     return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLER_NAMES]
 
 
-def model_defaults(stack: ModelStack, task: str, name: str):
+def model_defaults(studio: Studio, task: str, name: str):
     """Updates for steps, guidance, sampler, width, height when the model changes."""
     try:
-        e = stack.catalog.get(name, task)
+        e = studio.entry(task, name)
     except CatalogError:
         return [gr.skip()] * 5
     return [gr.update(value=e.steps), gr.update(value=e.guidance),
-            gr.update(choices=sampler_choices(stack, e), value=e.sampler),
+            gr.update(choices=sampler_choices(studio, e), value=e.sampler),
             gr.update(value=e.width), gr.update(value=e.height)]
 
 

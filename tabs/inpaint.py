@@ -6,18 +6,30 @@ import os
 from dataclasses import dataclass
 
 import gradio as gr
-from gradio.components.base import server
 import numpy as np
+from gradio.components.base import server
 from PIL import Image
 
 from ldm_core.limits import Limits
 from ldm_core.pipelines.common import MASK_DOWNSAMPLING
-from ldm_core.requests import InpaintRequest, RequestError
 from ldm_core.stack import ModelStack
+from ldm_core.tasks.inpaint import InpaintRequest
+from ldm_core.validation import RequestError
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, refuse, run_with_progress,
-                     sampling_controls, stopped, user_error)
-
+from .common import (
+    GPU_CONCURRENCY_ID,
+    SamplingControls,
+    Studio,
+    gpu,
+    model_defaults,
+    quota,
+    refuse,
+    run_with_progress,
+    sampling_controls,
+    stopped,
+    studio,
+    user_error,
+)
 
 # the painted mask shows as a translucent dark shade: visible on white and over every colour of
 # Shapes World (a white brush could not be seen on its white canvas); what counts is where it is
@@ -114,26 +126,25 @@ class InpaintTab:
     keep_unmasked: gr.Checkbox
     mask_downsampling: gr.Radio
 
-    def param_components(self):
-        c = self.controls
-        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.sampler, c.model,
-                self.keep_unmasked, self.mask_downsampling]
+    @property
+    def image_input(self):
+        """What "send to" fills."""
+        return self.editor
 
-    @staticmethod
-    def apply_params(p: dict):
-        return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
-                p.get("guidance_scale", gr.skip()), p.get("seed", -1), p.get("sampler", gr.skip()),
-                p.get("model", gr.skip()), p.get("keep_unmasked", gr.skip()), p.get("mask_downsampling", gr.skip())]
+    def params(self) -> dict:
+        """The controls a result's info fills in (PNG info's "send to"), by info key."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params(),
+                "keep_unmasked": self.keep_unmasked, "mask_downsampling": self.mask_downsampling}
 
 
-def build(stack: ModelStack) -> InpaintTab:
+def build(studio: Studio) -> InpaintTab:
     with gr.Row():
         with gr.Column(scale=3):
             editor = bounded(gr.ImageEditor(label="Image: paint the region to repaint", type="pil",
                                             image_mode="RGBA",
                                             brush=gr.Brush(colors=[BRUSH], color_mode="fixed", default_size=6),
                                             layers=False, transforms=(), height=420, format="png",
-                                            elem_id="inpaint-editor"), stack.limits)
+                                            elem_id="inpaint-editor"), studio.limits)
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt (what to paint; empty = fill plausibly)", lines=1,
                                 elem_id="inpaint-prompt")
@@ -141,7 +152,7 @@ def build(stack: ModelStack) -> InpaintTab:
             with gr.Row():
                 generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
                 stop = gr.Button("Stop", variant="stop")
-            controls = sampling_controls(stack, "inpaint", size=False)
+            controls = sampling_controls(studio, "inpaint", size=False)
             with gr.Accordion("Advanced", open=False):
                 keep_unmasked = gr.Checkbox(True, label="Keep every pixel outside the mask exactly (off: as decoded, "
                                             "as diffusers)", elem_id="inpaint-keep-unmasked")
@@ -163,20 +174,20 @@ def build(stack: ModelStack) -> InpaintTab:
         req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                              guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
                              model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling)
-        yield from run_with_progress(stack, req, progress, request)
+        yield from run_with_progress(studio, req, progress, request)
 
     c = controls
     ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
                               c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(stack, 11))
+                        api_visibility="private", validator=quota(studio, 11))
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(stack, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
+    c.model.change(lambda m: model_defaults(studio, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
                    api_visibility="private")
     return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling)
 
 
 if __name__ == "__main__":
     with gr.Blocks(title="Inpainting") as demo:
-        build(ModelStack.from_catalog())
+        build(studio(ModelStack.from_catalog()))
     demo.queue().launch()

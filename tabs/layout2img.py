@@ -9,11 +9,23 @@ import numpy as np
 from gradio_image_annotation import image_annotator
 
 from ldm_core.data.shapes import COLORS, SHAPES
-from ldm_core.requests import Box, Layout2ImgRequest, RequestError
 from ldm_core.stack import ModelStack
+from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
+from ldm_core.validation import RequestError
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, gpu, model_defaults, quota, run_with_progress,
-                     sampling_controls, stopped, user_error)
+from .common import (
+    GPU_CONCURRENCY_ID,
+    SamplingControls,
+    Studio,
+    gpu,
+    model_defaults,
+    quota,
+    run_with_progress,
+    sampling_controls,
+    stopped,
+    studio,
+    user_error,
+)
 
 CANVAS = 512  # drawing canvas, pixels; boxes are normalised by it
 LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
@@ -62,19 +74,15 @@ class Layout2ImgTab:
     controls: SamplingControls
     gallery: gr.Gallery
 
-    def param_components(self):
-        c = self.controls
-        return [self.prompt, self.negative_prompt, self.annotator, c.steps, c.guidance_scale, c.seed, c.sampler,
-                c.model]
+    convert = {"boxes": boxes_to_annotation}    # info value -> control value
 
-    @staticmethod
-    def apply_params(p: dict):
-        return [p.get("prompt", ""), p.get("negative_prompt", ""), boxes_to_annotation(p.get("boxes", [])),
-                p.get("steps", gr.skip()), p.get("guidance_scale", gr.skip()), p.get("seed", -1),
-                p.get("sampler", gr.skip()), p.get("model", gr.skip())]
+    def params(self) -> dict:
+        """The controls a result's info fills in (PNG info's "send to"), by info key."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "boxes": self.annotator,
+                **self.controls.params()}
 
 
-def build(stack: ModelStack) -> Layout2ImgTab:
+def build(studio: Studio) -> Layout2ImgTab:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("Drag on the canvas to draw a box, then pick or type its label "
@@ -90,7 +98,7 @@ def build(stack: ModelStack) -> Layout2ImgTab:
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="layout-generate")
                 stop = gr.Button("Stop", variant="stop")
-            controls = sampling_controls(stack, "layout2img")
+            controls = sampling_controls(studio, "layout2img")
             preview = gr.Image(label="Preview", height=160, interactive=False)
             gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="layout-gallery",
                                  object_fit="contain", interactive=False)
@@ -113,21 +121,21 @@ def build(stack: ModelStack) -> Layout2ImgTab:
         req = Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt, steps=steps,
                                 guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
                                 height=height, sampler=sampler, model=model)
-        yield from run_with_progress(stack, req, progress, request)
+        yield from run_with_progress(studio, req, progress, request)
 
     c = controls
     annotator.change(show_boxes, annotator, boxes_json, api_visibility="private")
     ev = generate.click(run, [prompt, negative, annotator, c.steps, c.guidance_scale, c.seed, c.num_images, c.width,
                               c.height, c.sampler, c.model], [gallery, preview, info],
                         concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
-                        validator=quota(stack, 11))
+                        validator=quota(studio, 11))
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(stack, "layout2img", m), c.model,
+    c.model.change(lambda m: model_defaults(studio, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     return Layout2ImgTab(prompt, negative, annotator, controls, gallery)
 
 
 if __name__ == "__main__":
     with gr.Blocks(title="Layout → Image") as demo:
-        build(ModelStack.from_catalog())
+        build(studio(ModelStack.from_catalog()))
     demo.queue().launch()

@@ -1,15 +1,28 @@
 """Text -> Image tab."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from ldm_core.requests import Text2ImgRequest
 from ldm_core.stack import ModelStack
+from ldm_core.tasks import TASKS
+from ldm_core.tasks.text2img import Text2ImgRequest
 
-from .common import (GPU_CONCURRENCY_ID, SamplingControls, first_image, gpu, model_defaults, quota, run_with_progress,
-                     sampling_controls, selected_image, stopped)
+from .common import (
+    GPU_CONCURRENCY_ID,
+    SamplingControls,
+    Studio,
+    first_image,
+    gpu,
+    model_defaults,
+    quota,
+    run_with_progress,
+    sampling_controls,
+    selected_image,
+    stopped,
+    studio,
+)
 
 EXAMPLES = ["a red circle left of a blue square", "a yellow triangle", "a green diamond above a magenta circle",
             "a cyan square, a red triangle and a blue circle"]
@@ -22,24 +35,14 @@ class Text2ImgTab:
     controls: SamplingControls
     gallery: gr.Gallery
     selected: gr.State
-    send_superres: gr.Button
-    send_inpaint: gr.Button
+    send: dict[str, gr.Button]    # task -> its "send to" button (every task that takes an image)
 
-    def param_components(self):
-        c = self.controls
-        return [self.prompt, self.negative_prompt, c.steps, c.guidance_scale, c.seed, c.width, c.height, c.sampler,
-                c.model]
-
-    @staticmethod
-    def apply_params(p: dict):
-        size = str(p.get("size", "")).split("x")
-        w, h = (int(size[0]), int(size[1])) if len(size) == 2 else (gr.skip(), gr.skip())
-        return [p.get("prompt", ""), p.get("negative_prompt", ""), p.get("steps", gr.skip()),
-                p.get("guidance_scale", gr.skip()), p.get("seed", -1), w, h, p.get("sampler", gr.skip()),
-                p.get("model", gr.skip())]
+    def params(self) -> dict:
+        """The controls a result's info fills in (PNG info's "send to"), by info key."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params()}
 
 
-def build(stack: ModelStack) -> Text2ImgTab:
+def build(studio: Studio) -> Text2ImgTab:
     with gr.Row(elem_id="t2i-row"):
         with gr.Column(scale=2, elem_id="t2i-left"):
             prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle left of a blue square",
@@ -49,15 +52,15 @@ def build(stack: ModelStack) -> Text2ImgTab:
                 generate = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="t2i-stop")
             with gr.Column(elem_id="t2i-settings"):      # on a phone: below the results (webui.CSS)
-                controls = sampling_controls(stack, "text2img")
+                controls = sampling_controls(studio, "text2img")
                 gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3, elem_id="t2i-results"):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
             gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="t2i-gallery",
                                  object_fit="contain", interactive=False)
             with gr.Row():
-                send_sr = gr.Button("Send to super-resolution", size="sm", elem_id="t2i-send-sr")
-                send_inp = gr.Button("Send to inpainting", size="sm", elem_id="t2i-send-inpaint")
+                send = {t.name: gr.Button(f"Send to {t.title.lower()}", size="sm", elem_id=f"t2i-send-{t.name}")
+                        for t in map(TASKS.get, studio.tasks) if "image" in {f.name for f in fields(t.request)}}
             info = gr.Code(label="Parameters used", language="json")
     selected = gr.State(None)
 
@@ -67,21 +70,21 @@ def build(stack: ModelStack) -> Text2ImgTab:
         req = Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                               guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
                               height=height, sampler=sampler, model=model)
-        yield from run_with_progress(stack, req, progress, request)
+        yield from run_with_progress(studio, req, progress, request)
 
     c = controls
     ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
                               c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(stack, 10))
+                        api_visibility="private", validator=quota(studio, 10))
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(stack, "text2img", m), c.model,
+    c.model.change(lambda m: model_defaults(studio, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     gallery.select(selected_image, gallery, selected, api_visibility="private")
     gallery.change(first_image, gallery, selected, api_visibility="private")
-    return Text2ImgTab(prompt, negative, controls, gallery, selected, send_sr, send_inp)
+    return Text2ImgTab(prompt, negative, controls, gallery, selected, send)
 
 
 if __name__ == "__main__":
     with gr.Blocks(title="Text → Image") as demo:
-        build(ModelStack.from_catalog())
+        build(studio(ModelStack.from_catalog()))
     demo.queue().launch()

@@ -15,8 +15,8 @@ import gpu as bench_gpu  # noqa: E402
 import realsize as R  # noqa: E402
 
 from ldm_core.pipelines import common as C  # noqa: E402
-from ldm_core.requests import Text2ImgRequest  # noqa: E402
 from ldm_core.stack import ModelStack  # noqa: E402
+from ldm_core.tasks.text2img import Text2ImgRequest  # noqa: E402
 
 
 def test_bench_mirror_of_auto_slicing_matches_the_stack(tiny_catalog):

@@ -14,11 +14,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
-
-import tempfile
 
 import numpy as np
 import pytest
@@ -219,7 +218,7 @@ def test_layout2img(page, studio):
 def test_send_to_superres_without_clicking_a_result(page, studio):
     """Send to super-resolution right after generating (nothing clicked): the first result goes."""
     generate_text2img(page, "a green square")
-    page.click("#t2i-send-sr")
+    page.click("#t2i-send-superres")
     page.locator("#sr-input img").first.wait_for(state="visible", timeout=UI_MS)
     assert page.get_by_role("tab", name="Super-resolution").get_attribute("aria-selected") == "true"
 
@@ -267,7 +266,7 @@ def test_output_galleries_are_not_upload_boxes(page):
 
 def test_superres(page, studio, tmp_path):
     src = tmp_path / "low.png"
-    from ldm_core.data.shapes import sample_scene   # a held-out scene, downscaled 4x
+    from ldm_core.data.shapes import sample_scene  # a held-out scene, downscaled 4x
     Image.fromarray(sample_scene(41_000_007).image).resize((16, 16), Image.BICUBIC).save(src)
     open_tab(page, "Super-resolution")
     page.locator("#sr-input input[type=file]").set_input_files(str(src))
@@ -301,7 +300,7 @@ def test_superres_advanced_switches_reach_the_result(page, studio, tmp_path):
 
 
 def test_inpaint(page, studio, tmp_path):
-    from ldm_core.data.shapes import sample_scene   # a held-out scene; the stroke crosses its middle
+    from ldm_core.data.shapes import sample_scene  # a held-out scene; the stroke crosses its middle
     scene = sample_scene(42_000_003)
     src = tmp_path / "scene.png"
     Image.fromarray(scene.image).save(src)

@@ -29,8 +29,8 @@ def builtin_stack():
 def test_autoencoder_reconstructs_held_out_scenes():
     from diffusers import AutoencoderKL
 
+    from ldm_core.data.images import psnr
     from ldm_core.train.autoencoder import heldout_images, reconstruct
-    from ldm_core.train.common import psnr
     vae = AutoencoderKL.from_pretrained(MODELS / "shapes-autoencoder").float().eval()
     test = heldout_images(16)
     assert psnr(test, reconstruct(vae, test)) > 30.0
@@ -40,8 +40,8 @@ def test_autoencoder_reconstructs_held_out_scenes():
 
 @needs("shapes-text2img")
 def test_text2img_draws_the_asked_object(builtin_stack):
-    from ldm_core.eval.metrics import judge_caption
-    from ldm_core.requests import Text2ImgRequest
+    from ldm_core.data.judge import judge_caption
+    from ldm_core.tasks.text2img import Text2ImgRequest
     for form, at_least in (("one", 5), ("two", 4)):
         scenes = [sample_scene(40_000_000 + i, form) for i in range(6)]
         ok = []
@@ -53,8 +53,8 @@ def test_text2img_draws_the_asked_object(builtin_stack):
 
 @needs("shapes-text2img")
 def test_layout2img_puts_each_box_where_it_is_asked(builtin_stack):
-    from ldm_core.eval.metrics import judge_layout
-    from ldm_core.requests import Layout2ImgRequest
+    from ldm_core.data.judge import judge_layout
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
     boxes_ok, total = 0, 0
     for i in range(4):
         s = sample_scene(43_000_000 + i)
@@ -68,9 +68,9 @@ def test_layout2img_puts_each_box_where_it_is_asked(builtin_stack):
 def test_superres_beats_bicubic_on_held_out_scenes(builtin_stack):
     import random
 
-    from ldm_core.requests import SuperResRequest
-    from ldm_core.train.common import psnr
-    from ldm_core.train.conditioning import degrade
+    from ldm_core.data.degrade import degrade
+    from ldm_core.data.images import psnr
+    from ldm_core.tasks.superres import SuperResRequest
     scenes = [sample_scene(41_000_000 + i) for i in range(4)]
     gt, sr, bic = [], [], []
     for i, s in enumerate(scenes):
@@ -90,10 +90,10 @@ def test_superres_on_photos_beats_bicubic_and_averaging_helps(builtin_stack):
     25.71 dB here)."""
     import random
 
+    from ldm_core.data.degrade import degrade
+    from ldm_core.data.images import psnr
     from ldm_core.data.photos import heldout_crops
-    from ldm_core.requests import SuperResRequest
-    from ldm_core.train.common import psnr
-    from ldm_core.train.conditioning import degrade
+    from ldm_core.tasks.superres import SuperResRequest
     crops = heldout_crops(4)
     lows = [Image.fromarray(degrade(c, random.Random(i), bicubic_only=True)) for i, c in enumerate(crops)]
 
@@ -110,9 +110,9 @@ def test_superres_on_photos_beats_bicubic_and_averaging_helps(builtin_stack):
 def test_inpaint_keeps_the_outside_and_paints_the_inside(builtin_stack):
     import random
 
-    from ldm_core.requests import InpaintRequest
-    from ldm_core.train.conditioning import random_mask
-    from ldm_core.eval.metrics import judge_caption
+    from ldm_core.data.judge import judge_caption
+    from ldm_core.data.masks import random_mask
+    from ldm_core.tasks.inpaint import InpaintRequest
     painted = restored = 0
     for i in range(4):
         s = sample_scene(42_000_000 + i)
@@ -128,16 +128,14 @@ def test_inpaint_keeps_the_outside_and_paints_the_inside(builtin_stack):
 
 @needs("shapes-photo-autoencoder")
 def test_photo_autoencoder_reconstructs_scenes_and_photos():
-    from diffusers import AutoencoderKL
-
-    from ldm_core.data.photos import heldout_crops
-    from ldm_core.train.autoencoder import heldout_images, reconstruct
-    from ldm_core.train.common import psnr
     import torch
     import torch.nn.functional as F
+    from diffusers import AutoencoderKL
 
+    from ldm_core.data.images import from_uint8, psnr, to_uint8
+    from ldm_core.data.photos import heldout_crops
     from ldm_core.pipelines.superres import back_project
-    from ldm_core.train.common import from_uint8, to_uint8
+    from ldm_core.train.autoencoder import heldout_images, reconstruct
     vae = AutoencoderKL.from_pretrained(MODELS / "shapes-photo-autoencoder").float().eval()
     scenes, photos = heldout_images(16), heldout_crops(16)
     assert psnr(scenes, reconstruct(vae, scenes)) > 35.0     # eval.json: 43.9 dB

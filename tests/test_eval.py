@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ldm_core.data.detector import as_rgb_uint8
 from ldm_core.data.shapes import CANVAS, COLORS, ShapeObject, draw_objects, sample_scene
 from ldm_core.eval import detect, evaluate_text2img, judge_caption, judge_layout
-from ldm_core.eval.detector import as_rgb_uint8, validate
+from ldm_core.eval.detector import validate
 from ldm_core.eval.evaluate import evaluate_layout2img, text2img_prompts
 from ldm_core.eval.features import DEFAULT_DIR
 

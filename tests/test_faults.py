@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-
-from ldm_core.requests import Text2ImgRequest
-from ldm_core.stack import ModelStack, OutOfMemory
 from servers import ROOT, webui
+
+from ldm_core.stack import ModelStack, OutOfMemory
+from ldm_core.tasks.text2img import Text2ImgRequest
 
 FAULTS = ROOT / "tests" / "faults"        # inject.py, and the sitecustomize that installs it in a server
 

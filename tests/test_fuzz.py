@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from ldm_core.catalog import Catalog
 from ldm_core.limits import DEFAULT_LIMITS as L
-from ldm_core.requests import RequestError, Text2ImgRequest, parse_boxes, validate
+from ldm_core.tasks.layout2img import parse_boxes
+from ldm_core.tasks.text2img import Text2ImgRequest
+from ldm_core.validation import RequestError, validate
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
@@ -51,7 +53,7 @@ def test_boxes_parse_or_refuse(boxes):
 @FUZZ
 @given(data=st.binary(max_size=2000))
 def test_random_bytes_are_refused_as_images(tiny_catalog, data):
-    from ldm_core.requests import SuperResRequest
+    from ldm_core.tasks.superres import SuperResRequest
     try:
         validate(SuperResRequest(image=data), Catalog.load(tiny_catalog))
     except RequestError:

@@ -10,8 +10,12 @@ from PIL import Image
 from ldm_core import hub
 from ldm_core.catalog import Catalog, CatalogError
 from ldm_core.hub_mirror import REPOS, bert_vocab, clip_vocab
-from ldm_core.requests import InpaintRequest, Layout2ImgRequest, SuperResRequest, Text2ImgRequest
 from ldm_core.stack import ModelLoadError, ModelStack
+from ldm_core.tasks.img2img import Img2ImgRequest
+from ldm_core.tasks.inpaint import InpaintRequest
+from ldm_core.tasks.layout2img import Layout2ImgRequest
+from ldm_core.tasks.superres import SuperResRequest
+from ldm_core.tasks.text2img import Text2ImgRequest
 
 CATALOG = Catalog.load()
 HUB = {e.name: e for e in CATALOG.entries.values() if e.is_hub}
@@ -24,7 +28,7 @@ def stack(hub_mirrors, tmp_path_factory):
 
 
 def test_every_hub_entry_is_pinned_to_a_mirrored_commit():
-    assert len(HUB) == 4
+    assert len({e.repo_id for e in HUB.values()}) == 4 and len(HUB) == 5   # img2img runs the text2img files
     for e in HUB.values():
         assert re.fullmatch(r"[0-9a-f]{40}", e.revision), e.name
         assert REPOS[e.repo_id].commit == e.revision          # the mirror copies the pinned commit
@@ -53,6 +57,7 @@ EXPECTED = {
                                     "vae/diffusion_pytorch_model.fp16.safetensors",
                                     "tokenizer/vocab.json", "tokenizer/merges.txt"},
 }
+EXPECTED["ldm-text2im-large-256-img2img"] = EXPECTED["ldm-text2im-large-256"]   # the same files, another task
 
 
 @pytest.mark.parametrize("name", sorted(HUB))
@@ -66,7 +71,7 @@ def test_the_plan_fetches_exactly_what_the_pipeline_needs(hub_mirrors, name):
     assert not any(f.endswith(".bin") for f in p.files) or e.pickle_weights
     listing = REPOS[e.repo_id].files
     assert p.total_bytes == sum(listing[f] for f in p.files)
-    if name != "ldm-text2im-large-256":                          # (that repository holds one precision only)
+    if e.repo_id != "CompVis/ldm-text2im-large-256":          # (that repository holds one precision only)
         assert p.total_bytes < sum(listing.values()) / 1.5      # not both precisions, no safety checker
     fp16 = hub.model_plan(e.repo_id, e.revision, prefer_fp16=True, pickle_weights=e.pickle_weights)
     fp16_weights = [f for f in fp16.files if f.endswith((".safetensors", ".bin"))]
@@ -94,6 +99,7 @@ NATIVE_AND_AWKWARD = [
     ("ldm-super-resolution-4x-openimages", (8, 9)),
     ("stable-diffusion-inpainting", (512, 512)), ("stable-diffusion-inpainting", (37, 61)),
     ("stable-diffusion-inpainting", (100, 60)), ("stable-diffusion-inpainting", (9, 9)),
+    ("ldm-text2im-large-256-img2img", (256, 256)), ("ldm-text2im-large-256-img2img", (37, 61)),
 ]
 
 
@@ -109,6 +115,10 @@ def test_hub_model_runs_at_native_and_awkward_sizes(stack, hub_mirrors, name, si
     elif task == "superres":
         req = SuperResRequest(image=Image.new("RGB", size, (200, 40, 40)), model=name, steps=2)
         want = (size[0] * 4, size[1] * 4)
+    elif task == "img2img":
+        req = Img2ImgRequest(image=Image.new("RGB", size, (20, 200, 40)), prompt="a cat", strength=0.5, model=name,
+                             steps=4)
+        want = size
     else:
         mask = Image.new("L", size, 0)
         mask.paste(255, (0, 0, size[0] // 2 + 1, size[1]))
@@ -164,6 +174,7 @@ def test_a_malicious_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     """A pickle the studio does read (pickle_weights) goes through torch.load(weights_only=True):
     one that would run code is refused with a clear error, and the code does not run."""
     import huggingface_hub.constants as constants
+
     from ldm_core.hub_mirror import GLIGEN, _trap, write_mirror
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     marker = tmp_path / "pwned"
@@ -235,8 +246,8 @@ def test_plan_rules_on_a_made_up_listing():
 
 
 def test_the_sampler_dropdown_names_each_models_own_scheduler(stack, hub_mirrors):
-    from tabs.common import sampler_choices
-    labels = dict((v, k) for k, v in sampler_choices(stack, HUB["gligen-1-4-generation-text-box"]))
+    from tabs.common import sampler_choices, studio
+    labels = dict((v, k) for k, v in sampler_choices(studio(stack), HUB["gligen-1-4-generation-text-box"]))
     assert labels["Model default"] == "Model default (PNDM)" and labels["DDIM"] == "DDIM"
-    assert dict((v, k) for k, v in sampler_choices(stack, CATALOG.entries["shapes-text2img"]))["Model default"] \
+    assert dict((v, k) for k, v in sampler_choices(studio(stack), CATALOG.entries["shapes-text2img"]))["Model default"] \
         == "Model default (DDPM)"

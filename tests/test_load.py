@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from servers import webui
 
 from ldm_core.provenance import read_parameters
-from servers import webui
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "models" / "catalog.toml"

@@ -5,7 +5,11 @@ import torch
 from PIL import Image
 
 from ldm_core.pipelines import SAMPLERS, GenerationCancelled
-from ldm_core.requests import (InpaintRequest, Layout2ImgRequest, RequestError, SuperResRequest, Text2ImgRequest)
+from ldm_core.tasks.inpaint import InpaintRequest
+from ldm_core.tasks.layout2img import Layout2ImgRequest
+from ldm_core.tasks.superres import SuperResRequest
+from ldm_core.tasks.text2img import Text2ImgRequest
+from ldm_core.validation import RequestError
 
 TEXT_MODELS = ["tiny-text2img", "tiny-compvis-text2im"]
 BOXES = '[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]'
@@ -18,7 +22,7 @@ def arr(img):
 @pytest.mark.parametrize("model", TEXT_MODELS)
 def test_text2img_runs_and_reports_each_seed(stack, model):
     r = stack.run(Text2ImgRequest(prompt="a red circle", model=model, seed=10, num_images=2))
-    assert [i["seed"] for i in r.infos] == [10, 11] and r.info["seeds"] == [10, 11]
+    assert [i["seed"] for i in r.per_image] == [10, 11] and r.info["seeds"] == [10, 11]
     assert all(im.size == (32, 32) and im.mode == "RGB" for im in r.images)
 
 
@@ -145,7 +149,7 @@ def test_grounded_unet_reads_the_map_and_draws_from_text_alone(stack):
         g = seen[0]                                        # (2, G, 4, 4): [uncond; cond]
         assert g.shape[0] == 2 and g[0].abs().sum() == 0 and g[1, -1].sum() > 0
         seen.clear()
-        from ldm_core.pipelines import Text2ImgPipeline
+        from ldm_core.pipelines.text2img import Text2ImgPipeline
         Text2ImgPipeline(**pipe.components)("a red circle", height=32, width=32, num_inference_steps=1)
         assert seen and all(s.abs().sum() == 0 for s in seen)
     finally:
@@ -157,7 +161,7 @@ def test_grounded_unet_reads_the_map_and_draws_from_text_alone(stack):
 
 def test_token_layout_path_for_an_ungrounded_unet(stack):
     """A UNet without map channels reads the boxes as label + corner tokens (paper §4.3)."""
-    from ldm_core.pipelines import Layout2ImgPipeline
+    from ldm_core.pipelines.layout2img import Layout2ImgPipeline
     pipe = Layout2ImgPipeline(**stack.load("tiny-text2img").components)
     assert not pipe.grounded
     with pytest.raises(ValueError, match="tokens"):    # 24-token tokenizer: 3 boxes of 6 tokens + caption
@@ -228,7 +232,7 @@ def test_superres_average_comes_from_the_catalog_and_is_reported(stack, monkeypa
 def _widened(pipe, fill: float):
     """A copy of a superres pipeline whose UNet also reads the bicubic latent, through weights `fill`."""
     from ldm_core.pipelines.superres import SuperResPipeline
-    from ldm_core.train.diffusion import widen_input
+    from ldm_core.train.models import widen_input
     unet = widen_input(pipe.unet, pipe.unet.config.in_channels + 4)
     with torch.no_grad():
         unet.conv_in.weight[:, -4:] = fill
@@ -249,7 +253,7 @@ def test_superres_feeds_the_bicubic_latent_to_a_wider_unet(stack):
     assert not torch.allclose(live(img, **kw).images, base, atol=1e-3)
     low = torch.rand(2, 3, 8, 12) * 2 - 1
     assert bicubic_latent(pipe.vae, low).shape == (2, 4, 8, 12)
-    from ldm_core.train.diffusion import widen_input
+    from ldm_core.train.models import widen_input
     odd = SuperResPipeline(pipe.vae, widen_input(pipe.unet, 9), pipe.scheduler)
     with pytest.raises(ValueError, match="takes 9 channels"):
         odd(img, num_inference_steps=1)

@@ -9,7 +9,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
 from servers import webui
 
 HOST = "studio.example"

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from servers import webui
 
 from ldm_core.provenance import read_parameters, read_watermark
-from servers import webui
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,8 +2,22 @@
 import numpy as np
 import pytest
 
-from ldm_core.data.shapes import (CAPTION_FORMS, CANVAS, COLORS, GAP, MAX_SIZE, MIN_SIZE, PALETTE, RELATIONS, SHAPES,
-                                  ShapeObject, draw_objects, relation_holds, render_batch, sample_scene)
+from ldm_core.data.shapes import (
+    CANVAS,
+    CAPTION_FORMS,
+    COLORS,
+    GAP,
+    MAX_SIZE,
+    MIN_SIZE,
+    PALETTE,
+    RELATIONS,
+    SHAPES,
+    ShapeObject,
+    draw_objects,
+    relation_holds,
+    render_batch,
+    sample_scene,
+)
 
 
 def test_deterministic_per_seed():

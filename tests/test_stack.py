@@ -4,8 +4,8 @@ import shutil
 import pytest
 
 from ldm_core.catalog import Catalog
-from ldm_core.requests import Text2ImgRequest
 from ldm_core.stack import ModelLoadError, ModelStack
+from ldm_core.tasks.text2img import Text2ImgRequest
 
 
 def test_loaded_once_and_shared_components_held_once(tiny_catalog, tmp_path):

@@ -6,8 +6,15 @@ import pytest
 from ldm_core.train.__main__ import main as train_main
 
 AE = ["--channels", "8", "16", "16", "--batch-size", "4", "--log-every", "1", "--threads", "1"]
-T2I = ["--channels", "32", "32", "32", "--head-dim", "8", "--text-hidden", "32", "--text-layers", "1",
-       "--num-scenes", "64", "--batch-size", "4", "--log-every", "1", "--eval-prompts-per-form", "1", "--threads", "1"]
+SR = ["--channels", "32", "32", "32", "--head-dim", "8", "--num-scenes", "64", "--batch-size", "4", "--log-every", "1",
+      "--eval-prompts-per-form", "1", "--threads", "1"]
+T2I = [*SR, "--text-hidden", "32", "--text-layers", "1"]   # text2img and inpaint
+
+
+def trained_steps(run) -> list[int]:
+    """The steps a diffusion run logged a loss for (log_every 1: every step it trained)."""
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +42,19 @@ def test_autoencoder_trains_resumes_and_exports(autoencoder):
 
 def test_text2img_trains_exports_and_runs_in_the_studio(autoencoder, tmp_path):
     from ldm_core.catalog import Catalog
-    from ldm_core.requests import Text2ImgRequest
     from ldm_core.stack import ModelStack
+    from ldm_core.tasks.text2img import Text2ImgRequest
     (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
     export = autoencoder / "shapes-text2img"
+    train_main(["text2img", "--out", str(tmp_path / "run"), "--steps", "2", "--autoencoder",
+                str(autoencoder / "shapes-autoencoder"), *T2I])
+    # resume: continues from the checkpoint at step 2 and exports at 3
     train_main(["text2img", "--out", str(tmp_path / "run"), "--steps", "3", "--autoencoder",
                 str(autoencoder / "shapes-autoencoder"), "--export", str(export), *T2I])
+    assert json.loads((tmp_path / "run" / "checkpoint" / "trainer.json").read_text())["step"] == 3
+    assert trained_steps(tmp_path / "run") == [1, 2, 3]                        # no step trained twice
     assert (tmp_path / "run" / "samples.png").is_file()
+    assert (export / "unet" / "config.json").is_file() and not (tmp_path / "run" / "latest_export").exists()
     index = json.loads((export / "model_index.json").read_text())
     assert index["_shared"] == {"vae": "shapes-autoencoder"}
     cat = autoencoder / "catalog.toml"
@@ -55,20 +68,28 @@ def test_inpaint_and_superres_stages_train_export_and_run(autoencoder, tmp_path)
     from PIL import Image
 
     from ldm_core.catalog import Catalog
-    from ldm_core.requests import InpaintRequest, SuperResRequest
     from ldm_core.stack import ModelStack
+    from ldm_core.tasks.inpaint import InpaintRequest
+    from ldm_core.tasks.superres import SuperResRequest
     ae = str(autoencoder / "shapes-autoencoder")
     (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
     t2i = tmp_path / "t2i"
     train_main(["text2img", "--out", str(tmp_path / "t2i-run"), "--steps", "1", "--autoencoder", ae,
                 "--export", str(t2i), "--max-length", "24", *T2I])
     # inpainting starts from the text-to-image weights, its 5 new input channels at zero
-    train_main(["inpaint", "--out", str(tmp_path / "inp-run"), "--steps", "2", "--autoencoder", ae,
-                "--init-from", str(t2i), "--latent-cache", str(tmp_path / "t2i-run" / "latents.safetensors"),
-                "--export", str(autoencoder / "inp"), *T2I])
-    train_main(["superres", "--out", str(tmp_path / "sr-run"), "--steps", "2", "--autoencoder", ae,
-                "--export", str(autoencoder / "sr"), *T2I])
-    import json
+    inp = ["inpaint", "--out", str(tmp_path / "inp-run"), "--autoencoder", ae, "--init-from", str(t2i),
+           "--latent-cache", str(tmp_path / "t2i-run" / "latents.safetensors"), *T2I]
+    train_main([*inp, "--steps", "1"])
+    train_main([*inp, "--steps", "2", "--export", str(autoencoder / "inp")])   # resumed at step 1
+    sr = ["superres", "--out", str(tmp_path / "sr-run"), "--autoencoder", ae, *SR]
+    train_main([*sr, "--steps", "1"])
+    train_main([*sr, "--steps", "2", "--export", str(autoencoder / "sr")])     # resumed at step 1
+    for run in ("inp-run", "sr-run"):
+        assert trained_steps(tmp_path / run) == [1, 2]
+        rows = [json.loads(x) for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+        assert sum("eval_s" in r for r in rows) == 2                          # measured at the end of each call
+    assert {"acc_inpaint_object", "inpaint_outside_psnr"} <= set(json.loads(
+        (tmp_path / "inp-run" / "log.jsonl").read_text().splitlines()[-1]))
     assert json.loads((autoencoder / "inp" / "unet" / "config.json").read_text())["in_channels"] == 9
     assert json.loads((autoencoder / "sr" / "model_index.json").read_text())["unet"] == ["diffusers", "UNet2DModel"]
     cat = autoencoder / "catalog2.toml"
@@ -84,15 +105,36 @@ def test_inpaint_and_superres_stages_train_export_and_run(autoencoder, tmp_path)
     # --bicubic-latent widens the SR UNet by the latent channels (zero at first) and the pipeline feeds them
     train_main(["superres", "--out", str(tmp_path / "sr2-run"), "--steps", "1", "--autoencoder", ae,
                 "--init-from", str(autoencoder / "sr"), "--bicubic-latent", "--export", str(autoencoder / "sr2"),
-                "--latent-cache", str(tmp_path / "sr-run" / "latents.safetensors"), *T2I])
+                "--latent-cache", str(tmp_path / "sr-run" / "latents.safetensors"), *SR])
     assert json.loads((autoencoder / "sr2" / "unet" / "config.json").read_text())["in_channels"] == 11
     cat.write_text('[[model]]\nname = "s"\ntask = "superres"\nsource = "sr2"\npipeline = "SuperResPipeline"\n'
                    'steps = 2\n')
     out = ModelStack(Catalog.load(cat), device="cpu").run(SuperResRequest(image=Image.new("RGB", (16, 16))))
     assert out.images[0].size == (64, 64)
-    with pytest.raises(ValueError, match="bicubic-latent"):
-        train_main(["inpaint", "--out", str(tmp_path / "x"), "--steps", "1", "--autoencoder", ae, "--bicubic-latent",
-                    *T2I])
+
+
+def test_each_stage_takes_only_its_own_options(tmp_path, capsys):
+    """A stage's config holds its own options: another stage's option is refused on the command line."""
+    import dataclasses
+
+    from ldm_core.train.inpaint import InpaintConfig
+    from ldm_core.train.superres import SuperResConfig
+    from ldm_core.train.text2img import Text2ImgConfig
+    for stage, option in (("inpaint", "--bicubic-latent"), ("text2img", "--bicubic-latent"),
+                          ("text2img", "--photo-fraction"), ("superres", "--grounding-fraction"),
+                          ("superres", "--text-hidden"), ("inpaint", "--grounding-fraction")):
+        with pytest.raises(SystemExit):
+            train_main([stage, "--out", str(tmp_path / "x"), "--steps", "1", option, "1"])
+        assert option in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    names = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (Text2ImgConfig, InpaintConfig, SuperResConfig)}
+    assert not names[Text2ImgConfig] & {"photo_fraction", "degrade_p", "bicubic_latent", "photo_rotate", "task"}
+    assert "grounding_fraction" not in names[InpaintConfig] | names[SuperResConfig]
+    assert "text_hidden" not in names[SuperResConfig]
+    # the defaults the built-in models were trained with
+    assert (Text2ImgConfig().max_length, InpaintConfig().max_length, Text2ImgConfig().layout_fraction) == (80, 24, 0.4)
+    assert (Text2ImgConfig().caption_dropout, InpaintConfig().caption_dropout) == (0.1, 0.3)
+    assert SuperResConfig().degrade_p == 0.5 and Text2ImgConfig().warmup == 200 and SuperResConfig().steps == 20000
 
 
 def test_masks_and_degradations():
@@ -100,8 +142,9 @@ def test_masks_and_degradations():
 
     import numpy as np
 
+    from ldm_core.data.degrade import degrade
+    from ldm_core.data.masks import MASK_KINDS, random_mask
     from ldm_core.data.shapes import sample_scene
-    from ldm_core.train.conditioning import MASK_KINDS, degrade, random_mask
     s = sample_scene(3)
     for kind in MASK_KINDS:
         m = random_mask(s, random.Random(0), kind)
@@ -125,8 +168,9 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     from ldm_core.catalog import Catalog
     from ldm_core.data.photos import heldout_crops, photos, random_crops
     from ldm_core.pipelines.common import coord_maps
-    from ldm_core.requests import Layout2ImgRequest, SuperResRequest
     from ldm_core.stack import ModelStack
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
+    from ldm_core.tasks.superres import SuperResRequest
     ae = str(autoencoder / "shapes-autoencoder")
     (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
     t2i, t2i_xy = tmp_path / "t2i", tmp_path / "t2i-xy"
@@ -163,11 +207,11 @@ def test_coordinate_channels_and_photo_mix(autoencoder, tmp_path):
     assert any(r.get("loss_bp", 0) < 0 for r in rows)
     sr = autoencoder / "sr-photo"
     train_main(["superres", "--out", str(tmp_path / "sr"), "--steps", "2", "--autoencoder", ae, "--photo-fraction",
-                "0.5", "--photo-rotate", "--export", str(sr), *T2I])
+                "0.5", "--photo-rotate", "--export", str(sr), *SR])
     rows = [json.loads(x) for x in (tmp_path / "sr" / "log.jsonl").read_text().splitlines()]
     assert any("sr_photo_psnr" in r for r in rows)
     train_main(["superres", "--out", str(tmp_path / "sr2"), "--steps", "1", "--autoencoder", ae, "--init-from",
-                str(sr), "--export", str(sr), *T2I])
+                str(sr), "--export", str(sr), *SR])
 
     cat = autoencoder / "catalog3.toml"
     cat.write_text('[[model]]\nname = "xy"\ntask = "layout2img"\nsource = "' + str(t2i_xy.name) + '"\n'
@@ -189,11 +233,13 @@ def test_grounded_layout_training_widens_trains_and_serves_both_tabs(autoencoder
     import random
 
     import numpy as np
+
     from ldm_core.catalog import Catalog
     from ldm_core.grounding import GROUNDING_CHANNELS, GROUNDING_WORDS
-    from ldm_core.requests import Layout2ImgRequest, Text2ImgRequest
     from ldm_core.stack import ModelStack
-    from ldm_core.train.diffusion import Text2ImgConfig, grounding_batch
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
+    from ldm_core.tasks.text2img import Text2ImgRequest
+    from ldm_core.train.text2img import Text2ImgConfig, grounding_batch
     ae = str(autoencoder / "shapes-autoencoder")
     (autoencoder / "shapes-autoencoder" / "model_index.json").write_text('{"_class_name": "AutoencoderKL"}')
     plain, grounded = tmp_path / "plain", autoencoder / "grounded"

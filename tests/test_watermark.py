@@ -77,7 +77,7 @@ def test_a_jpeg_copy_without_metadata_is_still_recognised(tmp_path):
 
 
 def test_the_stack_marks_saved_images_only(stack, tmp_path):
-    from ldm_core.requests import Text2ImgRequest
+    from ldm_core.tasks.text2img import Text2ImgRequest
     r = stack.run(Text2ImgRequest(prompt="a red circle", seed=5))
     before = np.asarray(r.images[0]).copy()
     paths = stack.save(r, tmp_path)

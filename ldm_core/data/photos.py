@@ -29,10 +29,10 @@ def _load(name: str) -> np.ndarray | None:
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
     if name.startswith("gradio:"):
+        import gradio
         try:
-            import gradio
             return np.asarray(Image.open(os.path.join(os.path.dirname(gradio.__file__), name[7:])).convert("RGB"))
-        except (ImportError, OSError):  # another gradio version without this asset
+        except OSError:  # another gradio version without this asset
             return None
     import skimage.data
     try:
@@ -47,10 +47,6 @@ def _load(name: str) -> np.ndarray | None:
 @functools.lru_cache(maxsize=2)
 def photos(split: str = "train") -> tuple[np.ndarray, ...]:
     """The photos of a split ("train", "heldout" or "val") as (H, W, 3) uint8 arrays."""
-    try:
-        import skimage.data  # noqa: F401
-    except ImportError as e:
-        raise RuntimeError("photo crops need scikit-image (pip install scikit-image)") from e
     if split not in ("train", "heldout", "val"):
         raise ValueError(f"split is 'train', 'heldout' or 'val', got {split!r}")
     if split == "val":

@@ -12,9 +12,10 @@ Seeds: models train on scenes 0..9,999,999; everything here uses seeds >= 20,000
 (text2img prompts 20_000_000+i per form, layout2img 20_500_000+i, autoencoder
 21_000_000+i, FID floors 30_000_000+i, classifier training 50_000_000+, its held-out 60_000_000+).
 """
-from .detector import Detection, box_iou, detect
+from ..data.detector import Detection, box_iou, detect
+from ..data.judge import judge_caption, judge_layout
 from .evaluate import evaluate_layout2img, evaluate_text2img
-from .metrics import caption_summary, judge_caption, judge_layout, layout_summary
+from .metrics import caption_summary, layout_summary
 
 __all__ = ["Detection", "box_iou", "detect", "judge_caption", "judge_layout", "caption_summary",
            "layout_summary", "evaluate_text2img", "evaluate_layout2img"]

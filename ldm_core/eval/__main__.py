@@ -28,19 +28,16 @@ import numpy as np
 # Assumed: ModelStack.from_catalog().run(request) -> result with .images[0] a PIL image.
 
 
-def _import_stack(request_cls: str):
-    try:
-        from ldm_core import requests as req
-        from ldm_core.stack import ModelStack
-    except ImportError as e:
-        raise SystemExit(f"the model stack is not available ({e}); evaluate_text2img/evaluate_layout2img "
-                         "in ldm_core.eval.evaluate take any generate() callable") from e
-    return ModelStack, getattr(req, request_cls)
+def _import_stack(task: str):
+    """The stack class and the request class of `task` (imported here: the eval's metrics need no torch)."""
+    from ldm_core.stack import ModelStack
+    from ldm_core.tasks import TASKS
+    return ModelStack, TASKS[task].request
 
 
 def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
-    ModelStack, Text2ImgRequest = _import_stack("Text2ImgRequest")
+    ModelStack, Text2ImgRequest = _import_stack("text2img")
     stack = ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
@@ -51,7 +48,7 @@ def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
 
 def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}])."""
-    ModelStack, Layout2ImgRequest = _import_stack("Layout2ImgRequest")
+    ModelStack, Layout2ImgRequest = _import_stack("layout2img")
     stack = ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
@@ -62,7 +59,7 @@ def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None):
 
 def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompt, seed, guidance) -> (64, 64, 3) uint8, for guidance sweeps."""
-    ModelStack, Text2ImgRequest = _import_stack("Text2ImgRequest")
+    ModelStack, Text2ImgRequest = _import_stack("text2img")
     stack = ModelStack.from_catalog(catalog)
     return lambda prompt, seed, g: np.asarray(stack.run(Text2ImgRequest(
         prompt=prompt, seed=seed, steps=steps, model=model, guidance_scale=g)).images[0].convert("RGB"))
@@ -70,7 +67,7 @@ def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = Non
 
 def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
     """inpaint(prompt, image, mask, seed) -> PIL image, via ModelStack + InpaintRequest."""
-    ModelStack, InpaintRequest = _import_stack("InpaintRequest")
+    ModelStack, InpaintRequest = _import_stack("inpaint")
     stack = ModelStack.from_catalog(catalog)
     return lambda prompt, image, mask, seed: stack.run(
         InpaintRequest(prompt=prompt, image=image, mask=mask, seed=seed, steps=steps, model=model)).images[0]
@@ -78,7 +75,7 @@ def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
 
 def stack_superres(model: str, steps: int = 25, catalog: str | None = None):
     """upscale(image, seed) -> PIL image, via ModelStack + SuperResRequest."""
-    ModelStack, SuperResRequest = _import_stack("SuperResRequest")
+    ModelStack, SuperResRequest = _import_stack("superres")
     stack = ModelStack.from_catalog(catalog)
     return lambda image, seed: stack.run(SuperResRequest(image=image, seed=seed, steps=steps, model=model)).images[0]
 
@@ -145,8 +142,10 @@ AUTOENCODER_SEED0 = 21_000_000
 def task_autoencoder(a) -> None:
     import torch
 
+    from ..data.detector import detect, match
+    from ..data.images import from_uint8, save_grid, to_uint8
+    from ..data.images import psnr as psnr_db
     from ..data.shapes import render_batch
-    from .detector import detect, match
 
     path = Path(a.model)
     if not (path / "config.json").exists():
@@ -158,12 +157,10 @@ def task_autoencoder(a) -> None:
     recon = []
     with torch.no_grad():
         for i in range(0, a.n, 32):
-            x = torch.from_numpy(images[i:i + 32]).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (B, 3, H, W)
-            y = vae.decode(vae.encode(x).latent_dist.mode()).sample
-            recon.append(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+            y = vae.decode(vae.encode(from_uint8(images[i:i + 32])).latent_dist.mode()).sample
+            recon.append(to_uint8(y))
     recon = np.concatenate(recon)  # (N, 64, 64, 3)
-    mse = ((recon.astype(np.float64) - images) ** 2).reshape(a.n, -1).mean(1)
-    psnr = float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+    psnr = psnr_db(images, recon)
     ok = 0
     for sc, im in zip(scenes, recon):  # does the detector still read the same scene?
         dets = detect(im)
@@ -173,7 +170,6 @@ def task_autoencoder(a) -> None:
     res = {"model": str(path), "n": a.n, "psnr_db": psnr, "scenes_read_correctly": ok / a.n}
     report = (f"| autoencoder | held-out scenes | PSNR | detector reads reconstruction correctly |\n|---|---|---|---|\n"
               f"| {path} | {a.n} | {psnr:.2f} dB | {100 * ok / a.n:.1f} % |")
-    from ..train.common import save_grid
     out = Path(a.out or f"outputs/eval/autoencoder-{path.name}")
     out.mkdir(parents=True, exist_ok=True)
     save_grid(np.concatenate([images[:8], recon[:8], images[8:16], recon[8:16]]), out / "grid.png")

@@ -24,8 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..data.judge import judge_caption, judge_layout
 from ..data.shapes import CAPTION_FORMS, Scene, draw_objects, place_objects, relation_holds, sample_scene
-from .metrics import caption_summary, judge_caption, judge_layout, layout_summary
+from .metrics import caption_summary, layout_summary
 
 TEXT_SEED0 = 20_000_000
 LAYOUT_SEED0 = 20_500_000
@@ -48,7 +49,7 @@ def layout2img_prompts(n: int = 100) -> list[Scene]:
 
 def to_64(img) -> np.ndarray:
     """Any image (PIL, float or uint8 array, any size) -> (64, 64, 3) uint8."""
-    from .detector import as_rgb_uint8
+    from ..data.detector import as_rgb_uint8
     x = as_rgb_uint8(img)
     if x.shape[:2] != (64, 64):
         x = np.asarray(Image.fromarray(x).resize((64, 64), Image.BOX))
@@ -79,7 +80,7 @@ def relayout(scene: Scene, seed: int, tries: int = 1000) -> np.ndarray:
 
 def _fids(generated: np.ndarray, scenes: list[Scene], classifier, floor: bool = True) -> dict:
     """FID of generated vs GT renders of the same scenes; the perfect-model floor; a degraded-GT reference."""
-    from .detector import degrade
+    from ..data.detector import degrade
     from .features import features, fid
     gt = np.stack([s.image for s in scenes])
     f_gt = features(gt, classifier)

@@ -97,7 +97,7 @@ def multilabel_accuracy(model: TinyCNN, n: int = 2000, seed0: int = HELDOUT_SEED
 
     degraded: blur sigma 0.7 px + noise 5/255 (detector.degrade) on every image first.
     """
-    from .detector import degrade
+    from ..data.detector import degrade
     imgs, scenes = render_batch(range(seed0, seed0 + n))
     if degraded:
         imgs = np.stack([degrade(im, seed=i) for i, im in enumerate(imgs)])

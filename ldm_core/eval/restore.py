@@ -24,6 +24,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ..data.degrade import degrade
+from ..data.judge import judge_caption
+from ..data.masks import random_mask
+from ..data.photos import heldout_crops
 from ..data.shapes import sample_scene
 from .evaluate import _grid
 
@@ -50,8 +54,6 @@ def _db(x: float) -> str:
 
 def evaluate_inpaint(inpaint: InpaintFn, n: int = 100, seed: int = 0, with_fid: bool = True,
                      classifier=None) -> tuple[str, Image.Image, dict]:
-    from ..train.conditioning import random_mask
-    from .metrics import judge_caption
     scenes = [sample_scene(INPAINT_SEED0 + i) for i in range(n)]
     masks = [random_mask(s, random.Random(INPAINT_SEED0 + i), "object") for i, s in enumerate(scenes)]
     ok, outside, filled, empty, holes = [], [], [], [], []
@@ -90,8 +92,6 @@ def evaluate_inpaint(inpaint: InpaintFn, n: int = 100, seed: int = 0, with_fid: 
 
 def evaluate_superres(upscale: UpscaleFn, n: int = 100, n_photos: int = 64, seed: int = 0,
                       large: UpscaleFn | None = None) -> tuple[str, Image.Image, dict]:
-    from ..data.photos import heldout_crops
-    from ..train.conditioning import degrade
     sets = {"scenes": [sample_scene(SUPERRES_SEED0 + i).image for i in range(n)]}
     if n_photos:
         sets["photos"] = list(heldout_crops(n_photos))

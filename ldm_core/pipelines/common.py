@@ -1,23 +1,37 @@
-"""What every task pipeline shares: latent (de)normalisation, samplers, per-image seeds,
-classifier-free guidance, prompt encoding, and the step callback that reports progress
-and can interrupt a running generation.
+"""What every task pipeline shares, as plain functions: samplers, per-image seeds, prompt
+encoding, classifier-free guidance, the denoising loop (one function, one signature, as
+k-diffusion's samplers), and the step callback that reports progress and can interrupt.
+The latent space (encode, decode, coordinate maps) is in `latents.py`.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, VQModel)
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+)
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..grounding import GROUNDING_CHANNELS  # noqa: F401  (re-exported for the pipelines)
 from ..options import DEFAULT_SAMPLER, MASK_DOWNSAMPLING, MODEL_DEFAULT, SAMPLER_NAMES  # noqa: F401
+from .latents import (  # noqa: F401
+    COORD_CHANNELS,
+    coord_maps,
+    decode_latents,
+    encode_latents,
+    latent_channels,
+    latent_preview,
+    pil_to_tensor,
+    to_pil,
+    vae_scale_factor,
+    with_coords,
+)
 
 # ---------------------------------------------------------------- samplers
 # name -> (scheduler class, extra config). Built from the model's own scheduler config, so the
@@ -77,184 +91,6 @@ def per_image_noise(shape: tuple[int, ...], generators: list[torch.Generator], d
     return randn_tensor(shape, generator=generators, device=torch.device(device), dtype=dtype)
 
 
-# ---------------------------------------------------------------- latent space
-def latent_channels(vae) -> int:
-    if isinstance(vae, AutoencoderKL):
-        return vae.config.latent_channels
-    return vae.config.vq_embed_dim or vae.config.latent_channels
-
-
-COORD_CHANNELS = 2  # optional (x, y) position maps after a UNet's other inputs (CoordConv)
-
-
-def coord_maps(like: torch.Tensor) -> torch.Tensor:
-    """(B, 2, h, w) maps of x and y in [-1, 1], shaped like `like` (B, C, h, w).
-
-    A UNet built with two more input channels than its task needs reads these: they tell each
-    position where it is, which box tokens ("<loc7>") and relations ("left of") need."""
-    b, _, h, w = like.shape
-    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
-    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, h, w): x then y
-    return grid[None].expand(b, -1, -1, -1)
-
-
-def with_coords(x: torch.Tensor, unet_in_channels: int) -> torch.Tensor:
-    """Append the coordinate maps when the UNet takes them (its input is 2 channels wider than x)."""
-    extra = unet_in_channels - x.shape[1]
-    if extra == 0:
-        return x
-    if extra != COORD_CHANNELS:
-        raise ValueError(f"the UNet takes {unet_in_channels} input channels; this task gives {x.shape[1]} "
-                         f"(or {x.shape[1] + COORD_CHANNELS} with coordinate maps)")
-    return torch.cat([x, coord_maps(x)], 1)
-
-
-def vae_scale_factor(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
-def _stats(vae, like: torch.Tensor):
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is None or std is None:
-        return None
-    shape = (1, len(mean), 1, 1)
-    return (torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape),
-            torch.tensor(std, device=like.device, dtype=like.dtype).view(shape))
-
-
-# ---------------------------------------------------------------- autoencoder memory
-# A whole encode/decode holds about 8 activations of the full-resolution width per image: an
-# SD-1.5 VAE decode at 1024x1024 takes 3.9 GB in fp32 (bench/run.py, "memory"; the estimate
-# says 4.3 GB). Autoencoders the stack marks `auto_memory` run the whole batch at once while
-# that fits in VAE_MEMORY_SHARE of the free memory (fastest: one image at a time cost 20 % more
-# on 2 CPU cores), one image at a time when only that fits, and in tiles when not even that does.
-VAE_MEMORY_SHARE = 0.5
-
-
-def available_memory(device) -> int | None:
-    """Bytes free for tensors on `device` (CUDA: free + cached; CPU: MemAvailable); None if unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return None
-
-
-def vae_working_bytes(vae, height: int, width: int) -> int:
-    """Estimated peak extra memory of a whole encode/decode of one height x width image."""
-    return height * width * vae.config.block_out_channels[0] * next(vae.parameters()).element_size() * 8
-
-
-@contextmanager
-def vae_memory_plan(vae, batch: int, height: int, width: int):
-    """Whole batch, one image at a time (slicing) or tiles: the fastest that fits in memory."""
-    if not getattr(vae, "auto_memory", False):
-        yield
-        return
-    free = available_memory(next(vae.parameters()).device)
-    one = vae_working_bytes(vae, height, width)
-    budget = VAE_MEMORY_SHARE * free if free is not None else float("inf")
-    vae.use_slicing = batch > 1 and batch * one > budget
-    vae.use_tiling = one > budget
-    try:
-        yield
-    finally:
-        vae.use_slicing = vae.use_tiling = False
-
-
-def encode_latents(vae, images: torch.Tensor, generator=None, sample: bool = False) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1] -> normalised latents (B, C, H/f, W/f)."""
-    if isinstance(vae, VQModel):
-        return vae.encode(images).latents
-    with vae_memory_plan(vae, images.shape[0], images.shape[-2], images.shape[-1]):
-        dist = vae.encode(images).latent_dist
-    z = dist.sample(generator) if sample else dist.mode()
-    stats = _stats(vae, z)
-    if stats is not None:
-        return (z - stats[0]) * vae.config.scaling_factor / stats[1]
-    return z * vae.config.scaling_factor
-
-
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Normalised latents -> images (B, 3, H, W) in [-1, 1]."""
-    if isinstance(vae, VQModel):
-        return vae.decode(latents).sample
-    stats = _stats(vae, latents)
-    if stats is not None:
-        z = latents * stats[1] / vae.config.scaling_factor + stats[0]
-    else:
-        z = latents / vae.config.scaling_factor
-    f = vae_scale_factor(vae)
-    with vae_memory_plan(vae, z.shape[0], z.shape[-2] * f, z.shape[-1] * f):
-        return vae.decode(z).sample
-
-
-def pil_to_tensor(img) -> torch.Tensor:
-    """PIL image -> (1, 3, H, W) in [-1, 1]."""
-    import numpy as np
-    a = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
-    return a.permute(2, 0, 1)[None]
-
-
-def to_pil(images: torch.Tensor):
-    """(B, 3, H, W) in [-1, 1] -> list of PIL RGB images."""
-    from PIL import Image
-    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
-def latent_preview(latents: torch.Tensor):
-    """A cheap RGB look at latents (B, C, h, w) for live previews: first 3 channels, rescaled."""
-    from PIL import Image
-    x = latents[:, :3].float()
-    if x.shape[1] < 3:
-        x = x[:, :1].expand(-1, 3, -1, -1)
-    lo, hi = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
-    arr = ((x - lo) / (hi - lo + 1e-6) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
-
-
-# ---------------------------------------------------------------- CPU kernels
-# Below this many multiply-adds a convolution runs faster on PyTorch's own CPU kernel than on
-# oneDNN's, whose per-call setup then costs more than it saves (bench/run.py measures it:
-# about 10 % of a built-in 64x64 image on 2 cores). 0 turns the switch off.
-SMALL_CONV_MACS = 2 ** 23
-_get_mkldnn, _set_mkldnn = torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled
-
-
-def _conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    k = conv.kernel_size[0] * conv.kernel_size[1]
-    if x.is_cpu and x.numel() * conv.out_channels * k // conv.groups <= SMALL_CONV_MACS:
-        before = _get_mkldnn()
-        _set_mkldnn(False)
-        try:
-            return torch.nn.Conv2d.forward(conv, x)
-        finally:
-            _set_mkldnn(before)
-    return torch.nn.Conv2d.forward(conv, x)
-
-
-def native_small_convs(module: torch.nn.Module) -> int:
-    """Route `module`'s small CPU convolutions to PyTorch's native kernel (numerically the
-    same convolution; the choice is made per call from the input's size). Returns how many
-    convolutions it wrapped; calling it twice changes nothing."""
-    n = 0
-    for m in module.modules():
-        if type(m) is torch.nn.Conv2d and "forward" not in m.__dict__:
-            m.forward = functools.partial(_conv_forward, m)
-            n += 1
-    return n
-
-
 # ---------------------------------------------------------------- text
 def text_limit(tokenizer, text_encoder) -> int:
     """Tokens the text encoder reads: the tokenizer's `model_max_length`, capped by the encoder's
@@ -311,6 +147,75 @@ def report_step(callback: StepCallback | None, step: int, total: int, t, latents
 
 @dataclass
 class PipelineOutput:
-    images: list          # PIL images
+    images: list          # PIL images (or latents, output_type="latent")
     seeds: list[int]
     warnings: list[str] = field(default_factory=list)   # for the user: a prompt cut, ...
+    scheduler: str = ""   # the scheduler class that ran
+
+
+# ---------------------------------------------------------------- the shared pieces of a call
+def batch_inputs(prompt, negative_prompt, seeds) -> tuple[list[str], list[str], list[int]]:
+    """One prompt, negative prompt and seed per image (a single prompt is repeated)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+    if len(prompts) == 1 and len(seeds) > 1:
+        prompts = prompts * len(seeds)
+    negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+    return prompts, negs, seeds
+
+
+def check_common(prompts, negative_prompts, seeds, height, width, steps, guidance_scale, multiple: int) -> None:
+    """The checks every text-conditioned pipeline makes: sizes, one of each per image, ranges."""
+    if height % multiple or width % multiple:
+        raise ValueError(f"height and width must be multiples of {multiple} (the autoencoder's downsampling), "
+                         f"got {height}x{width}")
+    if len(negative_prompts) != len(prompts):
+        raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} images")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+
+
+def check_unet_channels(unet, accepted: dict[int, str], task: str) -> None:
+    """A clear error when the UNet's input width is none of the `accepted` {width: what it holds}."""
+    n = unet.config.in_channels
+    if n not in accepted:
+        options = "; ".join(f"{w} ({what})" for w, what in accepted.items())
+        raise ValueError(f"this UNet takes {n} input channels; a {task} UNet takes {options}")
+
+
+def encode_guided(tokenizer, text_encoder, prompts, negative_prompts, do_cfg: bool, device
+                  ) -> tuple[torch.Tensor, list[str]]:
+    """Text conditioning (B, L, D), with the negative prompts' before it (2B, L, D) for guidance,
+    and a warning for each prompt cut to what the encoder reads."""
+    limit = text_limit(tokenizer, text_encoder)
+    cond = encode_prompts(tokenizer, text_encoder, prompts, device)  # (B, L, D)
+    warnings = truncation_warnings(tokenizer, limit, prompts)
+    if not do_cfg:
+        return cond, warnings
+    uncond = encode_prompts(tokenizer, text_encoder, negative_prompts, device)
+    warnings += truncation_warnings(tokenizer, limit, negative_prompts, "negative prompt")
+    return torch.cat([uncond, cond]), warnings  # (2B, L, D)
+
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (scaled input (B, C, h, w), t) -> noise prediction
+
+
+def denoise(model: Model, scheduler, latents: torch.Tensor, timesteps, guidance_scale: float,
+            generators: list[torch.Generator], callback: StepCallback | None) -> torch.Tensor:
+    """The numbered denoising loop of every task. `model` adds the task's conditioning to the
+    scaled latents and returns the UNet's prediction; with guidance (scale > 1) it is given the
+    batch twice, [unconditional; conditional], as its conditioning is laid out."""
+    do_cfg = guidance_scale > 1.0
+    extra = step_kwargs(scheduler, generators)
+    for i, t in enumerate(timesteps):
+        x = torch.cat([latents] * 2) if do_cfg else latents         # (2B or B, C, h, w)
+        noise_pred = model(scheduler.scale_model_input(x, t), t)
+        if do_cfg:
+            noise_pred = apply_guidance(noise_pred, guidance_scale)
+        latents = scheduler.step(noise_pred, t, latents, **extra).prev_sample
+        report_step(callback, i + 1, len(timesteps), t, latents)
+    return latents

@@ -11,11 +11,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DiffusionPipeline
 from PIL import Image, ImageFilter
 
-from .common import (COORD_CHANNELS, DEFAULT_SAMPLER, MASK_DOWNSAMPLING, PipelineOutput, StepCallback, decode_latents, encode_latents,
-                     latent_channels, make_generators, make_scheduler, pil_to_tensor, to_pil, with_coords)
-from .text2img import Text2ImgPipeline
+from .common import (
+    DEFAULT_SAMPLER,
+    MASK_DOWNSAMPLING,
+    PipelineOutput,
+    StepCallback,
+    batch_inputs,
+    check_common,
+    check_unet_channels,
+    denoise,
+    encode_guided,
+    make_generators,
+    make_scheduler,
+    per_image_noise,
+)
+from .latents import (
+    COORD_CHANNELS,
+    decode_latents,
+    encode_latents,
+    latent_channels,
+    pil_to_tensor,
+    to_pil,
+    vae_scale_factor,
+    with_coords,
+)
 
 
 def mask_latents(mask: torch.Tensor, size, mode: str = "max") -> torch.Tensor:
@@ -54,17 +76,28 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
     return Image.fromarray(np.where(m[..., None] > 0.5, out, o).round().clip(0, 255).astype(np.uint8))
 
 
-class InpaintPipeline(Text2ImgPipeline):
-    task_inputs = "latents + mask + masked-image latents"
+class InpaintPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.published_scheduler_config = dict(scheduler.config)   # each call samples with a fresh scheduler
 
     @staticmethod
     def unet_in_channels(latent_channels: int, *, coords: bool = False) -> int:
         """latents (C) + mask (1) + masked-image latents (C) (+ coordinate maps)."""
         return 2 * latent_channels + 1 + COORD_CHANNELS * coords
-    accepts_grounding = False
 
-    def task_in_channels(self) -> int:
-        return 2 * latent_channels(self.vae) + 1
+    def check_inputs(self, prompts, negative_prompts, height, width, steps, guidance_scale, seeds, mask_downsampling):
+        check_common(prompts, negative_prompts, seeds, height, width, steps, guidance_scale,
+                     vae_scale_factor(self.vae))
+        c = latent_channels(self.vae)
+        check_unet_channels(self.unet, {self.unet_in_channels(c): "latents + mask + masked-image latents",
+                                        self.unet_in_channels(c, coords=True): "and coordinate maps"}, "inpainting")
+        if mask_downsampling not in MASK_DOWNSAMPLING:
+            raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
+                             f"got {mask_downsampling!r}")
 
     def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype, downsampling: str = "max"):
         img = pil_to_tensor(image).to(self.device, self.vae.dtype)      # (1, 3, H, W)
@@ -75,12 +108,13 @@ class InpaintPipeline(Text2ImgPipeline):
         m_lat = mask_latents(m, masked_latents.shape[-2:], downsampling).to(dtype)
         return m_lat.expand(n, -1, -1, -1), masked_latents.expand(n, -1, -1, -1)
 
-    def unet_input(self, x, do_cfg):
-        m, ml = self._cond
+    def unet_model(self, cond: torch.Tensor, mask: torch.Tensor, masked_latents: torch.Tensor, do_cfg: bool):
+        """The UNet as the denoising loop calls it: [latents | mask | masked-image latents] (B, 2C+1, h, w)."""
+        extra = torch.cat([mask, masked_latents], 1)                     # (B, C+1, h, w)
         if do_cfg:
-            m, ml = torch.cat([m] * 2), torch.cat([ml] * 2)
-        x = torch.cat([x, m, ml], dim=1)  # (B, 2C+1, h, w)
-        return with_coords(x, self.unet.config.in_channels)
+            extra = torch.cat([extra] * 2)
+        n = self.unet.config.in_channels
+        return lambda x, t: self.unet(with_coords(torch.cat([x, extra], 1), n), t, encoder_hidden_states=cond).sample
 
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], image: Image.Image, mask_image: Image.Image,
@@ -96,29 +130,29 @@ class InpaintPipeline(Text2ImgPipeline):
             image = image.resize((width, height), Image.LANCZOS)
         if mask_image.size != (width, height):
             mask_image = mask_image.resize((width, height), Image.NEAREST)
-        if mask_downsampling not in MASK_DOWNSAMPLING:
-            raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
-                             f"got {mask_downsampling!r}")
-        work, work_mask = pad_to_multiple(image, mask_image, max(8, self.scale_factor))
-        prompts, negs, seeds = self.batch_inputs(prompt, negative_prompt, seeds)
-        self.check_inputs(prompts, negs, work.height, work.width, num_inference_steps, guidance_scale, seeds)
-        self.scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        work, work_mask = pad_to_multiple(image, mask_image, max(8, vae_scale_factor(self.vae)))
+        prompts, negs, seeds = batch_inputs(prompt, negative_prompt, seeds)
+        self.check_inputs(prompts, negs, work.height, work.width, num_inference_steps, guidance_scale, seeds,
+                          mask_downsampling)
+        scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning: text, and mask + masked image concatenated to the latents
-        cond = self.encode_prompt(prompts, negs, guidance_scale > 1.0)
-        warnings = self.prompt_warnings(prompts, negs, guidance_scale > 1.0)
-        self._cond = self.prepare_mask_latents(work, work_mask, len(prompts), cond.dtype, mask_downsampling)
+        do_cfg = guidance_scale > 1.0
+        cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
+        mask, masked_latents = self.prepare_mask_latents(work, work_mask, len(prompts), cond.dtype, mask_downsampling)
         # 3. latents
-        latents = self.prepare_latents(len(prompts), work.height, work.width, generators, cond.dtype)
+        f = vae_scale_factor(self.vae)
+        shape = (len(prompts), latent_channels(self.vae), work.height // f, work.width // f)
+        latents = per_image_noise(shape, generators, self.device, cond.dtype) * scheduler.init_noise_sigma
         # 4. denoising loop
-        try:
-            latents = self.denoise(latents, cond, num_inference_steps, guidance_scale, generators, callback)
-        finally:
-            self._cond = None
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = denoise(self.unet_model(cond, mask, masked_latents, do_cfg), scheduler, latents,
+                          scheduler.timesteps, guidance_scale, generators, callback)
+        name = type(scheduler).__name__
         if output_type == "latent":
-            return PipelineOutput(latents, seeds, warnings)
+            return PipelineOutput(latents, seeds, warnings, name)
         # 5. decode, crop the padding off, then keep every pixel outside the mask
         images = [im.crop((0, 0, width, height)) for im in to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))]
         if keep_unmasked:
             images = [blend_outside_mask(image, im, mask_image, feather) for im in images]
-        return PipelineOutput(images, seeds, warnings)
+        return PipelineOutput(images, seeds, warnings, name)

@@ -15,41 +15,111 @@ hub checkpoints, which ground boxes through gated self-attention, run through
 from __future__ import annotations
 
 import torch
+from diffusers import DiffusionPipeline
 
-from ..grounding import MAX_BOXES, grounding_map
+from ..grounding import GROUNDING_CHANNELS, MAX_BOXES, grounding_map
 from ..text import layout_text
-from .common import (DEFAULT_SAMPLER, PipelineOutput, StepCallback, make_generators, make_scheduler,
-                     per_image_noise, report_step, latent_channels, text_limit, truncation_warnings,
-                     vae_scale_factor)
-from .text2img import Text2ImgPipeline
+from .common import (
+    DEFAULT_SAMPLER,
+    PipelineOutput,
+    StepCallback,
+    batch_inputs,
+    check_common,
+    check_unet_channels,
+    denoise,
+    encode_guided,
+    make_generators,
+    make_scheduler,
+    per_image_noise,
+    report_step,
+    text_limit,
+    truncation_warnings,
+)
+from .latents import COORD_CHANNELS, decode_latents, latent_channels, to_pil, vae_scale_factor, with_coords
 
 Boxes = list[tuple[str, tuple[float, float, float, float]]]
 
 
-class Layout2ImgPipeline(Text2ImgPipeline):
-    @torch.inference_mode()
-    def __call__(self, prompt: str, boxes: Boxes, negative_prompt: str = "", height: int = 64, width: int = 64,
-                 num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
-                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
-                 output_type: str = "pil") -> PipelineOutput:
+class Layout2ImgPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.published_scheduler_config = dict(scheduler.config)   # each call samples with a fresh scheduler
+
+    @staticmethod
+    def unet_in_channels(latent_channels: int, *, grounding: bool = True, coords: bool = False) -> int:
+        """latents (C), the box grounding map (G; without it, boxes go in as tokens), (x, y) maps."""
+        return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the UNet takes a box grounding map after the latents (the built-in layout model)."""
+        extra = self.unet.config.in_channels - latent_channels(self.vae)
+        return extra in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+
+    def check_inputs(self, text, boxes, negs, height, width, steps, guidance_scale, seeds):
         if len(boxes) > MAX_BOXES:
             raise ValueError(f"at most {MAX_BOXES} boxes, got {len(boxes)}")
-        # grounded: the boxes go in as a map and the caption alone is text; else all of it is tokens
-        text = prompt if self.grounded else layout_text(prompt, boxes)
+        check_common([text] * len(seeds), negs, seeds, height, width, steps, guidance_scale,
+                     vae_scale_factor(self.vae))
+        c = latent_channels(self.vae)
+        check_unet_channels(self.unet, {self.unet_in_channels(c, grounding=g, coords=k):
+                                        ("latents + a grounding map" if g else "latents, boxes as tokens")
+                                        + " + coordinate maps" * k for g in (True, False) for k in (False, True)},
+                            "layout-to-image")
         n_tokens, limit = len(self.tokenizer(text).input_ids), text_limit(self.tokenizer, self.text_encoder)
         if n_tokens > limit:
             what = "the caption takes" if self.grounded else "caption and boxes take"
             raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {limit}: "
                              f"shorten the caption" + ("" if self.grounded else " or use fewer boxes"))
-        if self.grounded:   # height and width are checked (multiples of f) by the text-to-image call
-            f, n = self.scale_factor, len(seeds) if seeds is not None else 1
-            self._grounding = grounding_map(boxes, height // f, width // f)[None].expand(n, -1, -1, -1).to(
-                self.device)  # (B, G, h, w)
-        try:
-            return super().__call__(text, negative_prompt, height, width, num_inference_steps, guidance_scale, seeds,
-                                    sampler, callback, output_type)
-        finally:
-            self._grounding = None
+
+    def unet_model(self, cond: torch.Tensor, grounding: torch.Tensor | None, do_cfg: bool):
+        """The UNet as the denoising loop calls it: the latents, the grounding map (empty in the
+        unconditional half, so guidance pushes towards the boxes), coordinate maps if taken."""
+        n = self.unet.config.in_channels
+        if grounding is not None and do_cfg:
+            grounding = torch.cat([torch.zeros_like(grounding), grounding])  # (2B, G, h, w)
+
+        def model(x, t):
+            if grounding is not None:
+                x = torch.cat([x, grounding.to(x.dtype)], 1)  # (B, C + G, h, w)
+            return self.unet(with_coords(x, n), t, encoder_hidden_states=cond).sample
+        return model
+
+    @torch.inference_mode()
+    def __call__(self, prompt: str, boxes: Boxes = (), negative_prompt: str = "", height: int = 64, width: int = 64,
+                 num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
+                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
+                 output_type: str = "pil") -> PipelineOutput:
+        # 1. inputs: grounded, the boxes go in as a map and the caption alone is text; else all of it is tokens
+        boxes = list(boxes)
+        text = prompt if self.grounded else layout_text(prompt, boxes)
+        prompts, negs, seeds = batch_inputs(text, negative_prompt, seeds)
+        self.check_inputs(text, boxes, negs, height, width, num_inference_steps, guidance_scale, seeds)
+        scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        generators = make_generators(seeds)
+        # 2. conditioning: the text, and the boxes' grounding map (B, G, h, w)
+        do_cfg = guidance_scale > 1.0
+        cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
+        f = vae_scale_factor(self.vae)
+        grounding = None
+        if self.grounded:
+            grounding = grounding_map(boxes, height // f, width // f)[None].expand(len(seeds), -1, -1, -1)
+            grounding = grounding.to(self.device)
+        # 3. latents
+        shape = (len(seeds), latent_channels(self.vae), height // f, width // f)
+        latents = per_image_noise(shape, generators, self.device, cond.dtype) * scheduler.init_noise_sigma
+        # 4. denoising loop
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = denoise(self.unet_model(cond, grounding, do_cfg), scheduler, latents, scheduler.timesteps,
+                          guidance_scale, generators, callback)
+        # 5. decode
+        name = type(scheduler).__name__
+        if output_type == "latent":
+            return PipelineOutput(latents, seeds, warnings, name)
+        return PipelineOutput(to_pil(decode_latents(self.vae, latents.to(self.vae.dtype))), seeds, warnings, name)
 
 
 class GligenLayoutPipeline:
@@ -58,12 +128,17 @@ class GligenLayoutPipeline:
     sampler choice, interruptible step callback, negative prompt)."""
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        self.pipe = self._diffusers(dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet),
+                                    scheduler)
+        self.published_scheduler_config = dict(scheduler.config)   # each call samples with a fresh scheduler
+
+    @staticmethod
+    def _diffusers(modules: dict, scheduler):
         from diffusers import StableDiffusionGLIGENPipeline
-        self.pipe = StableDiffusionGLIGENPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                                  scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                                  requires_safety_checker=False)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
+        pipe = StableDiffusionGLIGENPipeline(**modules, scheduler=scheduler, safety_checker=None,
+                                             feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def __getattr__(self, name):  # components, device, enable_attention_slicing, ...
         return getattr(self.__dict__["pipe"], name)
@@ -84,8 +159,9 @@ class GligenLayoutPipeline:
         if not boxes:
             raise ValueError("GLIGEN needs at least one box")
         seeds = seeds if seeds is not None else [0]
-        pipe = self.pipe
-        pipe.scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        base = self.pipe     # this call's own diffusers pipeline on the shared modules (attention slicing kept)
+        pipe = self._diffusers({k: getattr(base, k) for k in ("vae", "text_encoder", "tokenizer", "unet")}, scheduler)
         generators = make_generators(seeds)
         f = vae_scale_factor(pipe.vae)
         shape = (len(seeds), latent_channels(pipe.vae), height // f, width // f)
@@ -104,4 +180,4 @@ class GligenLayoutPipeline:
                    height=height, width=width, num_inference_steps=num_inference_steps,
                    guidance_scale=guidance_scale, generator=generators, latents=latents,
                    callback=on_step, callback_steps=1, output_type=output_type)
-        return PipelineOutput(out.images, seeds, warnings)
+        return PipelineOutput(out.images, seeds, warnings, type(scheduler).__name__)

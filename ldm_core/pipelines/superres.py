@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from .common import (PipelineOutput, StepCallback, decode_latents, encode_latents, latent_channels, make_generators,
-                     make_scheduler, per_image_noise, pil_to_tensor, report_step, step_kwargs, to_pil,
-                     vae_scale_factor)
+from .common import PipelineOutput, StepCallback, denoise, make_generators, make_scheduler, per_image_noise
+from .latents import decode_latents, encode_latents, latent_channels, pil_to_tensor, to_pil, vae_scale_factor
 
 
 def _tiles(size: int, tile: int, overlap: int) -> list[int]:
@@ -86,7 +85,7 @@ class SuperResPipeline(DiffusionPipeline):
     def __init__(self, vae, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, scheduler=scheduler)
-        self.published_scheduler_config = dict(scheduler.config)   # kept whatever sampler runs
+        self.published_scheduler_config = dict(scheduler.config)   # each call samples with a fresh scheduler
 
     @staticmethod
     def unet_in_channels(latent_channels: int, *, bicubic_latent: bool = False) -> int:
@@ -131,10 +130,10 @@ class SuperResPipeline(DiffusionPipeline):
         return self.unet(x, t, **kwargs).sample
 
     def predict(self, latents, cond, t, tile: int, overlap: int):
-        """UNet prediction over the whole latent, tile by tile, blended (B, C, h, w). `cond`: the
-        low-resolution image (B, 3, h, w), with the bicubic latent after it if the UNet reads one."""
+        """UNet prediction over the whole (scaled) latent, tile by tile, blended (B, C, h, w). `cond`:
+        the low-resolution image (B, 3, h, w), with the bicubic latent after it if the UNet reads one."""
         h, w = latents.shape[-2:]
-        x = torch.cat([self.scheduler.scale_model_input(latents, t), cond], dim=1)
+        x = torch.cat([latents, cond], dim=1)
         if h <= tile and w <= tile:
             return self._unet(x, t)
         out = torch.zeros_like(latents)
@@ -173,7 +172,7 @@ class SuperResPipeline(DiffusionPipeline):
         # 1. inputs
         self.check_inputs(image, num_inference_steps, back_projection, average)
         seeds = seeds if seeds is not None else [0]
-        self.scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(sample_seeds(seeds, average))  # seed-major: B groups of K
         dtype = self.unet.dtype
         low = pil_to_tensor(image).to(self.device, dtype)  # (1, 3, h, w)
@@ -186,17 +185,14 @@ class SuperResPipeline(DiffusionPipeline):
         cond = cond.expand(len(generators), -1, -1, -1)  # (B*K, ., ph, pw)
         # 2. latents: one per (padded) input pixel
         shape = (len(generators), latent_channels(self.vae), *padded.shape[-2:])
-        latents = per_image_noise(shape, generators, self.device, dtype) * self.scheduler.init_noise_sigma
-        # 3. denoising loop
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        timesteps = self.scheduler.timesteps
-        extra = step_kwargs(self.scheduler, generators)
-        for i, t in enumerate(timesteps):
-            noise_pred = self.predict(latents, cond, t, tile, overlap)
-            latents = self.scheduler.step(noise_pred, t, latents, **extra).prev_sample
-            report_step(callback, i + 1, len(timesteps), t, latents)
+        latents = per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma
+        # 3. denoising loop (no text, no guidance)
+        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = denoise(lambda x, t: self.predict(x, cond, t, tile, overlap), scheduler, latents,
+                          scheduler.timesteps, 0.0, generators, callback)
+        name = type(scheduler).__name__
         if output_type == "latent":
-            return PipelineOutput(latents, seeds)
+            return PipelineOutput(latents, seeds, scheduler=name)
         # 4. decode, crop the padding off, and average each seed's K samples
         images = self.decode(latents.to(self.vae.dtype), tile, overlap // 2)  # (B*K, 3, 4ph, 4pw)
         f = self.scale_factor
@@ -206,4 +202,4 @@ class SuperResPipeline(DiffusionPipeline):
             images = images.mean(1, keepdim=True).expand_as(images)
         # 5. back-project onto the input
         images = back_project(images, low.expand(len(seeds), -1, -1, -1), back_projection)
-        return PipelineOutput(to_pil(images), seeds)
+        return PipelineOutput(to_pil(images), seeds, scheduler=name)

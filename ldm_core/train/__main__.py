@@ -15,9 +15,9 @@ from ..cli_util import add_dataclass_args, dataclass_from_args
 # stage -> (module, config class); imported lazily so --help stays fast
 STAGES = {
     "autoencoder": ("ldm_core.train.autoencoder", "AutoencoderConfig"),
-    "text2img": ("ldm_core.train.diffusion", "Text2ImgConfig"),
-    "inpaint": ("ldm_core.train.diffusion", "InpaintConfig"),
-    "superres": ("ldm_core.train.diffusion", "SuperResConfig"),
+    "text2img": ("ldm_core.train.text2img", "Text2ImgConfig"),
+    "inpaint": ("ldm_core.train.inpaint", "InpaintConfig"),
+    "superres": ("ldm_core.train.superres", "SuperResConfig"),
 }
 
 

@@ -10,9 +10,8 @@ latent statistics are measured on data and saved in the model's config
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL
-from tqdm.auto import tqdm
 
+from ..data.images import from_uint8, psnr, save_grid, to_uint8
 from ..data.photos import heldout_crops, random_crops
 from ..data.shapes import render_batch
 from ..pipelines.superres import back_project
-from .common import (Checkpoint, LossLog, RunConfig, Timer, apply_threads, config_dict, ensure_dir, from_uint8, psnr,
-                     save_grid, save_json, to_uint8)
+from .common import LossLog, RunConfig, ensure_dir, save_json
+from .loop import Budget, cosine_lr, resume, start, step_loop
 from .losses import LPIPS, PatchDiscriminator, StructuralLoss, adaptive_weight, hinge_d_loss
 
 HELDOUT_SEED0 = 10_000_000  # held-out scenes start here; training seeds stay below
@@ -118,124 +117,109 @@ def latent_stats(vae: AutoencoderKL, n: int = 2048, batch: int = 128) -> tuple[l
     return z.mean((0, 2, 3)).tolist(), z.std((0, 2, 3)).tolist()
 
 
+class _Parts:
+    """What one autoencoder training step works on (the networks and optimizers prepared by accelerate)."""
+
+    def __init__(self, cfg: AutoencoderConfig, acc: Accelerator, vae: AutoencoderKL):
+        disc = PatchDiscriminator()
+        if cfg.freeze_encoder:
+            vae.encoder.requires_grad_(False)
+            vae.quant_conv.requires_grad_(False)
+        perceptual = LPIPS.from_file(cfg.lpips_weights) if cfg.lpips_weights else StructuralLoss()
+        opt_g = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
+                                 betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+        self.ae, self.disc, self.perceptual, self.opt_g, self.opt_d = acc.prepare(
+            _Reconstruct(vae), disc, perceptual, opt_g, opt_d)
+        self.last_layer = vae.decoder.conv_out.weight
+
+
+def batch_images(cfg: AutoencoderConfig, acc: Accelerator, step: int) -> np.ndarray:
+    """(B, 64, 64, 3) uint8: this process's slice of the deterministic scene stream at `step`, its
+    first `photo_fraction` replaced by photo crops."""
+    s0 = (step * acc.num_processes + acc.process_index) * cfg.batch_size
+    images = render_batch(range(s0, s0 + cfg.batch_size))[0]
+    if cfg.photo_fraction > 0:
+        k = round(cfg.batch_size * cfg.photo_fraction)
+        images[:k] = random_crops(k, np.random.default_rng(cfg.seed * 1_000_003 + s0))
+    return images
+
+
+def train_step(cfg: AutoencoderConfig, acc: Accelerator, m: _Parts, step: int) -> dict:
+    """One generator (autoencoder) step and, after `disc_start`, one discriminator step."""
+    for g in m.opt_g.param_groups:
+        g["lr"] = cosine_lr(cfg.lr, step, 100, step / cfg.steps)
+    x = from_uint8(batch_images(cfg, acc, step)).to(acc.device)  # (B, 3, 64, 64)
+
+    # ---- generator (autoencoder) step ----
+    xr, mean, logvar = m.ae(x)  # (B, 3, 64, 64), (B, 4, 16, 16) x2
+    rec = F.l1_loss(xr, x)
+    perc = m.perceptual(xr, x)
+    rec_total = rec + cfg.perceptual_weight * perc
+    bp = torch.zeros((), device=acc.device)
+    if cfg.back_projection:
+        bp = back_projected_loss(xr, x, cfg.back_projection, factor=2 ** (len(cfg.channels) - 1))
+        rec_total = 0.1 * rec_total + bp
+    kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / (x.shape[2] * x.shape[3])
+    loss = rec_total + cfg.kl_weight * kl
+    use_gan = step >= cfg.disc_start
+    g_loss = d_w = torch.zeros((), device=acc.device)
+    if use_gan:
+        m.disc.requires_grad_(False)
+        g_loss = -m.disc(xr).mean()
+        d_w = adaptive_weight(rec_total, g_loss, m.last_layer) * cfg.disc_weight
+        loss = loss + d_w * g_loss
+    m.opt_g.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    m.opt_g.step()
+
+    # ---- discriminator step ----
+    d_loss = torch.zeros((), device=acc.device)
+    if use_gan:
+        m.disc.requires_grad_(True)
+        d_loss = hinge_d_loss(m.disc(x), m.disc(xr.detach()))
+        m.opt_d.zero_grad(set_to_none=True)
+        acc.backward(d_loss)
+        m.opt_d.step()
+    return {"loss_l1": rec.detach(), "loss_perceptual": perc.detach(), "loss_bp": bp.detach(), "kl": kl.detach(),
+            "loss_g": g_loss.detach(), "d_weight": d_w, "loss_d": d_loss.detach()}
+
+
+def write_samples(cfg: AutoencoderConfig, vae: AutoencoderKL, out: Path, log: LossLog, state: dict,
+                  heldout: np.ndarray, heldout_p: np.ndarray | None) -> None:
+    """Held-out PSNR (scenes, and photo crops when training on them) into the log; a grid of
+    originals and reconstructions; the loss plot."""
+    vae.eval()
+    rec = reconstruct(vae, heldout)
+    row = {"step": state["step"], "heldout_psnr": psnr(heldout, rec)}
+    grid = [heldout[:16], rec[:16]]
+    if heldout_p is not None:
+        rec_p = reconstruct(vae, heldout_p)
+        row["heldout_photo_psnr"] = psnr(heldout_p, rec_p)
+        grid += [heldout_p[:16], rec_p[:16]]
+    vae.train()
+    save_grid(np.concatenate(grid), out / "samples.png", cols=16)
+    log.add(row)
+    log.plot(out / "loss.png")
+
+
 def train(cfg: AutoencoderConfig) -> AutoencoderKL:
-    apply_threads(cfg.threads)
-    out = ensure_dir(cfg.out)
-    acc = Accelerator()
-    torch.manual_seed(cfg.seed)
+    acc, out = start(cfg)
     vae = AutoencoderKL.from_pretrained(cfg.init_from).float() if cfg.init_from else build_autoencoder(cfg)
-    disc = PatchDiscriminator()
-    if cfg.freeze_encoder:
-        vae.encoder.requires_grad_(False)
-        vae.quant_conv.requires_grad_(False)
-    perceptual = LPIPS.from_file(cfg.lpips_weights) if cfg.lpips_weights else StructuralLoss()
-    opt_g = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-    ae, disc, perceptual, opt_g, opt_d = acc.prepare(_Reconstruct(vae), disc, perceptual, opt_g, opt_d)
-    ckpt = Checkpoint(acc, out)
-    ckpt.resume()
-    state = ckpt.state
-    save_json(out / "config.json", config_dict(cfg))
-    log = LossLog(out)
+    parts = _Parts(cfg, acc, vae)
+    ckpt, log = resume(acc, out, cfg)
     heldout = heldout_images(64)
     heldout_p = heldout_crops(64) if cfg.photo_fraction > 0 else None
-    last_layer = vae.decoder.conv_out.weight
-    ckpt_timer, sample_timer = Timer(cfg.checkpoint_minutes), Timer(cfg.sample_minutes)
-    started = time.monotonic()
-    timed_out = False
-    world = acc.num_processes
 
-    def write_samples():
-        if not acc.is_main_process:
-            return
-        vae.eval()
-        rec = reconstruct(vae, heldout)
-        row = {"step": state["step"], "heldout_psnr": psnr(heldout, rec)}
-        grid = [heldout[:16], rec[:16]]
-        if cfg.photo_fraction > 0:
-            rec_p = reconstruct(vae, heldout_p)
-            row["heldout_photo_psnr"] = psnr(heldout_p, rec_p)
-            grid += [heldout_p[:16], rec_p[:16]]
-        vae.train()
-        save_grid(np.concatenate(grid), out / "samples.png", cols=16)
-        log.add(row)
-        log.plot(out / "loss.png")
+    def samples():
+        if acc.is_main_process:
+            write_samples(cfg, vae, out, log, ckpt.state, heldout, heldout_p)
 
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not acc.is_main_process, dynamic_ncols=True)
-    t_last, n_last = time.monotonic(), 0
-    while state["step"] < cfg.steps:
-        step = state["step"]
-        lr = cfg.lr * min(1.0, (step + 1) / 100) * (0.5 * (1 + math.cos(math.pi * step / cfg.steps)) * 0.9 + 0.1)
-        for g in opt_g.param_groups:
-            g["lr"] = lr
-        # each process renders its own slice of the deterministic seed stream
-        s0 = (step * world + acc.process_index) * cfg.batch_size
-        images = render_batch(range(s0, s0 + cfg.batch_size))[0]  # (B, 64, 64, 3)
-        if cfg.photo_fraction > 0:
-            k = round(cfg.batch_size * cfg.photo_fraction)
-            images[:k] = random_crops(k, np.random.default_rng(cfg.seed * 1_000_003 + s0))
-        x = from_uint8(images).to(acc.device)  # (B, 3, 64, 64)
-
-        # ---- generator (autoencoder) step ----
-        xr, mean, logvar = ae(x)  # (B, 3, 64, 64), (B, 4, 16, 16) x2
-        rec = F.l1_loss(xr, x)
-        perc = perceptual(xr, x)
-        rec_total = rec + cfg.perceptual_weight * perc
-        bp = torch.zeros((), device=acc.device)
-        if cfg.back_projection:
-            bp = back_projected_loss(xr, x, cfg.back_projection, factor=2 ** (len(cfg.channels) - 1))
-            rec_total = 0.1 * rec_total + bp
-        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / (x.shape[2] * x.shape[3])
-        loss = rec_total + cfg.kl_weight * kl
-        use_gan = step >= cfg.disc_start
-        g_loss = d_w = torch.zeros((), device=acc.device)
-        if use_gan:
-            disc.requires_grad_(False)
-            g_loss = -disc(xr).mean()
-            d_w = adaptive_weight(rec_total, g_loss, last_layer) * cfg.disc_weight
-            loss = loss + d_w * g_loss
-        opt_g.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        opt_g.step()
-
-        # ---- discriminator step ----
-        d_loss = torch.zeros((), device=acc.device)
-        if use_gan:
-            disc.requires_grad_(True)
-            d_loss = hinge_d_loss(disc(x), disc(xr.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            acc.backward(d_loss)
-            opt_d.step()
-
-        state["step"] = step + 1
-        n_last += cfg.batch_size * world
-        bar.update(1)
-        if state["step"] % cfg.log_every == 0 or state["step"] == cfg.steps:
-            now = time.monotonic()
-            img_s = n_last / (now - t_last)
-            t_last, n_last = now, 0
-            row = {"step": state["step"], "loss_l1": rec.item(), "loss_perceptual": perc.item(),
-                   "loss_bp": bp.item(), "kl": kl.item(),
-                   "loss_g": g_loss.item(), "d_weight": float(d_w), "loss_d": d_loss.item(), "img_s": img_s}
-            if acc.is_main_process:
-                log.add(row)
-            bar.set_postfix(l1=f"{rec.item():.4f}", perc=f"{perc.item():.3f}", d=f"{d_loss.item():.3f}",
-                            img_s=f"{img_s:.0f}")
-        if sample_timer.due():
-            write_samples()
-        if ckpt_timer.due():
-            ckpt.save()
-        if cfg.max_minutes and time.monotonic() - started > cfg.max_minutes * 60:
-            acc.print("time limit reached; checkpointing")
-            timed_out = True
-            break
-    bar.close()
-    ckpt.save()
-    write_samples()
+    step_loop(acc, cfg, ckpt, log, Budget(cfg.steps, cfg.max_minutes), partial(train_step, cfg, acc, parts), samples,
+              log_last=True)
     model = vae.eval()
-    if cfg.export and acc.is_main_process and (state["step"] >= cfg.steps or timed_out):
-        export(model, cfg, steps=state["step"])
+    if cfg.export and acc.is_main_process:
+        export(model, cfg, steps=ckpt.state["step"])
     return model
 
 

@@ -1,14 +1,13 @@
-"""Training inputs of the concatenation-conditioned tasks (paper §4.4-4.5): random
-inpainting masks of several kinds, and super-resolution degradations."""
+"""Random inpainting masks of several kinds (paper §4.5): what the inpainting stage trains on
+and what its evaluation masks."""
 from __future__ import annotations
 
 import random
 
 import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
-from ..data.shapes import CANVAS, Scene
+from .shapes import CANVAS, Scene
 
 MASK_KINDS = ("object", "box", "stroke", "large")
 
@@ -52,23 +51,3 @@ def random_mask(scene: Scene, rng: random.Random, kind: str | None = None) -> np
     if not a.any():
         a[rng.randrange(CANVAS), rng.randrange(CANVAS)] = True
     return a
-
-
-def degrade(image: np.ndarray, rng: random.Random, factor: int = 4, bicubic_only: bool = False,
-            p: float = 0.5) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H/f, W/f, 3) uint8: bicubic downsampling, with probability `p` a
-    Gaussian blur before it and, independently with probability `p`, Gaussian noise after it
-    (paper §4.4: bicubic, and a blur-plus-noise degradation for generalisation)."""
-    img = Image.fromarray(image)
-    if not bicubic_only and rng.random() < p:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
-    low = img.resize((image.shape[1] // factor, image.shape[0] // factor), Image.BICUBIC)
-    out = np.asarray(low, dtype=np.float32)
-    if not bicubic_only and rng.random() < p:
-        out = out + np.random.default_rng(rng.randrange(2 ** 31)).normal(0, rng.uniform(0, 8), out.shape)
-    return out.round().clip(0, 255).astype(np.uint8)
-
-
-def to_unit(x: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

@@ -7,8 +7,11 @@ from PIL import Image
 
 from ldm_core.catalog import Catalog
 from ldm_core.limits import Limits
-from ldm_core.requests import (InpaintRequest, Layout2ImgRequest, RequestError, SuperResRequest, Text2ImgRequest,
-                               load_image, load_mask, parse_boxes, validate)
+from ldm_core.tasks.inpaint import InpaintRequest, load_mask
+from ldm_core.tasks.layout2img import Layout2ImgRequest, parse_boxes
+from ldm_core.tasks.superres import SuperResRequest
+from ldm_core.tasks.text2img import Text2ImgRequest
+from ldm_core.validation import RequestError, load_image, validate
 
 
 @pytest.fixture(scope="module")

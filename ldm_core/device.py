@@ -1,0 +1,81 @@
+"""The device a stack runs on and how it is used: CUDA > MPS > CPU, fp16 on CUDA, the memory
+free for tensors, and the CPU kernel routing of small convolutions (bench/run.py measures it)."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested and requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def module_bytes(obj) -> int:
+    if isinstance(obj, torch.nn.Module):
+        return sum(p.numel() * p.element_size() for p in obj.parameters()) + sum(
+            b.numel() * b.element_size() for b in obj.buffers())
+    return 0
+
+
+def available_memory(device) -> int | None:
+    """Bytes free for tensors on `device` (CUDA: free + cached; CPU: MemAvailable); None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
+
+
+# ---------------------------------------------------------------- CPU kernels
+# Below this many multiply-adds a convolution runs faster on PyTorch's own CPU kernel than on
+# oneDNN's, whose per-call setup then costs more than it saves (bench/run.py measures it:
+# about 10 % of a built-in 64x64 image on 2 cores). 0 turns the switch off.
+SMALL_CONV_MACS = 2 ** 23
+
+
+def _mkldnn(enabled: bool) -> bool:
+    """Turn oneDNN convolutions on or off (torch.backends.mkldnn's public switch, leaving its
+    other flags as they are); returns whether they were on."""
+    return torch.backends.mkldnn.set_flags(enabled, None, None, None)[0]
+
+
+def _conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    if x.is_cpu and x.numel() * conv.out_channels * k // conv.groups <= SMALL_CONV_MACS:
+        before = _mkldnn(False)
+        try:
+            return torch.nn.Conv2d.forward(conv, x)
+        finally:
+            _mkldnn(before)
+    return torch.nn.Conv2d.forward(conv, x)
+
+
+def native_small_convs(module: torch.nn.Module) -> int:
+    """Route `module`'s small CPU convolutions to PyTorch's native kernel (numerically the
+    same convolution; the choice is made per call from the input's size). Returns how many
+    convolutions it wrapped; calling it twice changes nothing."""
+    n = 0
+    for m in module.modules():
+        if type(m) is torch.nn.Conv2d and "forward" not in m.__dict__:
+            m.forward = functools.partial(_conv_forward, m)
+            n += 1
+    return n

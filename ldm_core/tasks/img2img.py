@@ -1,0 +1,52 @@
+"""Image -> image (SDEdit, Meng et al. 2022): an input image noised to `strength` and denoised
+towards the prompt by a text -> image model; 0 keeps the input, 1 ignores it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..validation import Sampling, check_size, load_image, number
+from . import Task
+from .text2img import SAMPLING_API
+
+
+@dataclass(kw_only=True)
+class Img2ImgRequest(Sampling):
+    image: Any                            # path, bytes or PIL image
+    prompt: str = ""
+    strength: float = 0.75                # share of the noise schedule the input is taken back through
+    negative_prompt: str = ""
+
+
+def check(req: Img2ImgRequest, entry, limits) -> dict:
+    # width and height are optional (the image's own size); any size: the pipeline pads to its model
+    return {"image": load_image(req.image, limits), "strength": number("strength", req.strength, 0.0, 1.0),
+            **check_size(req, entry, limits, native=False, multiple=1)}
+
+
+def size(req: Img2ImgRequest) -> tuple[int, int]:
+    return req.width or req.image.width, req.height or req.image.height
+
+
+def call(pipe, req: Img2ImgRequest, seeds, callback):
+    w, h = size(req)
+    return pipe(prompt=req.prompt, image=req.image, strength=req.strength, negative_prompt=req.negative_prompt,
+                height=h, width=w, num_inference_steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds,
+                sampler=req.sampler, callback=callback)
+
+
+def info(req: Img2ImgRequest) -> dict:
+    return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale,
+            "strength": req.strength}
+
+
+def pipelines() -> dict:
+    from ..pipelines.img2img import Img2ImgPipeline
+    return {"Img2ImgPipeline": Img2ImgPipeline}
+
+
+TASK = Task(name="img2img", title="Image → Image", order=4, request=Img2ImgRequest, check=check, call=call,
+            info=info, output_size=lambda r: (*size(r), 1), pipelines=pipelines, positional=("image",),
+            api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
+            api_defaults={"width": None, "height": None},      # the input image's own size
+            help="an image noised to --strength and redrawn towards the prompt (SDEdit)")

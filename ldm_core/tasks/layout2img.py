@@ -1,0 +1,93 @@
+"""Layout -> image (paper §4.3): labelled boxes (and an optional caption) in, images out."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..limits import DEFAULT_LIMITS, Limits
+from ..validation import RequestError, Sampling, check_size
+from . import Task
+from .text2img import SAMPLING_API
+
+
+@dataclass(frozen=True)
+class Box:
+    label: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in [0, 1]
+
+
+@dataclass(kw_only=True)
+class Layout2ImgRequest(Sampling):
+    prompt: str = ""
+    boxes: list[Box] | str = field(default_factory=list)  # a JSON string is parsed by validate()
+    negative_prompt: str = ""
+
+
+def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
+    """Boxes from JSON text or a list of {"label": str, "box": [x0, y0, x1, y1]} (normalised)."""
+    if isinstance(raw, str):
+        if len(raw) > limits.max_boxes_json_chars:
+            raise RequestError(f"boxes JSON is too long ({len(raw)} characters; limit {limits.max_boxes_json_chars})")
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except json.JSONDecodeError as e:
+            raise RequestError(f"boxes is not valid JSON: {e.msg} at character {e.pos}") from None
+        except RecursionError:
+            raise RequestError("boxes JSON is nested too deeply: give a flat list of boxes") from None
+        except ValueError:   # e.g. an integer of more digits than Python converts
+            raise RequestError("boxes JSON holds a number too long to read") from None
+    if not isinstance(raw, list):
+        raise RequestError('boxes must be a JSON list like [{"label": "red circle", "box": [0.1, 0.1, 0.4, 0.4]}]')
+    if len(raw) > limits.max_boxes:
+        raise RequestError(f"{len(raw)} boxes given; at most {limits.max_boxes} are supported")
+    boxes = []
+    for i, b in enumerate(raw, 1):
+        if isinstance(b, Box):
+            label, coords = b.label, b.box
+        elif isinstance(b, dict) and "label" in b and "box" in b:
+            label, coords = b["label"], b["box"]
+        else:
+            raise RequestError(f'box {i} must be an object with "label" and "box" keys')
+        if not isinstance(label, str) or not label.strip() or len(label) > 60:
+            raise RequestError(f"box {i}: label must be non-empty text of at most 60 characters")
+        if not isinstance(coords, (list, tuple)) or len(coords) != 4:
+            raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]")
+        try:
+            x0, y0, x1, y1 = (float(c) for c in coords)
+        except (TypeError, ValueError, OverflowError):
+            raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]") from None
+        if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
+            raise RequestError(f"box {i}: coordinates must lie in [0, 1] (normalised to the image), got {coords}")
+        if x1 <= x0 or y1 <= y0:
+            raise RequestError(f"box {i}: has zero or negative area (need x0 < x1 and y0 < y1), got {coords}")
+        boxes.append(Box(label.strip(), (x0, y0, x1, y1)))
+    return boxes
+
+
+def check(req: Layout2ImgRequest, entry, limits) -> dict:
+    boxes = parse_boxes(req.boxes, limits)
+    if not boxes and not req.prompt:
+        raise RequestError("give at least one box (or a caption)")
+    return {"boxes": boxes, **check_size(req, entry, limits)}
+
+
+def call(pipe, req: Layout2ImgRequest, seeds, callback):
+    return pipe(prompt=req.prompt, boxes=[(b.label, b.box) for b in req.boxes], negative_prompt=req.negative_prompt,
+                height=req.height, width=req.width, num_inference_steps=req.steps,
+                guidance_scale=req.guidance_scale, seeds=seeds, sampler=req.sampler, callback=callback)
+
+
+def info(req: Layout2ImgRequest) -> dict:
+    return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale,
+            "boxes": [{"label": b.label, "box": list(b.box)} for b in req.boxes]}
+
+
+def pipelines() -> dict:
+    from ..pipelines.layout2img import GligenLayoutPipeline, Layout2ImgPipeline
+    return {"Layout2ImgPipeline": Layout2ImgPipeline, "GligenLayoutPipeline": GligenLayoutPipeline}
+
+
+TASK = Task(name="layout2img", title="Layout → Image", order=1, request=Layout2ImgRequest, check=check, call=call,
+            info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines,
+            api=("prompt", "boxes", "negative_prompt", *SAMPLING_API), api_defaults={"boxes": "[]"},
+            help='boxes as JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}], normalised to [0, 1]')

@@ -1,0 +1,41 @@
+"""Text -> image (paper §4.3.1): a caption in, images out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..validation import RequestError, Sampling, check_size
+from . import Task
+
+
+@dataclass(kw_only=True)
+class Text2ImgRequest(Sampling):
+    prompt: str
+    negative_prompt: str = ""
+
+
+def check(req: Text2ImgRequest, entry, limits) -> dict:
+    if not req.prompt:
+        raise RequestError("the prompt is empty: describe the image, e.g. 'a red circle left of a blue square'")
+    return check_size(req, entry, limits)
+
+
+def call(pipe, req: Text2ImgRequest, seeds, callback):
+    return pipe(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height, width=req.width,
+                num_inference_steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds, sampler=req.sampler,
+                callback=callback)
+
+
+def info(req: Text2ImgRequest) -> dict:
+    return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale}
+
+
+def pipelines() -> dict:
+    from ..pipelines.text2img import Text2ImgPipeline
+    return {"Text2ImgPipeline": Text2ImgPipeline}
+
+
+SAMPLING_API = ("steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")
+
+TASK = Task(name="text2img", title="Text → Image", order=0, request=Text2ImgRequest, check=check, call=call,
+            info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines, positional=("prompt",),
+            api=("prompt", "negative_prompt", *SAMPLING_API), help="a caption in, images out")

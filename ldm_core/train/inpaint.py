@@ -1,0 +1,105 @@
+"""Inpainting (paper §4.5): the noisy latents, the mask and the masked image's latents in, the
+caption (optional) through cross-attention.
+
+The UNet input is [latents (C) | mask (1) | masked-image latents (C)] (+ coordinate maps), as
+`InpaintPipeline` feeds it. Masks are random (`ldm_core.data.masks`: one object's box, any box,
+brush strokes, large regions); the caption is empty 30 % of the time. Started from the text2img
+weights (`--init-from`), the new input channels start at zero.
+
+    python -m ldm_core.train inpaint --out runs/inpaint --init-from models/shapes-text2img \
+        --latent-cache runs/text2img/latents.safetensors --export models/shapes-inpaint
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.images import from_uint8, psnr
+from ..data.judge import judge_caption
+from ..data.masks import random_mask
+from ..data.shapes import sample_scene
+from ..options import DEFAULT_SAMPLER
+from ..pipelines.common import encode_latents
+from ..pipelines.inpaint import InpaintPipeline, mask_latents
+from ..text import build_tokenizer
+from .latents import Latents, load_latents
+from .loop import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit, start
+from .models import build_unet, fit_input, load_text_models, new_text_encoder, tokenize
+
+
+@dataclass
+class InpaintConfig(DiffusionConfig):
+    out: str = "runs/inpaint"
+    text_hidden: int = 128
+    text_layers: int = 3
+    max_length: int = 24
+    caption_dropout: float = 0.3       # the caption is optional: empty 30 % of the time
+    coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv)
+
+
+# ------------------------------------------------------------------ batches
+
+@torch.no_grad()
+def masked_inputs(vae, idx: list[int], rng: random.Random, device) -> torch.Tensor:
+    """(B, 1 + C, h, w) for scenes `idx`: a random mask each, on the latent grid (a cell is masked
+    when any of its pixels is), and the latents of the image with the masked pixels blanked."""
+    scenes = [sample_scene(i) for i in idx]
+    masks = torch.from_numpy(np.stack([random_mask(s, rng) for s in scenes]))[:, None].float()  # (B, 1, 64, 64)
+    x = from_uint8(np.stack([s.image for s in scenes]))  # (B, 3, 64, 64)
+    masked = encode_latents(vae, (x * (1 - masks)).to(device))  # (B, C, 16, 16)
+    return torch.cat([mask_latents(masks.to(device), masked.shape[-2:]), masked], 1)
+
+
+def make_batch(cfg: InpaintConfig, data: Latents, tokenizer, idx: torch.Tensor, gen: torch.Generator,
+               rng: random.Random) -> Batch:
+    drop = (torch.rand(len(idx), generator=gen) < cfg.caption_dropout).tolist()
+    torch.rand(len(idx), generator=gen)  # unused: kept so the random stream stays the one earlier runs drew
+    texts = ["" if d else data.meta[i]["caption"] for i, d in zip(idx.tolist(), drop)]
+    return Batch(x0=data.latents[idx.to(data.device)], ids=tokenize(tokenizer, texts, cfg.max_length, data.device),
+                 extra=masked_inputs(data.vae, idx.tolist(), rng, data.device))
+
+
+# ------------------------------------------------------------------ evaluation
+
+@torch.no_grad()
+def measure_inpaint(pipe: InpaintPipeline, scenes, steps: int = 25, guidance: float = 3.0) -> tuple[dict, np.ndarray]:
+    """Mask one object of each scene; with the scene's caption the object must come back
+    (judged by the detector on the whole image), and pixels outside the mask must not move."""
+    ok, outside, images = [], [], []
+    for i, s in enumerate(scenes):
+        m = random_mask(s, random.Random(EVAL_SEED0 + i), "object")
+        out = pipe(prompt=s.caption, image=Image.fromarray(s.image),
+                   mask_image=Image.fromarray((m * 255).astype(np.uint8)), negative_prompt="", height=64, width=64,
+                   num_inference_steps=steps, guidance_scale=guidance, seeds=[EVAL_SEED0 + i],
+                   sampler=DEFAULT_SAMPLER).images[0]
+        a = np.asarray(out)
+        images.append(a)
+        outside.append(psnr(a[~m][None], s.image[~m][None]) if (~m).any() else 99.0)
+        ok.append(bool(judge_caption(s, a)["correct"]))
+    return {"inpaint_outside_psnr": float(np.mean(outside)), "acc_inpaint_object": float(np.mean(ok))}, np.stack(images)
+
+
+def evaluate(w: Weights, scenes) -> tuple[dict, np.ndarray]:
+    return measure_inpaint(InpaintPipeline(vae=w.vae, text_encoder=w.text_encoder, tokenizer=w.tokenizer,
+                                           unet=w.unet, scheduler=w.scheduler), scenes)
+
+
+# ------------------------------------------------------------------ training
+
+def train(cfg: InpaintConfig) -> None:
+    acc, out = start(cfg)
+    data = load_latents(cfg, acc.device, out)
+    tokenizer = build_tokenizer(cfg.max_length)
+    in_ch = InpaintPipeline.unet_in_channels(data.channels, coords=cfg.coord_channels)
+    if cfg.init_from:   # e.g. from the text-to-image model: the new input channels start at zero
+        unet, text_encoder = load_text_models(cfg.init_from)
+        unet = fit_input(unet, in_ch, cfg.init_from, hint="is --coord-channels missing?")
+    else:
+        unet, text_encoder = build_unet(cfg, in_ch, data.channels), new_text_encoder(cfg, tokenizer)
+    fit(cfg, acc, out, data, Stage(pipeline=InpaintPipeline, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   batch=partial(make_batch, cfg, data, tokenizer), evaluate=evaluate))
