@@ -191,7 +191,7 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     import numpy as np
     import torch
 
-    import ldm_core.pipelines.common as C
+    import ldm_core.device as D
     from ldm_core.pipelines.common import (
         apply_guidance,
         decode_latents,
@@ -266,9 +266,9 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     if stack.device.type == "cpu":
         import torch as _t
         threads = _t.get_num_threads()
-        variants = {"default": lambda: None, "small convs on oneDNN": lambda: setattr(C, "SMALL_CONV_MACS", 0),
+        variants = {"default": lambda: None, "small convs on oneDNN": lambda: setattr(D, "SMALL_CONV_MACS", 0),
                     "1 thread": lambda: _t.set_num_threads(1)}
-        base_macs = C.SMALL_CONV_MACS
+        base_macs = D.SMALL_CONV_MACS
         t = {k: [] for k in variants}
         for i in range(n):
             for k, setup in variants.items():
@@ -278,7 +278,7 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
                     stack.run(req)
                     t[k].append(time.perf_counter() - t0)
                 finally:
-                    C.SMALL_CONV_MACS = base_macs
+                    D.SMALL_CONV_MACS = base_macs
                     _t.set_num_threads(threads)
         ab = {k: {**stats(v), "ratio": stats([x / d for x, d in zip(v, t["default"])])} for k, v in t.items()}
         res["cpu_defaults"] = ab

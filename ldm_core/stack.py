@@ -239,7 +239,10 @@ class ModelStack:
             self.previews.start()
             try:
                 out = task.call(pipe, req, seeds, callback)
-            except (GenerationCancelled, RequestError):
+            except GenerationCancelled as e:
+                log.info("%s", e)
+                raise
+            except RequestError:
                 raise
             except ValueError as e:  # a pipeline's check_inputs
                 raise RequestError(str(e)) from None

@@ -73,7 +73,9 @@ def _component(task: Task, name: str, hint, default_entry):
 def endpoint(studio: Studio, task: Task):
     """The event function of a task's endpoint: named parameters (the contract's), then the
     gr.Request that Gradio passes by its type hint."""
-    def run(*values, request: gr.Request = None):
+    def run(*values):
+        # Gradio passes the declared parameters positionally, the gr.Request in its place after them
+        values, request = values[:len(task.api)], (values[len(task.api)] if len(values) > len(task.api) else None)
         req = task.request(**{k: v for k, v in zip(task.api, values) if v is not None})
         outs = _results(studio, req, request)
         if not task.returns_one:

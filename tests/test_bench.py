@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import gpu as bench_gpu  # noqa: E402
 import realsize as R  # noqa: E402
 
-from ldm_core.pipelines import common as C  # noqa: E402
+from ldm_core.device import native_small_convs  # noqa: E402
+from ldm_core.pipelines import latents as L  # noqa: E402
 from ldm_core.stack import ModelStack  # noqa: E402
 from ldm_core.tasks.text2img import Text2ImgRequest  # noqa: E402
 
@@ -32,8 +33,8 @@ def test_small_convolutions_on_the_native_kernel_compute_the_same():
     x = torch.randn(2, 8, 16, 16)
     with torch.inference_mode():
         ref = net(x)
-        assert C.native_small_convs(net) == 2
-        assert C.native_small_convs(net) == 0                  # twice changes nothing
+        assert native_small_convs(net) == 2
+        assert native_small_convs(net) == 0                  # twice changes nothing
         out = net(x)
     assert torch.allclose(ref, out, atol=1e-5)
     assert torch.backends.mkldnn.enabled                        # the global switch is restored
@@ -50,13 +51,13 @@ def test_stack_defaults_for_autoencoders(tiny_catalog, monkeypatch):
     monkeypatch.setattr(type(vae), "decode", lambda self, z, *a, **k: calls.append((self.use_slicing, self.use_tiling))
                         or real_decode(self, z, *a, **k))
     z = torch.randn(2, 4, 16, 16)
-    one = C.vae_working_bytes(vae, 64, 64)
+    one = L.vae_working_bytes(vae, 64, 64)
     assert one == 64 * 64 * vae.config.block_out_channels[0] * 4 * 8
     for free, plan in ((None, (False, False)), (10 ** 12, (False, False)),   # fits: the whole batch at once
                        (3 * one, (True, False)),                            # only one image fits
                        (one, (True, True))):                                # not even one: tiles
-        monkeypatch.setattr(C, "available_memory", lambda device, free=free: free)
-        C.decode_latents(vae, z)
+        monkeypatch.setattr(L, "available_memory", lambda device, free=free: free)
+        L.decode_latents(vae, z)
         assert calls[-1] == plan, free
     assert not vae.use_slicing and not vae.use_tiling                   # back to plain after each call
 
@@ -72,7 +73,7 @@ def test_previews_are_decoded_only_within_their_time_budget(tiny_catalog, monkey
     s.run(req, callback=cb)
     assert sizes[0] == (32, 32)                                # first: decoded (its cost is measured)
     assert sizes[1:] == [(8, 8)] * 3                           # steps far faster than a decode: latent view
-    monkeypatch.setattr("ldm_core.stack.PREVIEW_BUDGET", 1e9)  # a slow generation: every preview decoded
+    monkeypatch.setattr("ldm_core.preview.PREVIEW_BUDGET", 1e9)  # a slow generation: every preview decoded
     sizes.clear()
     s.run(req, callback=cb)
     assert sizes[1:] == [(32, 32)] * 3

@@ -372,3 +372,23 @@ def test_pnginfo_sends_a_layout_back_with_its_colours(page, tmp_path):
     rgb = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
     red = (rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)
     assert red.sum() > 50, "the box is not drawn in its colour"
+
+
+def test_img2img_from_a_text2img_result(page, studio):
+    """Send a text->image result to image->image, set a strength with the slider, redraw."""
+    generate_text2img(page, "a red circle left of a blue square")
+    page.click("#t2i-send-img2img")
+    page.locator("#i2i-input img").first.wait_for(state="visible", timeout=UI_MS)
+    assert page.get_by_role("tab", name="Image → Image").get_attribute("aria-selected") == "true"
+    page.fill("#i2i-prompt textarea", "a green triangle left of a blue square")
+    box = page.locator("#i2i-strength input[type=number]")
+    box.click(click_count=3)
+    page.keyboard.type("0.6")
+    page.keyboard.press("Enter")
+    page.click("#i2i-generate")
+    wait_gallery(page, "i2i-gallery")
+    made = sorted(studio[1].glob("**/img2img-*.png"))
+    assert made
+    from ldm_core.provenance import read_parameters
+    assert read_parameters(made[-1])["strength"] == 0.6
+    screenshot(page, "img2img")

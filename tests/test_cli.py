@@ -7,7 +7,7 @@ from ldm_core.__main__ import main
 from ldm_core.provenance import read_parameters
 
 
-def test_all_four_tasks(tiny_catalog, tmp_path, capsys):
+def test_every_task(tiny_catalog, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--models", str(tiny_catalog), "--device", "cpu", "--outdir", str(out)]
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img.png")
@@ -18,16 +18,20 @@ def test_all_four_tasks(tiny_catalog, tmp_path, capsys):
     assert main([*base, "layout2img", "--boxes", '[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]']) == 0
     assert main([*base, "superres", str(tmp_path / "img.png")]) == 0
     assert main([*base, "inpaint", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "--prompt", "a"]) == 0
+    assert main([*base, "img2img", str(tmp_path / "img.png"), "--prompt", "a", "--strength", "0.5", "--seed", "9"]) == 0
     paths = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
-    assert len(paths) == 5
+    assert len(paths) == 6
     params = [read_parameters(p) for p in paths]
-    assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint"]
+    assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint", "img2img"]
+    assert params[-1]["strength"] == 0.5 and params[-1]["seed"] == 9 and params[-1]["size"] == "32x32"
     assert [p["seed"] for p in params[:2]] == [4, 5]
 
 
 def test_bad_input_exits_2_with_a_message(tiny_catalog, tmp_path, capsys):
     assert main(["--models", str(tiny_catalog), "text2img", "a", "--steps", "0"]) == 2
     assert "steps must be between" in capsys.readouterr().err
+    assert main(["--models", str(tiny_catalog), "img2img", str(tmp_path / "none.png"), "--strength", "2"]) == 2
+    assert "image file could not be read" in capsys.readouterr().err
 
 
 def test_watermark_command(tiny_catalog, tmp_path, capsys):

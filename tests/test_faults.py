@@ -133,12 +133,12 @@ def test_a_full_queue_says_so_over_plain_http(studio):
 
 
 # ---------------------------------------------------------------- the same, one level down
-def test_stack_out_of_memory_frees_and_recovers(tiny_catalog, tmp_path, monkeypatch):
+def test_stack_out_of_memory_frees_and_recovers(tiny_catalog, tmp_path, monkeypatch, request):
     import sys
     monkeypatch.syspath_prepend(str(FAULTS))
-    monkeypatch.setattr(ModelStack, "_call", ModelStack._call)     # undone after the test
-    from inject import install
+    from inject import install, uninstall
     install(OOM)
+    request.addfinalizer(uninstall)                                  # undone after the test
     sys.modules.pop("inject", None)
     s = ModelStack.from_catalog(tiny_catalog, device="cpu", output_dir=tmp_path)
     s.load("tiny-superres")

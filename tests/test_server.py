@@ -48,6 +48,7 @@ def test_api_names_and_parameters_match_the_spec(client):
     assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average"]
     assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling, "keep_unmasked",
                                   "mask_downsampling"]
+    assert params["/img2img"] == ["image", "prompt", "strength", "negative_prompt", *sampling]
     for name, ps in api.items():  # every parameter but the inputs (prompt / image, and inpaint's mask) has a default
         required = 2 if name == "/inpaint" else 1
         assert all(p["parameter_has_default"] for p in ps["parameters"][required:]), name
@@ -59,7 +60,7 @@ def _check_png(path, task):
     return p
 
 
-def test_all_four_endpoints(client, tmp_path):
+def test_every_endpoint(client, tmp_path):
     from gradio_client import handle_file
     images, info = client.predict(prompt="a red circle", seed=42, num_images=2, api_name="/text2img")
     assert len(images) == 2 and json.loads(info)["seeds"] == [42, 43]
@@ -81,6 +82,12 @@ def test_all_four_endpoints(client, tmp_path):
                                   mask=handle_file(str(tmp_path / "mask.png")), prompt="a red circle",
                                   api_name="/inpaint")
     assert _check_png(images[0]["image"], "inpaint")["prompt"] == "a red circle"
+
+    Image.new("RGB", (40, 24), (0, 200, 0)).save(tmp_path / "wide.png")
+    images, info = client.predict(image=handle_file(str(tmp_path / "wide.png")), prompt="a red circle",
+                                  strength=0.5, seed=3, api_name="/img2img")
+    p = _check_png(images[0]["image"], "img2img")
+    assert p["strength"] == 0.5 and p["size"] == "40x24" and Image.open(images[0]["image"]).size == (40, 24)
 
 
 def test_same_seed_reproduces_over_the_api(client):
@@ -133,7 +140,7 @@ def files(tmp_path_factory, tiny_catalog):
 
 BOX = '{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}'
 OK = None  # documented handling: the request succeeds
-T2I, LAY, SR, INP = "/text2img", "/layout2img", "/superres", "/inpaint"
+T2I, LAY, SR, INP, I2I = "/text2img", "/layout2img", "/superres", "/inpaint", "/img2img"
 INPUTS = [  # (what, endpoint, parameters; "@name" is a file of `files`, expected error (regex) or OK)
     ("empty prompt", T2I, dict(prompt=""), "prompt is empty"),
     ("blank prompt", T2I, dict(prompt=" \n\t "), "prompt is empty"),
@@ -193,6 +200,10 @@ INPUTS = [  # (what, endpoint, parameters; "@name" is a file of `files`, expecte
     ("inpaint: CMYK image", INP, dict(image="@cmyk.jpg", mask="@mask.png"), OK),
     ("inpaint: RGBA image, palette mask", INP, dict(image="@rgba.png", mask="@palette.png"), OK),
     ("inpaint: 16-bit image", INP, dict(image="@16-bit.png", mask="@mask.png"), OK),
+    ("img2img: strength above 1", I2I, dict(image="@image.png", strength=1.5), "strength must be between 0"),
+    ("img2img: image not an image", I2I, dict(image="@not-an-image.png"), "image is not an image"),
+    ("img2img: decompression bomb", I2I, dict(image="@bomb.png"), "image has too many pixels|image is 20000x20000"),
+    ("img2img: CMYK image", I2I, dict(image="@cmyk.jpg", prompt="a red circle"), OK),
 ]
 
 

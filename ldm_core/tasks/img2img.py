@@ -2,7 +2,7 @@
 towards the prompt by a text -> image model; 0 keeps the input, 1 ignores it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..validation import Sampling, check_size, load_image, number
@@ -19,9 +19,10 @@ class Img2ImgRequest(Sampling):
 
 
 def check(req: Img2ImgRequest, entry, limits) -> dict:
-    # width and height are optional (the image's own size); any size: the pipeline pads to its model
+    # width and height are optional (None or 0: the image's own size); any size: the pipeline pads to its model
+    req = replace(req, width=req.width or None, height=req.height or None)
     return {"image": load_image(req.image, limits), "strength": number("strength", req.strength, 0.0, 1.0),
-            **check_size(req, entry, limits, native=False, multiple=1)}
+            "width": None, "height": None, **check_size(req, entry, limits, native=False, multiple=1)}
 
 
 def size(req: Img2ImgRequest) -> tuple[int, int]:
@@ -48,5 +49,5 @@ def pipelines() -> dict:
 TASK = Task(name="img2img", title="Image → Image", order=4, request=Img2ImgRequest, check=check, call=call,
             info=info, output_size=lambda r: (*size(r), 1), pipelines=pipelines, positional=("image",),
             api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
-            api_defaults={"width": None, "height": None},      # the input image's own size
+            api_defaults={"width": 0, "height": 0},      # 0: the input image's own size
             help="an image noised to --strength and redrawn towards the prompt (SDEdit)")
