@@ -31,8 +31,9 @@ def _add_task(sub, task) -> None:
     hints = typing.get_type_hints(task.request)
     for f in dataclasses.fields(task.request):
         t = hints[f.name]
-        if f.name in task.positional:
-            p.add_argument(f.name, help="an image file" if f.name in ("image", "mask") else None)
+        if f.name in task.positional:     # optional when the field has a default (inpaint's mask, outpainting)
+            p.add_argument(f.name, nargs="?" if f.default is None else None,
+                           help="an image file" if f.name in ("image", "mask") else None)
             continue
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")

@@ -13,7 +13,7 @@ from PIL import Image
 from ldm_core.limits import Limits
 from ldm_core.pipelines.common import MASK_DOWNSAMPLING
 from ldm_core.stack import ModelStack
-from ldm_core.tasks.inpaint import InpaintRequest
+from ldm_core.tasks.inpaint import MAX_MASK_BLUR, SIDES, InpaintRequest
 from ldm_core.validation import RequestError
 
 from .common import (
@@ -96,8 +96,9 @@ def bounded(editor: gr.ImageEditor, limits: Limits) -> gr.ImageEditor:
     return editor
 
 
-def editor_to_image_and_mask(value) -> tuple[Image.Image, Image.Image]:
-    """ImageEditor value -> (RGB image, "L" mask: white wherever any layer was painted)."""
+def editor_to_image_and_mask(value, outpainting: bool = False) -> tuple[Image.Image, Image.Image | None]:
+    """ImageEditor value -> (RGB image, "L" mask: white wherever any layer was painted); no paint
+    is a mask of None when `outpainting` (the new area is the mask), else an error."""
     if not value or value.get("background") is None:
         raise RequestError("upload an image to inpaint")
     bg = value["background"]
@@ -109,11 +110,13 @@ def editor_to_image_and_mask(value) -> tuple[Image.Image, Image.Image]:
             layer = layer.resize(bg.size, Image.NEAREST)
         a = np.asarray(layer.convert("RGBA"))[..., 3]
         mask |= a > 0
-    if not mask.any():
-        raise RequestError("paint over the region to repaint (the brush on the image editor)")
+    if not mask.any() and not outpainting:
+        raise RequestError("paint over the region to repaint (the brush on the image editor), or extend the "
+                           "canvas under Outpainting")
     rgb = bg.convert("RGBA")
     white = Image.new("RGBA", rgb.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgb).convert("RGB"), Image.fromarray((mask * 255).astype(np.uint8), "L")
+    image = Image.alpha_composite(white, rgb).convert("RGB")
+    return image, (Image.fromarray((mask * 255).astype(np.uint8), "L") if mask.any() else None)
 
 
 @dataclass
@@ -125,6 +128,8 @@ class InpaintTab:
     gallery: gr.Gallery
     keep_unmasked: gr.Checkbox
     mask_downsampling: gr.Radio
+    mask_blur: gr.Slider
+    extend: dict[str, gr.Slider]     # "extend_left", ... -> its slider
 
     @property
     def image_input(self):
@@ -134,7 +139,8 @@ class InpaintTab:
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params(),
-                "keep_unmasked": self.keep_unmasked, "mask_downsampling": self.mask_downsampling}
+                "keep_unmasked": self.keep_unmasked, "mask_downsampling": self.mask_downsampling,
+                "mask_blur": self.mask_blur, **self.extend}
 
 
 def build(studio: Studio) -> InpaintTab:
@@ -153,6 +159,13 @@ def build(studio: Studio) -> InpaintTab:
                 generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
                 stop = gr.Button("Stop", variant="stop")
             controls = sampling_controls(studio, "inpaint", size=False)
+            mask_blur = gr.Slider(0, MAX_MASK_BLUR, value=2, step=0.5, elem_id="inpaint-mask-blur",
+                                  label="Mask blur (px): a soft seam inside the mask; 0 = a hard edge")
+            with gr.Accordion("Outpainting: extend the canvas (the new area is painted for you)", open=False,
+                              elem_id="inpaint-outpaint"):
+                with gr.Row():
+                    extend = {f"extend_{side}": gr.Slider(0, 256, value=0, step=8, label=f"{side.title()} (px)",
+                                                          elem_id=f"inpaint-extend-{side}") for side in SIDES}
             with gr.Accordion("Advanced", open=False):
                 keep_unmasked = gr.Checkbox(True, label="Keep every pixel outside the mask exactly (off: as decoded, "
                                             "as diffusers)", elem_id="inpaint-keep-unmasked")
@@ -166,25 +179,27 @@ def build(studio: Studio) -> InpaintTab:
 
     @gpu
     def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model, keep_unmasked,
-            mask_downsampling, request: gr.Request, progress=gr.Progress()):
+            mask_downsampling, mask_blur, left, top, right, bottom, request: gr.Request, progress=gr.Progress()):
+        pads = dict(extend_left=int(left), extend_top=int(top), extend_right=int(right), extend_bottom=int(bottom))
         try:
-            image, mask = editor_to_image_and_mask(value)
+            image, mask = editor_to_image_and_mask(value, outpainting=any(pads.values()))
         except RequestError as e:
             raise user_error(e) from None
         req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                              guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
-                             model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling)
+                             model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling,
+                             mask_blur=mask_blur, **pads)
         yield from run_with_progress(studio, req, progress, request)
 
     c = controls
-    ev = generate.click(run, [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler,
-                              c.model, keep_unmasked, mask_downsampling], [gallery, preview, info],
-                        concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(studio, 11))
+    inputs = [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler, c.model,
+              keep_unmasked, mask_downsampling, mask_blur, *extend.values()]
+    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private", validator=quota(studio, len(inputs)))
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(studio, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
                    api_visibility="private")
-    return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling)
+    return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling, mask_blur, extend)
 
 
 if __name__ == "__main__":

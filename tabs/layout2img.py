@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import gradio as gr
@@ -9,6 +10,7 @@ import numpy as np
 from gradio_image_annotation import image_annotator
 
 from ldm_core.data.shapes import COLORS, SHAPES
+from ldm_core.grounding import parse_label
 from ldm_core.stack import ModelStack
 from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
 from ldm_core.validation import RequestError
@@ -20,50 +22,135 @@ from .common import (
     gpu,
     model_defaults,
     quota,
+    refuse,
     run_with_progress,
     sampling_controls,
     stopped,
     studio,
-    user_error,
 )
 
 CANVAS = 512  # drawing canvas, pixels; boxes are normalised by it
 LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
 PALETTE_HEX = {"red": "#dc2828", "yellow": "#e6c81e", "green": "#28aa3c", "cyan": "#1eb4c8", "blue": "#2846dc",
                "magenta": "#c832be"}
+NO_COLOUR_HEX = "#888888"   # a box with no label yet, or one whose label names no colour
+# The annotator fills a new box's label dialog with its first choice: a blank first choice (hidden from the
+# list by CSS) makes a new box start unlabelled and grey, instead of silently "red circle".
+CHOICES = ["", *LABELS]
+# Built-in models (grounding maps, ldm_core.grounding) know these words; hub GLIGEN models take free text.
+VOCABULARY_PIPELINES = ("Layout2ImgPipeline",)
+VOCABULARY = (f"a colour ({', '.join(COLORS)}) and/or a shape ({', '.join(SHAPES)}), "
+              f"e.g. `blue square` or `circle`")
+HELP = ("**Draw** a box: drag on the canvas with the box tool (the first button under it, or key **C**); "
+        "type or pick its label in the dialog and press **OK**. A box takes its label's colour; grey means "
+        "no label (or no colour word).  \n"
+        "**Move, resize, relabel or delete** a box: choose the hand tool (the second button, key **D**), click the box, then "
+        "drag it or its corners; **double-click** it (or press **E**) to change its label; press **Delete** "
+        "or the bin button to remove it. Back to drawing: the box tool (key **C**).  \n"
+        f"**Labels the built-in model knows:** {VOCABULARY}. Up to 8 boxes; the caption is optional.")
+# The annotator cannot hide its rotate buttons (rotating a blank canvas only turns the boxes) nor its blank
+# first choice; the tool buttons get a word each. Injected by the tab itself (build); webui.py needs nothing.
+CSS = ("#layout-canvas button[aria-label^='Rotate'] { display: none !important; }\n"
+       "#model-box-edit li[data-index='0'] { display: none !important; }\n")
 
 
 def blank_canvas() -> np.ndarray:
     return np.full((CANVAS, CANVAS, 3), 255, np.uint8)
 
 
+def label_hex(label: str | None) -> str:
+    """A label's colour: its colour word's (the first one), else grey."""
+    for word in re.findall(r"[a-z]+", (label or "").lower()):
+        if word in PALETTE_HEX:
+            return PALETTE_HEX[word]
+    return NO_COLOUR_HEX
+
+
+def _where(b: dict, w: float, h: float) -> str:
+    """'the box at the top left (x 102-250, y 40-180 of 512)': how a message points at a box."""
+    x0, x1 = sorted((b["xmin"], b["xmax"]))
+    y0, y1 = sorted((b["ymin"], b["ymax"]))
+    cx, cy = (x0 + x1) / 2 / w, (y0 + y1) / 2 / h
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else "middle"
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "centre"
+    place = "centre" if (row, col) == ("middle", "centre") else f"{row} {col}"
+    return f"the box at the {place} (x {x0:.0f}–{x1:.0f}, y {y0:.0f}–{y1:.0f})"
+
+
+def _size(value: dict) -> tuple[int, int]:
+    img = value.get("image")
+    return img.shape[:2] if isinstance(img, np.ndarray) else (CANVAS, CANVAS)
+
+
 def annotation_to_boxes(value: dict | None) -> list[Box]:
     """Annotator boxes (pixels on the canvas) -> normalised, labelled boxes."""
     if not value or not value.get("boxes"):
         return []
-    img = value.get("image")
-    h, w = (img.shape[:2] if isinstance(img, np.ndarray) else (CANVAS, CANVAS))
+    h, w = _size(value)
     out = []
-    for i, b in enumerate(value["boxes"], 1):
+    for b in value["boxes"]:
         label = (b.get("label") or "").strip()
         if not label:
-            raise RequestError(f"box {i} has no label: click it and type what it should contain, e.g. 'red circle'")
+            raise RequestError(f"{_where(b, w, h)} has no label (it is grey): choose the hand tool under the "
+                               "canvas and double-click the box to give it one, e.g. 'red circle'")
         x0, x1 = sorted((b["xmin"] / w, b["xmax"] / w))
         y0, y1 = sorted((b["ymin"] / h, b["ymax"] / h))
         out.append(Box(label, tuple(min(1.0, max(0.0, v)) for v in (x0, y0, x1, y1))))
     return out
 
 
+def unknown_labels(value: dict | None, pipeline: str | None) -> str | None:
+    """Why a built-in model cannot draw these boxes' labels (None: it can, or the model reads free text)."""
+    if pipeline not in VOCABULARY_PIPELINES or not value or not value.get("boxes"):
+        return None
+    h, w = _size(value)
+    for b in value["boxes"]:
+        label = (b.get("label") or "").strip()
+        if not label:
+            continue
+        try:
+            parse_label(label)
+        except ValueError:
+            return (f"{_where(b, w, h)} is labelled '{label}', which this model does not know: it knows "
+                    f"{VOCABULARY.replace('`', chr(39))}. Choose the hand tool under the canvas and double-click "
+                    "the box to change its label")
+    return None
+
+
 def boxes_to_annotation(boxes: list[dict]) -> dict:
     return {"image": blank_canvas(), "boxes": [
         {"xmin": b["box"][0] * CANVAS, "ymin": b["box"][1] * CANVAS, "xmax": b["box"][2] * CANVAS,
-         "ymax": b["box"][3] * CANVAS, "label": b["label"],
-         "color": _rgb(PALETTE_HEX.get(b["label"].split()[0], "#888888"))} for b in boxes]}
+         "ymax": b["box"][3] * CANVAS, "label": b["label"], "color": _rgb(label_hex(b["label"]))} for b in boxes]}
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
     """'#dc2828' -> (220, 40, 40): the annotator draws a box's colour only as an RGB tuple."""
     return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def boxes_text(value: dict | None) -> str:
+    """The boxes as the API takes them, one box a line; an unlabelled box shows its empty label."""
+    if not value or not value.get("boxes"):
+        return "[]"
+    h, w = _size(value)
+    rows = []
+    for b in value["boxes"]:
+        x0, x1 = sorted((b["xmin"] / w, b["xmax"] / w))
+        y0, y1 = sorted((b["ymin"] / h, b["ymax"] / h))
+        rows.append(json.dumps({"label": (b.get("label") or "").strip(),
+                                "box": [round(min(1.0, max(0.0, v)), 4) for v in (x0, y0, x1, y1)]}))
+    return "[\n  " + ",\n  ".join(rows) + "\n]"
+
+
+def recoloured(value: dict | None) -> dict | None:
+    """The annotation with every box in its label's colour, or None when they all are already. (The
+    annotator colours a box by a picked label but keeps the old colour for a typed one.)"""
+    if not value or not value.get("boxes"):
+        return None
+    boxes = [{**b, "color": _rgb(label_hex(b.get("label")))} for b in value["boxes"]]
+    if all(tuple(b.get("color") or ()) == n["color"] for b, n in zip(value["boxes"], boxes)):
+        return None
+    return {"image": value["image"], "boxes": boxes, "orientation": 0}
 
 
 @dataclass
@@ -82,16 +169,39 @@ class Layout2ImgTab:
                 **self.controls.params()}
 
 
+def _pipeline(studio: Studio, model: str | None) -> str | None:
+    try:
+        return studio.entry("layout2img", model or None).pipeline
+    except Exception:  # an unknown name: the request's own check says so
+        return None
+
+
+def layout_problem(studio: Studio, annotation: dict | None, model: str | None) -> str | None:
+    """What stops these boxes from being drawn, in words for the user (None: nothing)."""
+    try:
+        annotation_to_boxes(annotation)
+    except RequestError as e:
+        return str(e)
+    return unknown_labels(annotation, _pipeline(studio, model))
+
+
 def build(studio: Studio) -> Layout2ImgTab:
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("Drag on the canvas to draw a box, then pick or type its label "
-                        "(e.g. `red circle`). Up to 8 boxes.")
-            annotator = image_annotator({"image": blank_canvas(), "boxes": []}, label_list=LABELS,
-                                        label_colors=[PALETTE_HEX[lab.split()[0]] for lab in LABELS],
+            gr.Markdown(HELP, elem_id="layout-help")
+            annotator = image_annotator({"image": blank_canvas(), "boxes": []}, label_list=CHOICES,
+                                        label_colors=[label_hex(lab) for lab in CHOICES],
                                         sources=[], image_type="numpy", height=CANVAS, width=CANVAS,
-                                        label="Layout", show_clear_button=False, elem_id="layout-canvas")
-            boxes_json = gr.Code(label="Boxes (normalised, as the API takes them)", language="json", interactive=False)
+                                        label="Layout", show_label=False, show_clear_button=False,
+                                        show_remove_button=True, show_download_button=False,
+                                        show_share_button=False, use_default_label=False,
+                                        enable_keyboard_shortcuts=True, elem_id="layout-canvas")
+            status = gr.Markdown("No boxes yet: drag on the canvas to draw one.", elem_id="layout-status")
+            boxes_json = gr.Code("[]", label="Boxes (normalised, as the API takes them)", language="json",
+                                 interactive=False, lines=3, show_line_numbers=False, wrap_lines=True,
+                                 elem_id="layout-boxes")
+            # the tab brings its CSS into the page's <head> itself: webui.py's CSS does not need it
+            gr.HTML("", head=f"<style>{CSS}</style>", js_on_load=None, padding=False, container=False)
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
@@ -104,34 +214,53 @@ def build(studio: Studio) -> Layout2ImgTab:
                                  object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 
-    def show_boxes(value):
-        try:
-            return json.dumps([{"label": b.label, "box": [round(v, 4) for v in b.box]}
-                               for b in annotation_to_boxes(value)], indent=1)
-        except RequestError as e:
-            return json.dumps({"error": str(e)})
+    def status_text(value, model) -> str:
+        n = len((value or {}).get("boxes") or [])
+        if not n:
+            return "No boxes yet: drag on the canvas to draw one."
+        problem = layout_problem(studio, value, model)
+        return f"**Not ready:** {problem}." if problem else f"{n} box{'es' * (n > 1)}, ready to generate."
+
+    def show_boxes(value, model):
+        fixed = recoloured(value)
+        return boxes_text(value), status_text(value, model), (gr.skip() if fixed is None else fixed)
+
+    inputs = [prompt, negative, annotator, *(getattr(controls, k) for k in (
+        "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"))]
+    check_quota = quota(studio, len(inputs))
+
+    def validate(*args):
+        """Before the job is queued: boxes the model cannot draw are refused with what to do."""
+        annotation, model = args[2], args[len(inputs) - 1]
+        problem = layout_problem(studio, annotation, model) if isinstance(annotation, dict) else None
+        if problem:
+            raise refuse(problem)
+        return check_quota(*args)
+
+    validate.__signature__ = check_quota.__signature__
+    validate.__annotations__ = check_quota.__annotations__
 
     @gpu
     def run(prompt, negative_prompt, annotation, steps, guidance_scale, seed, num_images, width, height, sampler,
             model, request: gr.Request, progress=gr.Progress()):
-        try:
-            boxes = annotation_to_boxes(annotation)
-        except RequestError as e:
-            raise user_error(e) from None
-        req = Layout2ImgRequest(prompt=prompt, boxes=boxes, negative_prompt=negative_prompt, steps=steps,
-                                guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
-                                height=height, sampler=sampler, model=model)
+        problem = layout_problem(studio, annotation, model)
+        if problem:
+            raise refuse(problem)
+        req = Layout2ImgRequest(prompt=prompt, boxes=annotation_to_boxes(annotation), negative_prompt=negative_prompt,
+                                steps=steps, guidance_scale=guidance_scale, seed=seed, num_images=num_images,
+                                width=width, height=height, sampler=sampler, model=model)
         yield from run_with_progress(studio, req, progress, request)
 
     c = controls
-    annotator.change(show_boxes, annotator, boxes_json, api_visibility="private")
-    ev = generate.click(run, [prompt, negative, annotator, c.steps, c.guidance_scale, c.seed, c.num_images, c.width,
-                              c.height, c.sampler, c.model], [gallery, preview, info],
-                        concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
-                        validator=quota(studio, 11))
+    # a typed label keeps the box's old colour in the annotator: the server sends it back in its label's colour
+    annotator.change(show_boxes, [annotator, c.model], [boxes_json, status, annotator], api_visibility="private",
+                     show_progress="hidden", queue=False)
+    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private", validator=validate)
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(studio, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
+    c.model.change(status_text, [annotator, c.model], status, api_visibility="private", show_progress="hidden")
     return Layout2ImgTab(prompt, negative, annotator, controls, gallery)
 
 

@@ -47,7 +47,8 @@ def test_api_names_and_parameters_match_the_spec(client):
     # the spec's names first; then keyword parameters the spec allows endpoints to gain, each with a default
     assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average"]
     assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling, "keep_unmasked",
-                                  "mask_downsampling"]
+                                  "mask_downsampling", "mask_blur", "extend_left", "extend_top", "extend_right",
+                                  "extend_bottom"]
     assert params["/img2img"] == ["image", "prompt", "strength", "negative_prompt", *sampling]
     for name, ps in api.items():  # every parameter but the inputs (prompt / image, and inpaint's mask) has a default
         required = 2 if name == "/inpaint" else 1
@@ -82,6 +83,10 @@ def test_every_endpoint(client, tmp_path):
                                   mask=handle_file(str(tmp_path / "mask.png")), prompt="a red circle",
                                   api_name="/inpaint")
     assert _check_png(images[0]["image"], "inpaint")["prompt"] == "a red circle"
+
+    images, info = client.predict(image=handle_file(str(tmp_path / "img.png")), mask=None, extend_right=16,
+                                  prompt="a red circle", api_name="/inpaint")          # outpainting
+    assert Image.open(images[0]["image"]).size == (48, 32) and json.loads(info)["extend_right"] == 16
 
     Image.new("RGB", (40, 24), (0, 200, 0)).save(tmp_path / "wide.png")
     images, info = client.predict(image=handle_file(str(tmp_path / "wide.png")), prompt="a red circle",

@@ -5,7 +5,7 @@
     python -m ldm_core.eval fid-floor [--n 1000]
     python -m ldm_core.eval autoencoder --model models/shapes-autoencoder
     python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25]
-    python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25]
+    python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25] [--size 64 128 256]
     python -m ldm_core.eval guidance-sweep --model NAME [--guidance 3 4 5.5 7.5 --n-per-form 24]
     python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
@@ -46,14 +46,16 @@ def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
     return generate
 
 
-def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None):
-    """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}])."""
+def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None, stack=None, size: int | None = None):
+    """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}]);
+    size: a size × size canvas (default: the model's own size)."""
     ModelStack, Layout2ImgRequest = _import_stack("layout2img")
-    stack = ModelStack.from_catalog(catalog)
+    stack = stack or ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
-        return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model))
-                           .images[0].convert("RGB")) for p, b, s in zip(prompts, layouts, seeds)]
+        return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model,
+                                                       width=size, height=size)).images[0].convert("RGB"))
+                for p, b, s in zip(prompts, layouts, seeds)]
     return generate
 
 
@@ -184,10 +186,23 @@ def task_text2img(a) -> None:
 
 
 def task_layout2img(a) -> None:
+    if a.size:
+        return task_layout2img_sizes(a)
     from .evaluate import evaluate_layout2img
     generate = stack_layout2img(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_layout2img(generate, n=a.n, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
+
+
+def task_layout2img_sizes(a) -> None:
+    """The same layouts and seeds at each --size (paper §4.3.2), judged after a box-filter downsample to 64²."""
+    from .sizes import evaluate_sizes
+    stack = _import_stack("layout2img")[0].from_catalog(a.catalog)
+    table, grid, res = evaluate_sizes(lambda size: stack_layout2img(a.model, a.steps, stack=stack, size=size),
+                                      a.size, n=a.n, seed=a.seed)
+    head = (f"## layout2img at larger canvases: {a.model}\n\n{a.n} layouts (seeds {a.seed}..{a.seed + a.n - 1}), "
+            f"{a.steps} steps; judged after a box-filter downsample to 64×64\n\n")
+    _write(Path(a.out or f"outputs/eval/layout2img-sizes-{a.model}"), head + table, res, grid)
 
 
 def task_guidance_sweep(a) -> None:
@@ -252,6 +267,10 @@ def main(argv=None) -> None:
             p.add_argument("--n-per-form", type=int, default=50)
         else:
             p.add_argument("--n", type=int, default=100)
+        if name == "layout2img":
+            p.add_argument("--size", type=int, nargs="+", default=None,
+                           help="canvas sides to compare on the same layouts and seeds, e.g. 64 128 256 "
+                                "(judged after a box-filter downsample to 64², no FID)")
         if name == "superres":
             p.add_argument("--n-photos", type=int, default=64, help="held-out photo crops")
             p.add_argument("--no-large", action="store_true", help="skip the 256² -> 1024² timing")

@@ -33,3 +33,24 @@ def layout_summary(results: list[dict]) -> dict:
         "images": len(results),
         "mean_iou": float(np.mean([r["mean_iou"] for r in results])) if results else float("nan"),
     }
+
+
+def layout_breakdown(per_prompt: list[dict], small: float) -> dict:
+    """Per-box accuracy overall, for small (side <= `small`, normalised) and large boxes, and by boxes
+    per layout ("1 box", "2 boxes", ...); images with every box right and images with extra
+    detections. Each value is (rate, hits, n). `per_prompt`: evaluate_layout2img's results, whose
+    entries hold "layout" ([{"label", "box"}]), "per_box" and "extra"."""
+    boxes = [(max(b["box"][2] - b["box"][0], b["box"][3] - b["box"][1]), ok, len(p["layout"]))
+             for p in per_prompt for b, ok in zip(p["layout"], p["per_box"])]
+
+    def frac(oks: list[bool]) -> tuple[float, int, int]:
+        return (sum(oks) / len(oks) if oks else float("nan")), sum(oks), len(oks)
+
+    out = {"all": frac([ok for _, ok, _ in boxes]),
+           "small": frac([ok for side, ok, _ in boxes if side <= small + 1e-9]),
+           "large": frac([ok for side, ok, _ in boxes if side > small + 1e-9]),
+           "images_all_right": frac([bool(p["all_correct"]) for p in per_prompt]),
+           "images_extra": frac([p["extra"] > 0 for p in per_prompt])}
+    for k in sorted({n for *_, n in boxes}):
+        out[f"{k} box" + ("es" if k > 1 else "")] = frac([ok for _, ok, n in boxes if n == k])
+    return out

@@ -4,7 +4,7 @@ The masked image is encoded and concatenated with the downsampled mask to the la
 input: UNet input = [latents (C) | mask (1) | masked-image latents (C)], the layout of
 both the paper's inpainting LDM and Stable Diffusion inpainting, so the same class runs
 the built-in model and `stable-diffusion-inpainting` checkpoints. Pixels outside the
-mask come back unchanged; inside, the result is blended in over a feathered seam.
+mask come back unchanged; inside, the result is blended in over a soft seam (`mask_blur`).
 """
 from __future__ import annotations
 
@@ -63,11 +63,13 @@ def pad_to_multiple(image: Image.Image, mask: Image.Image, multiple: int) -> tup
     return Image.fromarray(a), Image.fromarray(m)
 
 
-def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Image.Image, feather: float) -> Image.Image:
-    """Keep `original` exactly where mask is 0; inside, fade in `generated` over `feather` px."""
+def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Image.Image, mask_blur: float
+                       ) -> Image.Image:
+    """Keep `original` exactly where mask is 0; inside, fade `generated` in over a Gaussian ramp of
+    `mask_blur` px (half and half at the border, all generated inside; 0: a hard edge)."""
     m = np.asarray(mask, dtype=np.float32) / 255.0  # (H, W) 1 = repaint
-    if feather > 0:
-        soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(feather)), dtype=np.float32) / 255.0
+    if mask_blur > 0:
+        soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(mask_blur)), dtype=np.float32) / 255.0
         alpha = np.where(m > 0.5, np.clip(2 * soft - 1, 0, 1) * 0.5 + 0.5, 0.0)  # 0.5 at the seam -> 1 inside
     else:
         alpha = m
@@ -120,7 +122,7 @@ class InpaintPipeline(DiffusionPipeline):
     def __call__(self, prompt: str | list[str], image: Image.Image, mask_image: Image.Image,
                  negative_prompt: str | list[str] = "", height: int | None = None, width: int | None = None,
                  num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
-                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None, feather: float = 2.0,
+                 sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None, mask_blur: float = 2.0,
                  output_type: str = "pil", keep_unmasked: bool = True,
                  mask_downsampling: str = "max") -> PipelineOutput:
         # 1. inputs: work at (width, height), default the image's own size, padded to what the
@@ -154,5 +156,5 @@ class InpaintPipeline(DiffusionPipeline):
         # 5. decode, crop the padding off, then keep every pixel outside the mask
         images = [im.crop((0, 0, width, height)) for im in to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))]
         if keep_unmasked:
-            images = [blend_outside_mask(image, im, mask_image, feather) for im in images]
+            images = [blend_outside_mask(image, im, mask_image, mask_blur) for im in images]
         return PipelineOutput(images, seeds, warnings, name)
