@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from . import hires, hub
 from .catalog import Catalog, ModelEntry
 from .device import default_dtype, module_bytes, native_small_convs, pick_device
 from .limits import DEFAULT_LIMITS, Limits, TimeLimit, with_deadline
@@ -261,7 +261,8 @@ class ModelStack:
         if out.warnings:
             info["warnings"] = list(out.warnings)
         per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
-        return Result(out.images, per_image, info, seconds)
+        result = Result(out.images, per_image, info, seconds)
+        return hires.upscale(self, req, result, callback) if getattr(req, "hires", False) else result
 
     def _out_of_memory(self, req, entry: ModelEntry, what: str) -> OutOfMemory:
         """Free what can be freed after an out-of-memory error; the error to raise."""

@@ -180,6 +180,7 @@ def check_size(req, entry: ModelEntry, limits: Limits, native: bool = True, mult
 
 def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS):
     """A checked copy of `req` with every default filled in, and its catalog entry."""
+    from . import hires
     from .tasks import task_of
     task = task_of(req)
     if not isinstance(req.model, (str, type(None))) or (req.model and len(req.model) > 200):
@@ -190,8 +191,8 @@ def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS):
         raise RequestError(str(e)) from None
     upd = check_sampling(req, entry, limits)
     upd.update(task.check(replace(req, **upd), entry, limits))
-    checked = replace(req, **upd)
-    check_work(checked, task, limits)
+    checked, more = hires.check(replace(req, **upd), catalog, limits)   # a second stage, 4x (text, layout)
+    check_work(checked, task, limits, more)
     return checked, entry
 
 
@@ -205,10 +206,12 @@ def work(req, task=None) -> tuple[float, str]:
     return mp, how + (f" x {k} samples averaged" if k > 1 else "")
 
 
-def check_work(req, task, limits: Limits) -> None:
+def check_work(req, task, limits: Limits, more: float = 0.0) -> None:
+    """The request's work (and `more`, a second stage's) within the limits' budget."""
     if limits.max_work is None:
         return
     mp, how = work(req, task)
+    mp, how = mp + more, how + (f", then {more:.1f} to upscale them 4x" if more else "")
     if mp > limits.max_work:
         raise RequestError(f"this request asks for {mp:.1f} megapixel-steps ({how}); this server's compute "
                            f"budget is {limits.max_work:g} per request: use fewer steps or images, or a smaller "

@@ -255,6 +255,16 @@ def sampling_controls(studio: Studio, task: str, size: bool = True, guidance: bo
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
 
 
+def hires_controls(studio: Studio, task: str) -> tuple[gr.Checkbox, gr.Dropdown]:
+    """"Hires": each result upscaled 4x by a super-resolution model in the same request."""
+    choices = studio.choices("superres") if "superres" in studio.tasks else []
+    with gr.Row(visible=bool(choices)):
+        on = gr.Checkbox(False, label="Hires: then 4× super-resolution of each image", elem_id=f"{task}-hires")
+        model = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Super-resolution model",
+                            elem_id=f"{task}-hires-model")
+    return on, model
+
+
 def sampler_choices(studio: Studio, entry) -> list[tuple[str, str]]:
     """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
     own = studio.published_scheduler(entry)

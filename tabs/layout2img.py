@@ -41,17 +41,24 @@ CHOICES = ["", *LABELS]
 VOCABULARY_PIPELINES = ("Layout2ImgPipeline",)
 VOCABULARY = (f"a colour ({', '.join(COLORS)}) and/or a shape ({', '.join(SHAPES)}), "
               f"e.g. `blue square` or `circle`")
-HELP = ("**Draw** a box: drag on the canvas with the box tool (the first button under it, or key **C**); "
-        "type or pick its label in the dialog and press **OK**. A box takes its label's colour; grey means "
-        "no label (or no colour word).  \n"
-        "**Move, resize, relabel or delete** a box: choose the hand tool (the second button, key **D**), click the box, then "
-        "drag it or its corners; **double-click** it (or press **E**) to change its label; press **Delete** "
-        "or the bin button to remove it. Back to drawing: the box tool (key **C**).  \n"
+HELP = ("**Draw** a box: drag on the canvas with the **Draw** tool (key **C**), then type or pick its label in the "
+        "dialog and press **OK**. A box takes its label's colour; grey means no label yet.  \n"
+        "**Move, resize, relabel or delete** a box: choose the **Select** tool (key **D**) under the canvas and click "
+        "the box; then drag it or its corners, **double-click** it (or press **E**) to change its label, or press "
+        "**Delete** (or the **Delete** button) to remove it. Back to drawing: the **Draw** tool.  \n"
         f"**Labels the built-in model knows:** {VOCABULARY}. Up to 8 boxes; the caption is optional.")
-# The annotator cannot hide its rotate buttons (rotating a blank canvas only turns the boxes) nor its blank
-# first choice; the tool buttons get a word each. Injected by the tab itself (build); webui.py needs nothing.
+# The annotator cannot hide its rotate buttons (rotating a blank canvas only turns the boxes) nor its blank first
+# choice, and its tools are bare icons: they get a word each. The boxes panel shows no gutter (its fold marker sat
+# a line low). build() puts this CSS in the page itself.
+_TOOLS = {"Create box": "Draw (C)", "Drag boxes": "Select (D)", "Remove box": "Delete (Del)", "Edit label": "Label"}
 CSS = ("#layout-canvas button[aria-label^='Rotate'] { display: none !important; }\n"
-       "#model-box-edit li[data-index='0'] { display: none !important; }\n")
+       "#model-box-edit li[data-index='0'] { display: none !important; }\n"
+       "#layout-boxes .cm-gutters { display: none !important; }\n"
+       "#layout-canvas .canvas-control button { width: auto !important; display: inline-flex; align-items: center; "
+       "gap: 4px; margin: var(--spacing-lg) var(--spacing-md); }\n"
+       "#layout-canvas .canvas-control button svg { width: 20px; height: 20px; flex: none; }\n"
+       + "".join(f"#layout-canvas .canvas-control button[aria-label='{k}']::after {{ content: '{v}'; "
+                 "font-size: var(--text-sm); white-space: nowrap; }\n" for k, v in _TOOLS.items()))
 
 
 def blank_canvas() -> np.ndarray:
@@ -91,7 +98,7 @@ def annotation_to_boxes(value: dict | None) -> list[Box]:
     for b in value["boxes"]:
         label = (b.get("label") or "").strip()
         if not label:
-            raise RequestError(f"{_where(b, w, h)} has no label (it is grey): choose the hand tool under the "
+            raise RequestError(f"{_where(b, w, h)} has no label (it is grey): choose the Select tool under the "
                                "canvas and double-click the box to give it one, e.g. 'red circle'")
         x0, x1 = sorted((b["xmin"] / w, b["xmax"] / w))
         y0, y1 = sorted((b["ymin"] / h, b["ymax"] / h))
@@ -112,7 +119,7 @@ def unknown_labels(value: dict | None, pipeline: str | None) -> str | None:
             parse_label(label)
         except ValueError:
             return (f"{_where(b, w, h)} is labelled '{label}', which this model does not know: it knows "
-                    f"{VOCABULARY.replace('`', chr(39))}. Choose the hand tool under the canvas and double-click "
+                    f"{VOCABULARY.replace('`', chr(39))}. Choose the Select tool under the canvas and double-click "
                     "the box to change its label")
     return None
 

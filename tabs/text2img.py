@@ -15,6 +15,7 @@ from .common import (
     Studio,
     first_image,
     gpu,
+    hires_controls,
     model_defaults,
     quota,
     run_with_progress,
@@ -36,10 +37,14 @@ class Text2ImgTab:
     gallery: gr.Gallery
     selected: gr.State
     send: dict[str, gr.Button]    # task -> its "send to" button (every task that takes an image)
+    hires: gr.Checkbox
+    hires_model: gr.Dropdown
+    convert = {"hires": bool}     # info value -> control value (the info holds the second stage's details)
 
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
-        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params()}
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params(),
+                "hires": self.hires, "hires_model": self.hires_model}
 
 
 def build(studio: Studio) -> Text2ImgTab:
@@ -53,6 +58,7 @@ def build(studio: Studio) -> Text2ImgTab:
                 stop = gr.Button("Stop", variant="stop", elem_id="t2i-stop")
             with gr.Column(elem_id="t2i-settings"):      # on a phone: below the results (webui.CSS)
                 controls = sampling_controls(studio, "text2img")
+                hires, hires_model = hires_controls(studio, "text2img")
                 gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3, elem_id="t2i-results"):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
@@ -65,23 +71,24 @@ def build(studio: Studio) -> Text2ImgTab:
     selected = gr.State(None)
 
     @gpu
-    def run(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model,
-            request: gr.Request, progress=gr.Progress()):
+    def run(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model, hires,
+            hires_model, request: gr.Request, progress=gr.Progress()):
         req = Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                               guidance_scale=guidance_scale, seed=seed, num_images=num_images, width=width,
-                              height=height, sampler=sampler, model=model)
+                              height=height, sampler=sampler, model=model, hires=bool(hires), hires_model=hires_model)
         yield from run_with_progress(studio, req, progress, request)
 
     c = controls
-    ev = generate.click(run, [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height,
-                              c.sampler, c.model], [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(studio, 10))
+    inputs = [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height, c.sampler,
+              c.model, hires, hires_model]
+    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                        api_visibility="private", validator=quota(studio, len(inputs)))
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(studio, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     gallery.select(selected_image, gallery, selected, api_visibility="private")
     gallery.change(first_image, gallery, selected, api_visibility="private")
-    return Text2ImgTab(prompt, negative, controls, gallery, selected, send)
+    return Text2ImgTab(prompt, negative, controls, gallery, selected, send, hires, hires_model)
 
 
 if __name__ == "__main__":

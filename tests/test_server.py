@@ -42,8 +42,8 @@ def test_api_names_and_parameters_match_the_spec(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     params = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     sampling = ["steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"]
-    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling]
-    assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling]
+    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling, "hires", "hires_model"]
+    assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling, "hires", "hires_model"]
     # the spec's names first; then keyword parameters the spec allows endpoints to gain, each with a default
     assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average"]
     assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling, "keep_unmasked",
@@ -66,6 +66,9 @@ def test_every_endpoint(client, tmp_path):
     images, info = client.predict(prompt="a red circle", seed=42, num_images=2, api_name="/text2img")
     assert len(images) == 2 and json.loads(info)["seeds"] == [42, 43]
     assert [_check_png(i["image"], "text2img")["seed"] for i in images] == [42, 43]
+
+    images, info = client.predict(prompt="a red circle", hires=True, api_name="/text2img")        # then 4x
+    assert _check_png(images[0]["image"], "text2img")["hires"]["size"] == "128x128"
 
     images, info = client.predict(prompt="", boxes='[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]',
                                   api_name="/layout2img")

@@ -197,9 +197,11 @@ def task_layout2img(a) -> None:
 def task_layout2img_sizes(a) -> None:
     """The same layouts and seeds at each --size (paper §4.3.2), judged after a box-filter downsample to 64²."""
     from .sizes import evaluate_sizes
+    from ..pipelines.latents import vae_scale_factor
     stack = _import_stack("layout2img")[0].from_catalog(a.catalog)
+    f = vae_scale_factor(stack.load(a.model).vae)
     table, grid, res = evaluate_sizes(lambda size: stack_layout2img(a.model, a.steps, stack=stack, size=size),
-                                      a.size, n=a.n, seed=a.seed)
+                                      a.size, n=a.n, seed=a.seed, latent_factor=f)
     head = (f"## layout2img at larger canvases: {a.model}\n\n{a.n} layouts (seeds {a.seed}..{a.seed + a.n - 1}), "
             f"{a.steps} steps; judged after a box-filter downsample to 64×64\n\n")
     _write(Path(a.out or f"outputs/eval/layout2img-sizes-{a.model}"), head + table, res, grid)

@@ -38,9 +38,10 @@ def _recording(generate: Callable, native: list) -> Callable:
 
 
 def evaluate_sizes(make_generate: Callable[[int], Callable], sizes: Sequence[int], n: int = 48, seed: int = 0,
-                   grid_rows: int = 3) -> tuple[str, Image.Image, dict]:
+                   grid_rows: int = 3, latent_factor: int = 4) -> tuple[str, Image.Image, dict]:
     """make_generate(size) -> a layout2img generator producing size × size images. Runs the layout
-    eval (no FID) at each size on the same layouts and seeds. Returns (markdown table, grid, results)."""
+    eval (no FID) at each size on the same layouts and seeds; latent_factor: the autoencoder's
+    downsampling, for the latent sizes shown. Returns (markdown table, grid, results)."""
     runs, natives = {}, {}
     for size in sizes:
         natives[size] = []
@@ -54,10 +55,10 @@ def evaluate_sizes(make_generate: Callable[[int], Callable], sizes: Sequence[int
         runs[size] = {"size": size, "summary": res["summary"], "seconds_per_image": seconds,
                       "breakdown": layout_breakdown(res["per_prompt"], SMALL_PX / 64),
                       "per_prompt": res["per_prompt"]}
-    results = {"n": n, "seed": seed, "sizes": list(sizes), "small_px": SMALL_PX,
+    results = {"n": n, "seed": seed, "sizes": list(sizes), "small_px": SMALL_PX, "latent_factor": latent_factor,
                "judged": "box-filter downsample to 64x64, then the 64x64 detector", "runs": runs}
     layouts = [sc.boxes for sc in layout2img_prompts(min(n, grid_rows))]
-    return size_table(runs), size_grid(natives, layouts, sizes), results
+    return size_table(runs, latent_factor), size_grid(natives, layouts, sizes, latent_factor), results
 
 
 def _cell(r: tuple) -> str:
@@ -65,7 +66,7 @@ def _cell(r: tuple) -> str:
     return "n/a" if not n else f"{100 * acc:.1f} % ({hits}/{n})"
 
 
-def size_table(runs: dict) -> str:
+def size_table(runs: dict, f: int = 4) -> str:
     """One row per size: per-box accuracy overall, by box size and by boxes per layout, and more."""
     b0 = next(iter(runs.values()))["breakdown"]
     counts = sorted(k for k in b0 if k.endswith("box") or k.endswith("boxes"))
@@ -75,7 +76,7 @@ def size_table(runs: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, run in runs.items():
         b, s = run["breakdown"], run["summary"]
-        row = [f"{size}²", f"{size // 4}²", _cell(b["all"]), _cell(b["small"]), _cell(b["large"]),
+        row = [f"{size}²", f"{size // f}²", _cell(b["all"]), _cell(b["small"]), _cell(b["large"]),
                *[_cell(b[c]) for c in counts], _cell(b["images_all_right"]), _cell(b["images_extra"]),
                f"{s['mean_iou']:.3f}", f"{run['seconds_per_image']:.1f}"]
         lines.append("| " + " | ".join(row) + " |")
@@ -93,7 +94,7 @@ def _layout_sketch(layout: list[dict], cell: int) -> Image.Image:
     return im
 
 
-def size_grid(natives: dict, layouts: list, sizes: Sequence[int], cell: int = GRID_CELL) -> Image.Image:
+def size_grid(natives: dict, layouts: list, sizes: Sequence[int], f: int = 4, cell: int = GRID_CELL) -> Image.Image:
     """Rows: the given layouts; columns: the requested boxes, then the output at each size, each shown
     at `cell` px (smaller outputs enlarged with nearest neighbour, so their pixels stay visible)."""
     pad, title_h = 6, 14
@@ -101,7 +102,7 @@ def size_grid(natives: dict, layouts: list, sizes: Sequence[int], cell: int = GR
     W = (len(sizes) + 1) * (cell + pad) + pad
     canvas = Image.new("RGB", (W, title_h + n_rows * (cell + pad) + pad), (235, 235, 235))
     draw = ImageDraw.Draw(canvas)
-    for c, title in enumerate(["requested boxes", *[f"{s}x{s} (latent {s // 4}x{s // 4})" for s in sizes]]):
+    for c, title in enumerate(["requested boxes", *[f"{s}x{s} (latent {s // f}x{s // f})" for s in sizes]]):
         draw.text((pad + c * (cell + pad), 2), title, fill=(0, 0, 0))
     for r in range(n_rows):
         y = title_h + r * (cell + pad)

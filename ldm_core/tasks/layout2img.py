@@ -21,6 +21,8 @@ class Layout2ImgRequest(Sampling):
     prompt: str = ""
     boxes: list[Box] | str = field(default_factory=list)  # a JSON string is parsed by validate()
     negative_prompt: str = ""
+    hires: bool = False                   # then 4x super-resolution of each image ("hires", ldm_core/hires.py)
+    hires_model: str | None = None        # its super-resolution model; None: the catalog's default
 
 
 def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
@@ -89,5 +91,6 @@ def pipelines() -> dict:
 
 TASK = Task(name="layout2img", title="Layout → Image", order=1, request=Layout2ImgRequest, check=check, call=call,
             info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines,
-            api=("prompt", "boxes", "negative_prompt", *SAMPLING_API), api_defaults={"boxes": "[]"},
+            api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
+            api_defaults={"boxes": "[]", "hires_model": ""},
             help='boxes as JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}], normalised to [0, 1]')

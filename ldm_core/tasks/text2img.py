@@ -11,6 +11,8 @@ from . import Task
 class Text2ImgRequest(Sampling):
     prompt: str
     negative_prompt: str = ""
+    hires: bool = False                   # then 4x super-resolution of each image ("hires", ldm_core/hires.py)
+    hires_model: str | None = None        # its super-resolution model; None: the catalog's default
 
 
 def check(req: Text2ImgRequest, entry, limits) -> dict:
@@ -38,4 +40,5 @@ SAMPLING_API = ("steps", "guidance_scale", "seed", "num_images", "width", "heigh
 
 TASK = Task(name="text2img", title="Text → Image", order=0, request=Text2ImgRequest, check=check, call=call,
             info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines, positional=("prompt",),
-            api=("prompt", "negative_prompt", *SAMPLING_API), help="a caption in, images out")
+            api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model"), api_defaults={"hires_model": ""},
+            help="a caption in, images out (--hires: then 4x each)")
