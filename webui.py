@@ -22,7 +22,7 @@ from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.limits import SERVER_BUDGETS, server_limits
 from ldm_core.stack import ModelStack, pick_device
 from ldm_core.tasks import TASKS
-from tabs import api, pnginfo, security, task_tabs
+from tabs import api, history, pnginfo, security, task_tabs
 from tabs.common import first_image, info_updates, studio
 
 TITLE = "Latent Diffusion Studio"
@@ -109,22 +109,34 @@ def build_app(stack: ModelStack) -> gr.Blocks:
             for name, module in task_tabs(ui.tasks).items():
                 with gr.Tab(TASKS[name].title, id=name):
                     built[name] = module.build(ui)
+            with gr.Tab("History", id="history") as history_tab:
+                past = history.build(ui)
             with gr.Tab("PNG info", id="pnginfo"):
                 info = pnginfo.build()
         api.build(ui)
         wire_send_to(built, tabs)
-        wire_pnginfo(info, built, tabs)
+        wire_reuse(info.send, info.params, built, tabs)
+        wire_reuse(past.reuse, past.params, built, tabs)
+        for name, button in past.send.items():
+            button.click(lambda path, name=name: _send(path, name), past.path, [built[name].image_input, tabs],
+                         api_visibility="private")
+        history_tab.select(past.load, None, [past.gallery, past.entries], api_visibility="private")
     return demo
+
+
+def _send(image, tab: str):
+    if not image:
+        raise gr.Error("pick an image first, then send it on")
+    return image, gr.Tabs(selected=tab)
 
 
 def wire_send_to(built: dict, tabs: gr.Tabs) -> None:
     """A text->image result goes on to every tab that takes an image."""
     def send_to(tab: str):
         def send(selected, gallery):
-            image = selected or first_image(gallery)     # the clicked result, else the first one
-            if not image:
+            if not (selected or first_image(gallery)):
                 raise gr.Error("generate an image first, then send it on")
-            return image, gr.Tabs(selected=tab)
+            return _send(selected or first_image(gallery), tab)     # the clicked result, else the first one
         return send
 
     t2i = built.get("text2img")
@@ -133,13 +145,14 @@ def wire_send_to(built: dict, tabs: gr.Tabs) -> None:
                      api_visibility="private")
 
 
-def wire_pnginfo(info, built: dict, tabs: gr.Tabs) -> None:
-    """PNG info -> the tab that made the image, its controls filled in by name."""
+def wire_reuse(button: gr.Button, source, built: dict, tabs: gr.Tabs) -> None:
+    """`button` sends the parameters in `source` (PNG info's, a history entry's) to the tab that made
+    the image, its controls filled in by name."""
     outputs = [c for tab in built.values() for c in tab.params().values()]
 
     def send(params):
         if not params or params.get("task") not in built:
-            raise gr.Error("load a PNG made by the studio first")
+            raise gr.Error("pick an image made by the studio first (a PNG in PNG info, a result in History)")
         updates = []
         for task, tab in built.items():
             named = tab.params()
@@ -147,7 +160,7 @@ def wire_pnginfo(info, built: dict, tabs: gr.Tabs) -> None:
                         else [gr.skip()] * len(named))
         return [*updates, gr.Tabs(selected=params["task"])]
 
-    info.send.click(send, info.params, [*outputs, tabs], api_visibility="private")
+    button.click(send, source, [*outputs, tabs], api_visibility="private")
 
 
 def main(argv=None) -> None:

@@ -36,9 +36,12 @@ def upscale(stack, req, result, callback):
     for image, first in zip(result.images, result.per_image):
         second = stack.run(SuperResRequest(image=image, model=req.hires_model, seed=first["seed"]), callback)
         images += second.images
-        per_image.append({**first, "size": second.info["size"], "hires_model": req.hires_model,
+        per_image.append({**first, "width": req.width, "height": req.height, "size": second.info["size"],
+                          "hires_model": req.hires_model,
                           "hires": _stage(second.info)})
-    info = {**result.info, "size": second.info["size"], "hires_model": req.hires_model, "hires": _stage(second.info)}
+    first_size = {"width": req.width, "height": req.height}      # the first stage's (what "reuse" sets)
+    info = {**result.info, **first_size, "size": second.info["size"], "hires_model": req.hires_model,
+            "hires": _stage(second.info)}
     return Result(images, per_image, info, result.seconds + second.seconds * len(images))
 
 

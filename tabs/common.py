@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import gradio as gr
 
 from ldm_core.catalog import CatalogError, ModelEntry
+from ldm_core.history import History
 from ldm_core.limits import Limits
 from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
 from ldm_core.pipelines.common import GenerationCancelled, StepInfo
@@ -36,6 +37,7 @@ class Studio:
     limits: Limits
     device: str
     tasks: tuple[str, ...]      # the tasks the catalog has a model for, in order
+    history: Callable           # (limit) -> [ldm_core.history.Entry], newest first
 
     def default(self, task: str) -> ModelEntry:
         return self.entry(task, None)
@@ -48,7 +50,7 @@ def studio(stack: ModelStack) -> Studio:
         return stack.save(result), result.info
     return Studio(generate, stack.preview, stack.model_choices, lambda task, name: stack.catalog.get(name, task),
                   stack.catalog.published_scheduler, stack.limits, stack.describe()["device"],
-                  tuple(t for t in TASKS if stack.catalog.for_task(t)))
+                  tuple(t for t in TASKS if stack.catalog.for_task(t)), History(stack.output_dir).entries)
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 

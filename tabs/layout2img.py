@@ -236,9 +236,11 @@ def build(studio: Studio) -> Layout2ImgTab:
         "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"))]
     check_quota = quota(studio, len(inputs))
 
+    at_annotation, at_model = inputs.index(annotator), inputs.index(controls.model)
+
     def validate(*args):
         """Before the job is queued: boxes the model cannot draw are refused with what to do."""
-        annotation, model = args[2], args[len(inputs) - 1]
+        annotation, model = args[at_annotation], args[at_model]
         problem = layout_problem(studio, annotation, model) if isinstance(annotation, dict) else None
         if problem:
             raise refuse(problem)

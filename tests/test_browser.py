@@ -392,3 +392,62 @@ def test_img2img_from_a_text2img_result(page, studio):
     from ldm_core.provenance import read_parameters
     assert read_parameters(made[-1])["strength"] == 0.6
     screenshot(page, "img2img")
+
+
+def test_outpainting_with_a_soft_seam(page, studio, tmp_path):
+    """Upload, extend the canvas to the right with the mouse (no painting), inpaint: a wider image."""
+    Image.new("RGB", (32, 32), (240, 240, 240)).save(tmp_path / "small.png")
+    open_tab(page, "Inpainting")
+    editor = page.locator("#inpaint-editor")
+    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "small.png"))
+    page.locator("#inpaint-editor canvas").first.wait_for(state="visible", timeout=UI_MS)
+    page.wait_for_timeout(500)
+    page.get_by_text("Outpainting: extend the canvas").click()
+    box = page.locator("#inpaint-extend-right input[type=number]")
+    box.click(click_count=3)
+    page.keyboard.type("16")
+    page.keyboard.press("Enter")
+    blur = page.locator("#inpaint-mask-blur input[type=number]")
+    blur.click(click_count=3)
+    page.keyboard.type("4")
+    page.keyboard.press("Enter")
+    before = set(studio[1].glob("**/inpaint-*.png"))
+    page.click("#inpaint-generate")
+    wait_gallery(page, "inpaint-gallery")
+    made = [p for p in studio[1].glob("**/inpaint-*.png") if p not in before]
+    from ldm_core.provenance import read_parameters
+    params = read_parameters(made[-1])
+    assert Image.open(made[-1]).size[0] > Image.open(made[-1]).size[1]     # wider than tall: extended right
+    assert params["extend_right"] > 0 and params["mask_blur"] == 4
+
+
+def test_history_reuses_settings_and_sends_images_on(page, studio):
+    """Generate (with hires), open History: the result is there, newest first; reuse its settings,
+    then send its image to super-resolution, all with the mouse."""
+    open_tab(page, "Text → Image")
+    page.fill("#t2i-prompt textarea", "a yellow triangle")
+    page.locator("#text2img-hires input[type=checkbox]").check()
+    page.click("#t2i-generate")
+    wait_gallery(page, "t2i-gallery")
+    page.locator("#text2img-hires input[type=checkbox]").uncheck()
+    page.fill("#t2i-prompt textarea", "something else")
+    open_tab(page, "History")
+    first = page.locator("#history-gallery .thumbnail-item, #history-gallery button.thumbnail-item").first
+    first.wait_for(state="visible", timeout=UI_MS)
+    first.click()
+    page.wait_for_function("() => document.querySelector('#history-params').innerText.includes('yellow')",
+                           timeout=UI_MS)
+    assert "a yellow triangle" in page.locator("#history-params").inner_text()
+    assert '"hires"' in page.locator("#history-params").inner_text()
+    page.click("#history-reuse")
+    page.wait_for_function("() => document.querySelector('#t2i-prompt textarea').value === 'a yellow triangle'",
+                           timeout=UI_MS)
+    assert page.locator("#text2img-hires input[type=checkbox]").is_checked()
+    assert page.locator("#text2img-width input[type=number]").input_value() == "32"   # the first stage's size
+    screenshot(page, "history-reused")
+    open_tab(page, "History")
+    page.locator("#history-gallery .thumbnail-item").first.click()
+    page.click("#history-send-superres")
+    page.locator("#sr-input img").first.wait_for(state="visible", timeout=UI_MS)
+    open_tab(page, "History")
+    screenshot(page, "history")

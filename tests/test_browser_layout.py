@@ -170,7 +170,8 @@ def test_unlabelled_box_is_grey_and_generate_says_what_to_do(page, studio):
     "red circle"); the page says so, and Generate refuses it with how to give it a label."""
     bb = canvas_box(page)
     drag(page, bb, (100, 100), (260, 220))
-    modal, _ = dialog(page)
+    modal, label = dialog(page)
+    assert label.input_value() == "", f"a new box comes pre-labelled {label.input_value()!r}"
     press_ok(page, modal)
     wait_panel(page, "t.includes('\"label\": \"\"')")
     assert_colour(page, bb, (180, 160), "none")
