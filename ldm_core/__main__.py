@@ -7,6 +7,7 @@ own `txt2img.py` and `inpaint.py` scripts do).
     python -m ldm_core superres photo.png
     python -m ldm_core inpaint image.png mask.png --prompt "a green square"
     python -m ldm_core img2img image.png --prompt "a blue square" --strength 0.6
+    python -m ldm_core xyplot "a red circle" --x-axis guidance_scale --x-values "1, 4, 8" --y-axis seed --y-values 1,2
     python -m ldm_core models            # the catalog, with availability
     python -m ldm_core download ldm-super-resolution-4x-openimages   # or --all: fetch hub models now
     python -m ldm_core watermark a.png   # was it made here? (metadata label and invisible watermark)
@@ -22,12 +23,13 @@ import typing
 from tqdm.auto import tqdm
 
 from .tasks import TASKS
+from .xyplot import AXES, Axis, XYPlotRequest, plot
 
 
-def _add_task(sub, task) -> None:
+def _add_task(sub, task, name: str | None = None, help: str | None = None) -> argparse.ArgumentParser:
     """A subcommand whose options are the task's request fields: positional ones as arguments,
     the rest as --options (None: the model's default), booleans as --x/--no-x."""
-    p = sub.add_parser(task.name, help=task.help)
+    p = sub.add_parser(name or task.name, help=help or task.help)
     hints = typing.get_type_hints(task.request)
     for f in dataclasses.fields(task.request):
         t = hints[f.name]
@@ -43,6 +45,7 @@ def _add_task(sub, task) -> None:
             base = next((k for k in (int, float) if t is k or k in typing.get_args(t)), str)
             p.add_argument(flag, type=base, default=default if not isinstance(default, list) else None,
                            help="default: the model's" if default is None else None)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="task", required=True)
     for task in TASKS.values():
         _add_task(sub, task)
+    if "text2img" in TASKS:
+        xy = _add_task(sub, TASKS["text2img"], "xyplot", "x/y plot: a text2img parameter against another, one grid")
+        xy.add_argument("--x-axis", required=True, help=", ".join(AXES))
+        xy.add_argument("--x-values", required=True, help='comma-separated, e.g. "1, 4, 8"')
+        xy.add_argument("--y-axis", default=None)
+        xy.add_argument("--y-values", default="")
     sub.add_parser("models")
     dl = sub.add_parser("download", help="fetch hub models now (for offline use, or a Space's start-up)")
     dl.add_argument("names", nargs="*", help="catalog names of hub models")
@@ -66,9 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_request(a: argparse.Namespace):
     """The request of the chosen task from the parsed arguments (unset options left to the model)."""
-    task = TASKS[a.task]
+    task = TASKS["text2img" if a.task == "xyplot" else a.task]
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(task.request)}
-    return task.request(**{k: v for k, v in values.items() if v is not None})
+    req = task.request(**{k: v for k, v in values.items() if v is not None})
+    if a.task == "xyplot":
+        return XYPlotRequest(req, Axis(a.x_axis, a.x_values), Axis(a.y_axis, a.y_values) if a.y_axis else None)
+    return req
 
 
 def show_provenance(paths) -> int:
@@ -146,7 +158,9 @@ def main(argv=None) -> int:
         bar.refresh()
 
     try:
-        result = stack.run(make_request(args), callback=on_step)
+        req = make_request(args)
+        result = (plot(stack, req.base, req.x, req.y, on_step) if isinstance(req, XYPlotRequest)
+                  else stack.run(req, callback=on_step))
     except (RequestError, ModelLoadError) as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)

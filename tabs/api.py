@@ -18,6 +18,7 @@ import gradio as gr
 
 from ldm_core.options import SAMPLER_NAMES
 from ldm_core.tasks import TASKS, Task
+from ldm_core.xyplot import AXES, Axis, XYPlotRequest
 
 from .common import GPU_CONCURRENCY_ID, Studio, gpu, quota, stream, user_error
 
@@ -94,8 +95,47 @@ def endpoint(studio: Studio, task: Task):
     return gpu(run)
 
 
+XY_PARAMS = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "model",
+             "x_axis", "x_values", "y_axis", "y_values")
+
+
+def xyplot_endpoint(studio: Studio):
+    """/xyplot: a text->image parameter against another, one labelled grid image back."""
+    def run(*values):
+        values, request = values[:len(XY_PARAMS)], (values[len(XY_PARAMS)] if len(values) > len(XY_PARAMS) else None)
+        v = dict(zip(XY_PARAMS, values))
+        axes = {k: v.pop(k) for k in ("x_axis", "x_values", "y_axis", "y_values")}
+        base = TASKS["text2img"].request(**{k: x for k, x in v.items() if x is not None})
+        req = XYPlotRequest(base, Axis(axes["x_axis"], axes["x_values"]),
+                            Axis(axes["y_axis"], axes["y_values"]) if axes["y_axis"] else None)
+        with closing(_results(studio, req, request)) as outs:
+            for paths, info in outs:
+                yield (paths[0] if isinstance(paths, list) else paths), info
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in XY_PARAMS]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                    annotation=gr.Request))
+    run.__signature__ = inspect.Signature(params)
+    run.__annotations__ = {"request": gr.Request}
+    return gpu(run)
+
+
+def _xyplot(studio: Studio) -> None:
+    task = TASKS["text2img"]
+    hints, entry = typing.get_type_hints(task.request), studio.default("text2img")
+    inputs = [_component(task, n, hints[n], entry) for n in XY_PARAMS[:9]]
+    inputs += [gr.Textbox("seed", label="x_axis", info=", ".join(AXES)), gr.Textbox("1, 2, 3", label="x_values"),
+               gr.Textbox("", label="y_axis", info="empty: one row"), gr.Textbox("", label="y_values")]
+    gr.Button(visible=False).click(xyplot_endpoint(studio), inputs, [gr.Image(type="filepath", format="png"),
+                                                                      gr.Textbox()],
+                                   api_name="xyplot", concurrency_id=GPU_CONCURRENCY_ID,
+                                   validator=quota(studio, len(inputs)))
+
+
 def build(studio: Studio) -> None:
     with gr.Column(visible=False):
+        if "text2img" in studio.tasks:
+            _xyplot(studio)
         for task in (TASKS[name] for name in studio.tasks):
             hints = typing.get_type_hints(task.request)
             entry = studio.default(task.name)

@@ -20,6 +20,7 @@ from .common import (
     SamplingControls,
     Studio,
     gpu,
+    hires_controls,
     model_defaults,
     quota,
     refuse,
@@ -168,12 +169,14 @@ class Layout2ImgTab:
     controls: SamplingControls
     gallery: gr.Gallery
 
-    convert = {"boxes": boxes_to_annotation}    # info value -> control value
+    hires: gr.Checkbox
+    hires_model: gr.Dropdown
+    convert = {"boxes": boxes_to_annotation, "hires": bool}    # info value -> control value
 
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "boxes": self.annotator,
-                **self.controls.params()}
+                **self.controls.params(), "hires": self.hires, "hires_model": self.hires_model}
 
 
 def _pipeline(studio: Studio, model: str | None) -> str | None:
@@ -192,23 +195,54 @@ def layout_problem(studio: Studio, annotation: dict | None, model: str | None) -
     return unknown_labels(annotation, _pipeline(studio, model))
 
 
+def _canvas():
+    """The drawing canvas with its help line, status line and boxes panel."""
+    gr.Markdown(HELP, elem_id="layout-help")
+    annotator = image_annotator({"image": blank_canvas(), "boxes": []}, label_list=CHOICES,
+                                label_colors=[label_hex(lab) for lab in CHOICES],
+                                sources=[], image_type="numpy", height=CANVAS, width=CANVAS,
+                                label="Layout", show_label=False, show_clear_button=False,
+                                show_remove_button=True, show_download_button=False,
+                                show_share_button=False, use_default_label=False,
+                                enable_keyboard_shortcuts=True, elem_id="layout-canvas")
+    status = gr.Markdown("No boxes yet: drag on the canvas to draw one.", elem_id="layout-status")
+    boxes_json = gr.Code("[]", label="Boxes (normalised, as the API takes them)", language="json",
+                         interactive=False, lines=3, show_line_numbers=False, wrap_lines=True,
+                         elem_id="layout-boxes")
+    # the tab brings its CSS into the page's <head> itself: webui.py's CSS does not need it
+    gr.HTML("", head=f"<style>{CSS}</style>", js_on_load=None, padding=False, container=False)
+    return annotator, status, boxes_json
+
+
+def status_text(studio: Studio, value, model) -> str:
+    n = len((value or {}).get("boxes") or [])
+    if not n:
+        return "No boxes yet: drag on the canvas to draw one."
+    problem = layout_problem(studio, value, model)
+    return f"**Not ready:** {problem}." if problem else f"{n} box{'es' * (n > 1)}, ready to generate."
+
+
+def _validator(studio: Studio, inputs: list, annotator, model):
+    """Before the job is queued: the client's quota, and boxes the model cannot draw refused with what to do."""
+    check_quota = quota(studio, len(inputs))
+    at_annotation, at_model = inputs.index(annotator), inputs.index(model)
+
+    def validate(*args):
+        annotation, name = args[at_annotation], args[at_model]
+        problem = layout_problem(studio, annotation, name) if isinstance(annotation, dict) else None
+        if problem:
+            raise refuse(problem)
+        return check_quota(*args)
+
+    validate.__signature__ = check_quota.__signature__
+    validate.__annotations__ = check_quota.__annotations__
+    return validate
+
+
 def build(studio: Studio) -> Layout2ImgTab:
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown(HELP, elem_id="layout-help")
-            annotator = image_annotator({"image": blank_canvas(), "boxes": []}, label_list=CHOICES,
-                                        label_colors=[label_hex(lab) for lab in CHOICES],
-                                        sources=[], image_type="numpy", height=CANVAS, width=CANVAS,
-                                        label="Layout", show_label=False, show_clear_button=False,
-                                        show_remove_button=True, show_download_button=False,
-                                        show_share_button=False, use_default_label=False,
-                                        enable_keyboard_shortcuts=True, elem_id="layout-canvas")
-            status = gr.Markdown("No boxes yet: drag on the canvas to draw one.", elem_id="layout-status")
-            boxes_json = gr.Code("[]", label="Boxes (normalised, as the API takes them)", language="json",
-                                 interactive=False, lines=3, show_line_numbers=False, wrap_lines=True,
-                                 elem_id="layout-boxes")
-            # the tab brings its CSS into the page's <head> itself: webui.py's CSS does not need it
-            gr.HTML("", head=f"<style>{CSS}</style>", js_on_load=None, padding=False, container=False)
+            annotator, status, boxes_json = _canvas()
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
@@ -216,48 +250,30 @@ def build(studio: Studio) -> Layout2ImgTab:
                 generate = gr.Button("Generate", variant="primary", elem_id="layout-generate")
                 stop = gr.Button("Stop", variant="stop")
             controls = sampling_controls(studio, "layout2img")
+            hires, hires_model = hires_controls(studio, "layout2img")
             preview = gr.Image(label="Preview", height=160, interactive=False)
             gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="layout-gallery",
                                  object_fit="contain", interactive=False)
             info = gr.Code(label="Parameters used", language="json")
 
-    def status_text(value, model) -> str:
-        n = len((value or {}).get("boxes") or [])
-        if not n:
-            return "No boxes yet: drag on the canvas to draw one."
-        problem = layout_problem(studio, value, model)
-        return f"**Not ready:** {problem}." if problem else f"{n} box{'es' * (n > 1)}, ready to generate."
-
     def show_boxes(value, model):
         fixed = recoloured(value)
-        return boxes_text(value), status_text(value, model), (gr.skip() if fixed is None else fixed)
+        return boxes_text(value), status_text(studio, value, model), (gr.skip() if fixed is None else fixed)
 
     inputs = [prompt, negative, annotator, *(getattr(controls, k) for k in (
-        "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"))]
-    check_quota = quota(studio, len(inputs))
-
-    at_annotation, at_model = inputs.index(annotator), inputs.index(controls.model)
-
-    def validate(*args):
-        """Before the job is queued: boxes the model cannot draw are refused with what to do."""
-        annotation, model = args[at_annotation], args[at_model]
-        problem = layout_problem(studio, annotation, model) if isinstance(annotation, dict) else None
-        if problem:
-            raise refuse(problem)
-        return check_quota(*args)
-
-    validate.__signature__ = check_quota.__signature__
-    validate.__annotations__ = check_quota.__annotations__
+        "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")), hires, hires_model]
+    validate = _validator(studio, inputs, annotator, controls.model)
 
     @gpu
     def run(prompt, negative_prompt, annotation, steps, guidance_scale, seed, num_images, width, height, sampler,
-            model, request: gr.Request, progress=gr.Progress()):
+            model, hires, hires_model, request: gr.Request, progress=gr.Progress()):
         problem = layout_problem(studio, annotation, model)
         if problem:
             raise refuse(problem)
         req = Layout2ImgRequest(prompt=prompt, boxes=annotation_to_boxes(annotation), negative_prompt=negative_prompt,
                                 steps=steps, guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                width=width, height=height, sampler=sampler, model=model)
+                                width=width, height=height, sampler=sampler, model=model, hires=bool(hires),
+                                hires_model=hires_model)
         yield from run_with_progress(studio, req, progress, request)
 
     c = controls
@@ -269,8 +285,9 @@ def build(studio: Studio) -> Layout2ImgTab:
     stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
     c.model.change(lambda m: model_defaults(studio, "layout2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
-    c.model.change(status_text, [annotator, c.model], status, api_visibility="private", show_progress="hidden")
-    return Layout2ImgTab(prompt, negative, annotator, controls, gallery)
+    c.model.change(lambda v, m: status_text(studio, v, m), [annotator, c.model], status, api_visibility="private",
+                   show_progress="hidden")
+    return Layout2ImgTab(prompt, negative, annotator, controls, gallery, hires, hires_model)
 
 
 if __name__ == "__main__":

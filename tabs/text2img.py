@@ -8,6 +8,7 @@ import gradio as gr
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
 from ldm_core.tasks.text2img import Text2ImgRequest
+from ldm_core.xyplot import AXES, Axis, XYPlotRequest
 
 from .common import (
     GPU_CONCURRENCY_ID,
@@ -47,6 +48,19 @@ class Text2ImgTab:
                 "hires": self.hires, "hires_model": self.hires_model}
 
 
+def xyplot_controls() -> tuple[gr.Button, gr.Dropdown, gr.Textbox, gr.Dropdown, gr.Textbox]:
+    """The X/Y plot's accordion: its Plot button, then each axis and its values."""
+    with gr.Accordion("X/Y plot: one parameter against another", open=False, elem_id="t2i-xyplot"):
+        with gr.Row():
+            x_axis = gr.Dropdown(list(AXES), value="guidance_scale", label="X axis", elem_id="xy-x-axis")
+            x_values = gr.Textbox("1, 4, 8", label="X values (comma-separated)", elem_id="xy-x-values")
+        with gr.Row():
+            y_axis = gr.Dropdown(["(none)", *AXES], value="seed", label="Y axis", elem_id="xy-y-axis")
+            y_values = gr.Textbox("1, 2", label="Y values", elem_id="xy-y-values")
+        plot = gr.Button("Plot", elem_id="xy-plot")
+    return plot, x_axis, x_values, y_axis, y_values
+
+
 def build(studio: Studio) -> Text2ImgTab:
     with gr.Row(elem_id="t2i-row"):
         with gr.Column(scale=2, elem_id="t2i-left"):
@@ -59,6 +73,7 @@ def build(studio: Studio) -> Text2ImgTab:
             with gr.Column(elem_id="t2i-settings"):      # on a phone: below the results (webui.CSS)
                 controls = sampling_controls(studio, "text2img")
                 hires, hires_model = hires_controls(studio, "text2img")
+                plot, *axes = xyplot_controls()
                 gr.Examples(EXAMPLES, inputs=[prompt])
         with gr.Column(scale=3, elem_id="t2i-results"):
             preview = gr.Image(label="Preview", height=160, interactive=False, visible=True, elem_id="t2i-preview")
@@ -78,12 +93,24 @@ def build(studio: Studio) -> Text2ImgTab:
                               height=height, sampler=sampler, model=model, hires=bool(hires), hires_model=hires_model)
         yield from run_with_progress(studio, req, progress, request)
 
+    @gpu
+    def run_plot(prompt, negative_prompt, steps, guidance_scale, seed, num_images, width, height, sampler, model,
+                 hires, hires_model, x_axis, x_values, y_axis, y_values, request: gr.Request, progress=gr.Progress()):
+        base = Text2ImgRequest(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                               guidance_scale=guidance_scale, seed=seed, width=width, height=height, sampler=sampler,
+                               model=model)
+        y = Axis(y_axis, y_values) if y_axis and y_axis != "(none)" else None
+        yield from run_with_progress(studio, XYPlotRequest(base, Axis(x_axis, x_values), y), progress, request)
+
     c = controls
     inputs = [prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.width, c.height, c.sampler,
               c.model, hires, hires_model]
     ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
                         api_visibility="private", validator=quota(studio, len(inputs)))
-    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
+    plot_inputs = [*inputs, *axes]
+    plotting = plot.click(run_plot, plot_inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
+                          api_visibility="private", validator=quota(studio, len(plot_inputs)))
+    stop.click(stopped, None, preview, cancels=[ev, plotting], api_visibility="private")
     c.model.change(lambda m: model_defaults(studio, "text2img", m), c.model,
                    [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
     gallery.select(selected_image, gallery, selected, api_visibility="private")

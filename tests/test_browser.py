@@ -451,3 +451,22 @@ def test_history_reuses_settings_and_sends_images_on(page, studio):
     page.locator("#sr-input img").first.wait_for(state="visible", timeout=UI_MS)
     open_tab(page, "History")
     screenshot(page, "history")
+
+
+def test_xyplot_in_the_text2img_tab(page, studio):
+    """Open the X/Y plot, choose steps against seed with the mouse and keyboard, plot: one labelled grid."""
+    open_tab(page, "Text → Image")
+    page.fill("#t2i-prompt textarea", "a blue square")
+    page.get_by_text("X/Y plot: one parameter against another").click()
+    page.locator("#xy-x-axis input").click()
+    page.get_by_role("option", name="steps", exact=True).click()
+    page.fill("#xy-x-values textarea, #xy-x-values input", "2, 4")
+    page.fill("#xy-y-values textarea, #xy-y-values input", "1, 2")
+    before = set(studio[1].glob("**/text2img-*.png"))
+    page.click("#xy-plot")
+    wait_gallery(page, "t2i-gallery")
+    made = [p for p in studio[1].glob("**/text2img-*.png") if p not in before]
+    from ldm_core.provenance import read_parameters
+    plot = read_parameters(made[-1])["xyplot"]
+    assert plot["x_axis"] == "steps" and plot["x_values"] == [2, 4] and plot["y_values"] == [1, 2]
+    screenshot(page, "xyplot")

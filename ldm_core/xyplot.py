@@ -1,0 +1,106 @@
+"""An x/y plot: one text -> image parameter against another, as one labelled grid image.
+
+Each cell is the base request with the x and y values set (one image each); every cell is run
+and checked by the stack like any request, and the whole plot must fit the compute budget.
+
+    plot(stack, Text2ImgRequest(prompt="a red circle"), Axis("guidance_scale", "1, 4, 8"), Axis("seed", "1, 2"))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .options import SAMPLER_NAMES
+from .validation import RequestError, validate, work
+
+AXES = {"seed": int, "steps": int, "guidance_scale": float, "sampler": str, "model": str}
+MAX_CELLS = 16
+MIN_CELL = 128       # px: small images are drawn larger (nearest) so the grid can be read
+MARGIN = 24          # px: the title line, then the x values
+LEFT = 120           # px: the y values
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str            # one of AXES
+    values: str          # comma-separated, e.g. "1, 4, 8" or "DDIM, Euler a"
+
+    def parse(self) -> list:
+        if self.name not in AXES:
+            raise RequestError(f"x/y plot: unknown axis {str(self.name)[:30]!r}; one of {', '.join(AXES)}")
+        items = [v.strip() for v in str(self.values).split(",") if v.strip()]
+        if not items:
+            raise RequestError(f"x/y plot: give the values of {self.name}, separated by commas")
+        try:
+            values = [AXES[self.name](v) for v in items]
+        except ValueError:
+            raise RequestError(f"x/y plot: {self.name} takes {AXES[self.name].__name__} values, "
+                               f"got {str(self.values)[:60]!r}") from None
+        if self.name == "sampler" and not set(values) <= set(SAMPLER_NAMES):
+            raise RequestError(f"x/y plot: samplers are {', '.join(SAMPLER_NAMES)}")
+        return values
+
+
+@dataclass(frozen=True)
+class XYPlotRequest:
+    base: object         # a Text2ImgRequest: every cell's parameters but the two axes'
+    x: Axis
+    y: Axis | None = None
+
+
+def cells(base, x: Axis, y: Axis | None) -> tuple[list, list, list]:
+    """The x values, the y values ([None] without a y axis) and the cell requests, row by row."""
+    xs, ys = x.parse(), (y.parse() if y is not None else [None])
+    if y is not None and y.name == x.name:
+        raise RequestError("x/y plot: the two axes must be different parameters")
+    if len(xs) * len(ys) > MAX_CELLS:
+        raise RequestError(f"x/y plot: {len(xs)} x {len(ys)} cells; at most {MAX_CELLS}")
+    seed = base.seed if base.seed is not None and base.seed >= 0 else 0
+    out = []
+    for vy in ys:
+        for vx in xs:
+            upd = {"seed": seed, "num_images": 1, x.name: vx, **({y.name: vy} if y is not None else {})}
+            out.append(replace(base, **upd))
+    return xs, ys, out
+
+
+def plot(stack, base, x: Axis, y: Axis | None = None, callback=None):
+    """Run every cell; a Result with one grid image whose info is the first cell's plus the axes."""
+    from .stack import Result
+    xs, ys, requests = cells(base, x, y)
+    checked = [validate(r, stack.catalog, stack.limits)[0] for r in requests]   # all, before any runs
+    total, most = sum(work(c)[0] for c in checked), stack.limits.max_work
+    if most is not None and total > most:
+        raise RequestError(f"x/y plot: its {len(checked)} cells ask for {total:.1f} megapixel-steps; this "
+                           f"server's budget is {most:g} per request: fewer cells or steps, or a smaller size")
+    results = [stack.run(r, callback) for r in requests]
+    grid = draw([r.images[0] for r in results], xs, ys, x.name, y.name if y else None)
+    info = {**results[0].per_image[0], "size": f"{grid.width}x{grid.height}",
+            "xyplot": {"x_axis": x.name, "x_values": xs, "y_axis": y.name if y else None,
+                       "y_values": ys if y else [], "seeds": [r.info["seed"] for r in results]}}
+    return Result([grid], [info], info, sum(r.seconds for r in results))
+
+
+def draw(images: list[Image.Image], xs: list, ys: list, x_name: str, y_name: str | None) -> Image.Image:
+    """The images in a grid, row by row: a title line naming the axes, each column's x value above
+    it and each row's y value left of it."""
+    side = max(MIN_CELL, max(max(im.size) for im in images))
+    left = LEFT if y_name else 0
+    grid = Image.new("RGB", (left + side * len(xs), 2 * MARGIN + side * len(ys)), "white")
+    pen, font = ImageDraw.Draw(grid), ImageFont.load_default(size=14)
+    pen.text((4, 4), f"x: {x_name}" + (f"   y: {y_name}" if y_name else ""), fill="black", font=font)
+    for i, im in enumerate(images):
+        r, c = divmod(i, len(xs))
+        cell = im.resize((side, round(side * im.height / im.width)), Image.NEAREST)
+        grid.paste(cell, (left + c * side, 2 * MARGIN + r * side))
+    for c, vx in enumerate(xs):
+        pen.text((left + c * side + side // 2, MARGIN + 6), _fit(vx, side), fill="black", font=font, anchor="mt")
+    for r, vy in enumerate(ys if y_name else []):
+        pen.text((4, 2 * MARGIN + r * side + side // 2), _fit(vy, left), fill="black", font=font, anchor="lm")
+    return grid
+
+
+def _fit(value, width: int) -> str:
+    text = str(value)
+    return text if len(text) * 8 <= width else text[:max(3, width // 8 - 1)] + "…"

@@ -1,0 +1,114 @@
+"""The controls tabs share: sampling settings, hires, model defaults, filling controls in from a
+result's info, and reading a gallery's selection."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import gradio as gr
+
+from ldm_core.catalog import CatalogError
+from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    from .common import Studio
+
+
+@dataclass
+class SamplingControls:
+    steps: gr.Slider
+    guidance_scale: gr.Slider
+    seed: gr.Number
+    num_images: gr.Slider
+    width: gr.Slider | None
+    height: gr.Slider | None
+    sampler: gr.Dropdown
+    model: gr.Dropdown
+
+    def params(self) -> dict:
+        """The controls by request field name (those that exist)."""
+        names = ("steps", "guidance_scale", "seed", "width", "height", "sampler", "model")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
+    """One update per named control, in `params`' order, from a result's info: its value
+    (through `convert[name]` when given), or left as it is when the info has none."""
+    size = str(info.get("size", "")).split("x")
+    if len(size) == 2 and all(v.isdigit() for v in size):
+        info = {"width": int(size[0]), "height": int(size[1]), **info}
+    convert = convert or {}
+    return [convert.get(n, lambda v: v)(info[n]) if n in info else gr.skip() for n in params]
+
+
+def sampling_controls(studio: Studio, task: str, size: bool = True, guidance: bool = True,
+                      batch: bool = True) -> SamplingControls:
+    entry = studio.default(task)
+    lim = studio.limits
+    model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model",
+                        info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
+    with gr.Row():
+        steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps",
+                          elem_id=f"{task}-steps")
+        sampler = gr.Dropdown(sampler_choices(studio, entry), value=entry.sampler, label="Sampler")
+    with gr.Row():
+        guidance_scale = gr.Slider(0, 15, value=entry.guidance, step=0.5, label="Guidance scale", visible=guidance)
+        seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", minimum=-1, maximum=lim.max_seed)
+    with gr.Row(visible=batch):
+        num_images = gr.Slider(1, lim.max_images, value=1, step=1, label="Images")
+    width = height = None
+    if size:
+        with gr.Row():
+            width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width", elem_id=f"{task}-width")
+            height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height",
+                               elem_id=f"{task}-height")
+    return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
+
+
+def hires_controls(studio: Studio, task: str) -> tuple[gr.Checkbox, gr.Dropdown]:
+    """"Hires": each result upscaled 4x by a super-resolution model in the same request."""
+    choices = studio.choices("superres") if "superres" in studio.tasks else []
+    with gr.Row(visible=bool(choices)):
+        on = gr.Checkbox(False, label="Hires: then 4× super-resolution of each image", elem_id=f"{task}-hires")
+        model = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Super-resolution model",
+                            elem_id=f"{task}-hires-model")
+    return on, model
+
+
+def sampler_choices(studio: Studio, entry) -> list[tuple[str, str]]:
+    """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
+    own = studio.published_scheduler(entry)
+    label = f"{MODEL_DEFAULT} ({own.removesuffix('Scheduler')})" if own else MODEL_DEFAULT
+    return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLER_NAMES]
+
+
+def model_defaults(studio: Studio, task: str, name: str):
+    """Updates for steps, guidance, sampler, width, height when the model changes."""
+    try:
+        e = studio.entry(task, name)
+    except CatalogError:
+        return [gr.skip()] * 5
+    return [gr.update(value=e.steps), gr.update(value=e.guidance),
+            gr.update(choices=sampler_choices(studio, e), value=e.sampler),
+            gr.update(value=e.width), gr.update(value=e.height)]
+
+
+def item_path(item) -> str | None:
+    """The file path of one gallery item, whatever form Gradio hands it in."""
+    if isinstance(item, (list, tuple)):
+        item = item[0]
+    if isinstance(item, dict):
+        item = item.get("image", item)
+        item = item.get("path") if isinstance(item, dict) else item
+    return str(item) if item else None
+
+
+def selected_image(gallery, evt: gr.SelectData) -> str | None:
+    """The path of the gallery image the user clicked."""
+    if not gallery or evt.index is None:
+        return None
+    return item_path(gallery[evt.index])
+
+
+def first_image(gallery) -> str | None:
+    return item_path(gallery[0]) if gallery else None

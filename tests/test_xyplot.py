@@ -1,0 +1,60 @@
+"""The x/y plot: one text->image parameter against another, as a labelled grid."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ldm_core.__main__ import main
+from ldm_core.limits import DEFAULT_LIMITS
+from ldm_core.provenance import read_parameters
+from ldm_core.stack import ModelStack
+from ldm_core.tasks.text2img import Text2ImgRequest
+from ldm_core.validation import RequestError
+from ldm_core.xyplot import MIN_CELL, Axis, cells, plot
+
+BASE = Text2ImgRequest(prompt="a red circle", model="tiny-text2img", seed=4)
+
+
+def test_cells_run_row_by_row_with_one_seed():
+    xs, ys, reqs = cells(BASE, Axis("guidance_scale", "1, 4.5"), Axis("sampler", "DDIM, Euler a"))
+    assert xs == [1.0, 4.5] and ys == ["DDIM", "Euler a"]
+    assert [(r.guidance_scale, r.sampler, r.seed, r.num_images) for r in reqs] == [
+        (1.0, "DDIM", 4, 1), (4.5, "DDIM", 4, 1), (1.0, "Euler a", 4, 1), (4.5, "Euler a", 4, 1)]
+
+
+@pytest.mark.parametrize("x, y, match", [(Axis("colour", "1"), None, "unknown axis"),
+                                         (Axis("steps", "a, b"), None, "steps takes int"),
+                                         (Axis("steps", " , "), None, "give the values"),
+                                         (Axis("sampler", "Heun"), None, "samplers are"),
+                                         (Axis("seed", "1"), Axis("seed", "2"), "must be different"),
+                                         (Axis("seed", "1,2,3,4,5"), Axis("steps", "1,2,3,4"), "at most 16")])
+def test_bad_axes_say_what_is_wrong(x, y, match):
+    with pytest.raises(RequestError, match=match):
+        cells(BASE, x, y)
+
+
+def test_the_grid_holds_every_cell_and_records_the_axes(stack, tmp_path):
+    r = plot(stack, BASE, Axis("steps", "1, 2, 3"), Axis("seed", "7, 8"))
+    grid = r.images[0]
+    assert grid.width >= 3 * MIN_CELL and grid.height >= 2 * MIN_CELL
+    assert r.info["xyplot"] == {"x_axis": "steps", "x_values": [1, 2, 3], "y_axis": "seed", "y_values": [7, 8],
+                                "seeds": [7, 7, 7, 8, 8, 8]}
+    one = stack.run(replace(BASE, steps=2, seed=8)).images[0]                       # the cell (x=2, y=8) itself
+    cell = np.asarray(grid)[-MIN_CELL:, -2 * MIN_CELL:-MIN_CELL]
+    assert np.array_equal(cell, np.asarray(one.resize((MIN_CELL, MIN_CELL), 0)))
+    assert read_parameters(stack.save(r, tmp_path)[0])["xyplot"]["x_axis"] == "steps"
+
+
+def test_a_plot_over_the_compute_budget_is_refused_before_any_cell_runs(tiny_catalog):
+    s = ModelStack.from_catalog(tiny_catalog, device="cpu", limits=replace(DEFAULT_LIMITS, max_work=0.01))
+    assert 4 * 32 * 32 * 4 / 1e6 > 0.01 > 32 * 32 * 4 / 1e6        # each cell fits, the four do not
+    with pytest.raises(RequestError, match="its 4 cells ask for"):
+        plot(s, BASE, Axis("seed", "1, 2, 3, 4"))
+    assert not s._resident                                          # nothing was loaded, let alone run
+
+
+def test_xyplot_from_the_command_line(tiny_catalog, tmp_path, capsys):
+    assert main(["--models", str(tiny_catalog), "--device", "cpu", "--outdir", str(tmp_path), "xyplot", "a",
+                 "--model", "tiny-text2img", "--x-axis", "guidance_scale", "--x-values", "1, 3"]) == 0
+    path = next(p for p in capsys.readouterr().out.split() if p.endswith(".png"))
+    assert read_parameters(path)["xyplot"]["x_values"] == [1.0, 3.0]
