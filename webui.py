@@ -104,7 +104,7 @@ def build_app(stack: ModelStack) -> gr.Blocks:
     with gr.Blocks(title=TITLE, css=CSS) as demo:
         gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): "
                     + ", ".join(TASKS[t].title for t in ui.tasks) + f" on one resident model stack · `{ui.device}`")
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:      # on a phone every tab stays in sight
             built = {}
             for name, module in task_tabs(ui.tasks).items():
                 with gr.Tab(TASKS[name].title, id=name):

@@ -252,6 +252,12 @@ def test_phone_width_results_come_right_under_generate(browser, studio):
         below = image.bounding_box()["y"] - button.bounding_box()["y"]
         assert 0 < below < 450, f"the first result is {below:.0f} px below Generate"
         assert pg.locator("#text2img-steps").bounding_box()["y"] > pg.locator("#t2i-gallery").bounding_box()["y"]
+        for name in ("Text → Image", "Layout → Image", "Super-resolution", "Inpainting", "Image → Image", "History",
+                     "PNG info"):                   # every tab in sight, none behind a "more" menu
+            tab = pg.get_by_role("tab", name=name)
+            assert tab.is_visible(), name
+            box = tab.bounding_box()
+            assert 0 <= box["x"] and box["x"] + box["width"] <= 390, name
         screenshot(pg, "phone-text2img")
     finally:
         ctx.close()
@@ -470,3 +476,34 @@ def test_xyplot_in_the_text2img_tab(page, studio):
     plot = read_parameters(made[-1])["xyplot"]
     assert plot["x_axis"] == "steps" and plot["x_values"] == [2, 4] and plot["y_values"] == [1, 2]
     screenshot(page, "xyplot")
+
+
+def test_a_waiting_request_shows_its_place_in_the_queue(browser, studio):
+    """Two visitors: while the first one's long generation runs, the second one's waits and says where."""
+    pages = []
+    try:
+        for _ in range(2):
+            ctx = browser.new_context(viewport=VIEWPORT)
+            ctx.set_default_timeout(UI_MS)
+            pg = ctx.new_page()
+            pg.goto(studio[0], wait_until="domcontentloaded", timeout=60_000)
+            pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+            pages.append((ctx, pg))
+        first, second = pages[0][1], pages[1][1]
+        first.fill("#t2i-prompt textarea", "a red circle")
+        for control, value in (("steps", "100"), ("width", "512"), ("height", "512")):   # a long generation
+            box = first.locator(f"#text2img-{control} input[type=number]")
+            box.click(click_count=3)
+            first.keyboard.type(value)
+            first.keyboard.press("Enter")
+        first.click("#t2i-generate")
+        first.locator("#t2i-preview img").first.wait_for(state="visible", timeout=GENERATION_MS)   # running
+        second.fill("#t2i-prompt textarea", "a blue square")
+        second.click("#t2i-generate")
+        second.get_by_text("queue: 1/1").first.wait_for(state="visible", timeout=UI_MS)
+        screenshot(second, "queue")
+        first.click("#t2i-stop")
+        wait_gallery(second, "t2i-gallery")                  # then it runs
+    finally:
+        for ctx, _ in pages:
+            ctx.close()
