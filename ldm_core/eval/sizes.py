@@ -11,7 +11,8 @@ objects of up to 112 px at 256², and its thresholds to be rescaled: not done.)
 
 Reported per size: box accuracy, split by box side (small: ≤ SMALL_PX px at 64², i.e. ≤ 5 latent
 cells of the 64² model; large: above) and by boxes per layout; images with every box right; images
-with extra detections (an object drawn twice, or outside every box); mean IoU; seconds per image.
+with a detection that no box explains (an object drawn twice, outside every box, or in the
+wrong colour or shape); mean IoU; seconds per image.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def size_table(runs: dict, f: int = 4) -> str:
     b0 = next(iter(runs.values()))["breakdown"]
     counts = sorted(k for k in b0 if k.endswith("box") or k.endswith("boxes"))
     head = ["canvas", "latent", "boxes right", f"small (≤ {SMALL_PX} px at 64²)", f"large (> {SMALL_PX} px)",
-            *[f"layouts of {c}" for c in counts], "images all right", "images with extra objects",
+            *[f"layouts of {c}" for c in counts], "images all right", "images with a detection no box explains",
             "mean IoU", "s / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, run in runs.items():
