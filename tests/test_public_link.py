@@ -143,7 +143,8 @@ def test_a_request_over_the_compute_budget_is_refused_with_the_budget_named(stud
 def test_abandoned_calls_are_cancelled_and_others_are_served(studio):
     """Jobs whose results nobody reads stop; a client holds at most 3 jobs; the next request runs."""
     heavy = ["a", "", 150, 3.0, 1, 1, 256, 256, "DDIM", "tiny-text2img"]   # in budget, many steps
-    codes = [http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)}).status_code for _ in range(4)]
+    codes = [http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)}).status_code
+             for _ in range(4)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 400             # the fourth: over the client's quota
     t0 = time.time()
     deadline = t0 + 90
@@ -166,11 +167,13 @@ def test_foreign_origins_get_no_credentialed_cors_anywhere(studio):
     pre = http(studio, "OPTIONS", "gradio_api/queue/join",
                headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"})
     assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
-    post = http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", T2I)}, headers={"Origin": EVIL})
+    post = http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", T2I)},
+                headers={"Origin": EVIL})
     assert post.status_code == 403 and "access-control-allow-origin" not in post.headers
     get = http(studio, "GET", "config", headers={"Origin": EVIL})
     assert not any(k.startswith("access-control-") for k in get.headers)
-    null = http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", T2I)}, headers={"Origin": "null"})
+    null = http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", T2I)},
+                headers={"Origin": "null"})
     assert null.status_code == 403
     own = http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", T2I)}, headers={"Origin": f"http://{HOST}"})
     assert own.status_code == 200                               # the page's own origin works
@@ -208,7 +211,7 @@ def test_failed_logins_are_throttled_with_a_growing_delay(locked):
 
 # ------------------------------------------------------------------ 8: every bad input has a clear answer
 def test_a_lone_surrogate_gets_a_clear_error(studio):
-    body = json.dumps({"data": full("text2img", ["a \ud800 b", *T2I[1:]])})          # JSON escapes it; Python decodes it back
+    body = json.dumps({"data": full("text2img", ["a \ud800 b", *T2I[1:]])})   # JSON escapes it; Python decodes it
     r = http(studio, "POST", "gradio_api/call/text2img", content=body, headers={"Content-Type": "application/json"})
     text = http(studio, "GET", f"gradio_api/call/text2img/{r.json()['event_id']}").text
     assert "event: error" in text and "not valid Unicode" in text, text[-400:]
