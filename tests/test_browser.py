@@ -223,16 +223,21 @@ def test_send_to_superres_without_clicking_a_result(page, studio):
     assert page.get_by_role("tab", name="Super-resolution").get_attribute("aria-selected") == "true"
 
 
-def test_stop_says_so_and_clears_the_preview(page):
-    open_tab(page, "Text → Image")
+def start_long_generation(page) -> None:
+    """100 steps at 512x512, typed in with the keyboard; returns once its live preview shows (running)."""
     page.fill("#t2i-prompt textarea", "a red circle")
-    for control, value in (("steps", "100"), ("width", "512"), ("height", "512")):   # a long generation
+    for control, value in (("steps", "100"), ("width", "512"), ("height", "512")):
         box = page.locator(f"#text2img-{control} input[type=number]")
         box.click(click_count=3)
         page.keyboard.type(value)
         page.keyboard.press("Enter")
     page.click("#t2i-generate")
-    page.locator("#t2i-preview img").first.wait_for(state="visible", timeout=GENERATION_MS)   # it is running
+    page.locator("#t2i-preview img").first.wait_for(state="visible", timeout=GENERATION_MS)
+
+
+def test_stop_says_so_and_clears_the_preview(page):
+    open_tab(page, "Text → Image")
+    start_long_generation(page)
     page.click("#t2i-stop")
     page.get_by_text("Stopped: the generation was cancelled.").first.wait_for(state="visible", timeout=UI_MS)
     page.wait_for_function("() => !document.querySelector('#t2i-preview img')", timeout=UI_MS)
@@ -490,14 +495,7 @@ def test_a_waiting_request_shows_its_place_in_the_queue(browser, studio):
             pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
             pages.append((ctx, pg))
         first, second = pages[0][1], pages[1][1]
-        first.fill("#t2i-prompt textarea", "a red circle")
-        for control, value in (("steps", "100"), ("width", "512"), ("height", "512")):   # a long generation
-            box = first.locator(f"#text2img-{control} input[type=number]")
-            box.click(click_count=3)
-            first.keyboard.type(value)
-            first.keyboard.press("Enter")
-        first.click("#t2i-generate")
-        first.locator("#t2i-preview img").first.wait_for(state="visible", timeout=GENERATION_MS)   # running
+        start_long_generation(first)
         second.fill("#t2i-prompt textarea", "a blue square")
         second.click("#t2i-generate")
         second.get_by_text("queue: 1/1").first.wait_for(state="visible", timeout=UI_MS)

@@ -46,6 +46,7 @@ def start_step(steps: int, strength: float) -> int:
 class Img2ImgPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__init__
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
@@ -74,7 +75,7 @@ class Img2ImgPipeline(DiffusionPipeline):
         noise = per_image_noise(tuple(z.shape), generators, self.device, dtype)
         return scheduler.add_noise(z, noise, timestep.repeat(len(generators)))
 
-    # Copied from Text2ImgPipeline.unet_model
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.unet_model
     def unet_model(self, cond: torch.Tensor):
         c, n = latent_channels(self.vae), self.unet.config.in_channels
         grounded = n - c in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)

@@ -81,6 +81,7 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
 class InpaintPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__init__
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)

@@ -43,6 +43,7 @@ Boxes = list[tuple[str, tuple[float, float, float, float]]]
 class Layout2ImgPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__init__
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
