@@ -310,20 +310,26 @@ def test_superres_advanced_switches_reach_the_result(page, studio, tmp_path):
     assert '"back_projection": 0' in text, text
 
 
+def upload_to_editor(page, path):
+    """Upload `path` as the inpainting editor's background; returns the editor once the image is on
+    its canvas (the editor zooms to fit then)."""
+    editor = page.locator("#inpaint-editor")
+    editor.wait_for(state="visible")
+    zoom = editor.locator(".zoom-number")
+    zoom_before = zoom.inner_text().strip()
+    editor.locator("input[type=file]").first.set_input_files(str(path))
+    page.wait_for_function("([e, z]) => e.innerText.trim() !== z", arg=[zoom.element_handle(), zoom_before],
+                           timeout=UI_MS)
+    return editor
+
+
 def test_inpaint(page, studio, tmp_path):
     from ldm_core.data.shapes import sample_scene  # a held-out scene; the stroke crosses its middle
     scene = sample_scene(42_000_003)
     src = tmp_path / "scene.png"
     Image.fromarray(scene.image).save(src)
     open_tab(page, "Inpainting")
-    editor = page.locator("#inpaint-editor")
-    editor.wait_for(state="visible")
-    zoom = editor.locator(".zoom-number")
-    zoom_before = zoom.inner_text().strip()
-    editor.locator("input[type=file]").first.set_input_files(str(src))
-    # the editor zooms to fit once the background is on its canvas: paint only after that
-    page.wait_for_function("([e, z]) => e.innerText.trim() !== z", arg=[zoom.element_handle(), zoom_before],
-                           timeout=UI_MS)
+    editor = upload_to_editor(page, src)
     canvas = editor.locator("canvas").first
     bb = canvas.bounding_box()
     cx, cy = bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2
@@ -407,12 +413,10 @@ def test_img2img_from_a_text2img_result(page, studio):
 
 def test_outpainting_with_a_soft_seam(page, studio, tmp_path):
     """Upload, extend the canvas to the right with the mouse (no painting), inpaint: a wider image."""
-    Image.new("RGB", (32, 32), (240, 240, 240)).save(tmp_path / "small.png")
+    from ldm_core.data.shapes import sample_scene
+    Image.fromarray(sample_scene(42_000_004).image).save(tmp_path / "scene.png")
     open_tab(page, "Inpainting")
-    editor = page.locator("#inpaint-editor")
-    editor.locator("input[type=file]").first.set_input_files(str(tmp_path / "small.png"))
-    page.locator("#inpaint-editor canvas").first.wait_for(state="visible", timeout=UI_MS)
-    page.wait_for_timeout(500)
+    upload_to_editor(page, tmp_path / "scene.png")
     page.get_by_text("Outpainting: extend the canvas").click()
     box = page.locator("#inpaint-extend-right input[type=number]")
     box.click(click_count=3)
@@ -437,6 +441,7 @@ def test_history_reuses_settings_and_sends_images_on(page, studio):
     then send its image to super-resolution, all with the mouse."""
     open_tab(page, "Text → Image")
     page.fill("#t2i-prompt textarea", "a yellow triangle")
+    width = page.locator("#text2img-width input[type=number]").input_value()
     page.locator("#text2img-hires input[type=checkbox]").check()
     page.click("#t2i-generate")
     wait_gallery(page, "t2i-gallery")
@@ -454,7 +459,7 @@ def test_history_reuses_settings_and_sends_images_on(page, studio):
     page.wait_for_function("() => document.querySelector('#t2i-prompt textarea').value === 'a yellow triangle'",
                            timeout=UI_MS)
     assert page.locator("#text2img-hires input[type=checkbox]").is_checked()
-    assert page.locator("#text2img-width input[type=number]").input_value() == "32"   # the first stage's size
+    assert page.locator("#text2img-width input[type=number]").input_value() == width   # the first stage's size
     screenshot(page, "history-reused")
     open_tab(page, "History")
     page.locator("#history-gallery .thumbnail-item").first.click()
