@@ -101,7 +101,7 @@ def limit_malloc_arenas(n: int = 2) -> None:
 
 def build_app(stack: ModelStack) -> gr.Blocks:
     ui = studio(stack)
-    with gr.Blocks(title=TITLE, css=CSS) as demo:
+    with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): "
                     + ", ".join(TASKS[t].title for t in ui.tasks) + f" on one resident model stack · `{ui.device}`")
         with gr.Tabs(overflow_behavior="wrap") as tabs:      # on a phone every tab stays in sight
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
     guard = {"allowed_origins": args.allowed_origin + ([f"https://{space_host}"] if space_host else []),
              "frame_ancestors": ["https://huggingface.co"] if space_host else [], "password": bool(auth),
              "max_body_bytes": limits.max_upload_bytes + 1_000_000}
-    demo.launch(server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
+    demo.launch(css=CSS, server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
                 allowed_paths=[str(out)], show_error=False, footer_links=["api", "settings"],
                 max_file_size=limits.max_upload_bytes, prevent_thread_lock=True,
                 app_kwargs={"lifespan": security.lifespan(guard, cache), "docs_url": None, "redoc_url": None,
