@@ -1,12 +1,14 @@
 """An x/y plot: one text -> image parameter against another, as one labelled grid image.
 
-Each cell is the base request with the x and y values set (one image each); every cell is run
+Each cell is the base request with the x and y values set (one image each; one seed for all, drawn
+at random when the base's is -1, unless seed is an axis); every cell is run
 and checked by the stack like any request, and the whole plot must fit the compute budget.
 
     plot(stack, Text2ImgRequest(prompt="a red circle"), Axis("guidance_scale", "1, 4, 8"), Axis("seed", "1, 2"))
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw, ImageFont
@@ -56,7 +58,7 @@ def cells(base, x: Axis, y: Axis | None) -> tuple[list, list, list]:
         raise RequestError("x/y plot: the two axes must be different parameters")
     if len(xs) * len(ys) > MAX_CELLS:
         raise RequestError(f"x/y plot: {len(xs)} x {len(ys)} cells; at most {MAX_CELLS}")
-    seed = base.seed if base.seed is not None and base.seed >= 0 else 0
+    seed = base.seed if base.seed is not None and base.seed >= 0 else random.SystemRandom().randrange(2 ** 31)
     out = []
     for vy in ys:
         for vx in xs:
