@@ -326,6 +326,7 @@ def child_resident(catalog: str, steps: int, size: int, sr_size: int, device: st
     """In a fresh process: start -> first image, later images, memory after one task and all four."""
     t_enter = time.time()
     from ldm_core.catalog import Catalog
+    from ldm_core.device import module_bytes
     from ldm_core.stack import ModelStack
     stack = ModelStack(Catalog.load(catalog), device=device)
     t_import = time.time() - launched
@@ -341,7 +342,8 @@ def child_resident(catalog: str, steps: int, size: int, sr_size: int, device: st
     for task in TASKS[1:]:
         stack.run(make_request(task, 1, 0, steps, sr_size if task == "superres" else size))
     four = {"rss_mb": R.rss_mb(), "weights_mb": stack.resident_bytes() / 2 ** 20,
-            "weights_unshared_mb": sum(r.bytes for r in stack._resident.values()) / 2 ** 20,
+            "weights_unshared_mb": sum(module_bytes(stack._components[k]) for r in stack._resident.values()
+                                       for k in r.components.values()) / 2 ** 20,   # shared parts counted per model
             "models": list(stack._resident), "components": len(stack._components)}
     return {"startup_s": t_enter - launched, "import_s": t_import, "first_image_s": first,
             "first_request_s": first_request, "load_s": stack.load_seconds, "later_s": later, "one": one,
