@@ -26,6 +26,10 @@ from .tasks import TASKS
 from .xyplot import AXES, Axis, XYPlotRequest, plot
 
 
+UNSET_HELP = {"model": "default: the task's default model (see `python -m ldm_core models`)",
+              "hires_model": "default: the catalog's default super-resolution model"}
+
+
 def _add_task(sub, task, name: str | None = None, help: str | None = None) -> argparse.ArgumentParser:
     """A subcommand whose options are the task's request fields: positional ones as arguments,
     the rest as --options (None: the model's default), booleans as --x/--no-x."""
@@ -44,7 +48,7 @@ def _add_task(sub, task, name: str | None = None, help: str | None = None) -> ar
         else:
             base = next((k for k in (int, float) if t is k or k in typing.get_args(t)), str)
             p.add_argument(flag, type=base, default=default if not isinstance(default, list) else None,
-                           help="default: the model's" if default is None else None)
+                           help=UNSET_HELP.get(f.name, "default: the model's") if default is None else None)
     return p
 
 
