@@ -202,3 +202,26 @@ def test_a_label_the_model_does_not_know_is_refused_before_generating(page, stud
     assert "purple dog" in text and "magenta" in text and "double-click" in text, text
     assert page.locator("#layout-gallery img").count() == 0
 
+
+
+def test_a_larger_canvas_draws_the_layout_at_its_size(page, studio):
+    """The layout at 128x128 (twice the built-in model's training size, run convolutionally, §4.3.2):
+    size typed in, a box drawn and labelled with the mouse, the result saved at that size."""
+    bb = canvas_box(page)
+    for control in ("width", "height"):
+        box = page.locator(f"#layout2img-{control} input[type=number]")
+        box.click(click_count=3)
+        page.keyboard.type("128")
+        page.keyboard.press("Enter")
+    drag(page, bb, (120, 120), (300, 300))
+    modal, label = dialog(page)
+    label.fill("red circle")
+    press_ok(page, modal)
+    wait_panel(page, "t.includes('red circle')")
+    before = newest_layout_png(studio[1])
+    page.click("#layout-generate")
+    wait_gallery(page, "layout-gallery")
+    made = newest_layout_png(studio[1])
+    assert made != before and Image.open(made).size == (128, 128)
+    from ldm_core.provenance import read_parameters
+    assert read_parameters(made)["size"] == "128x128"
