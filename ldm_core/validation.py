@@ -164,18 +164,24 @@ def check_sampling(req, entry: ModelEntry, limits: Limits) -> dict[str, Any]:
 
 
 def check_size(req, entry: ModelEntry, limits: Limits, native: bool = True, multiple: int = 8) -> dict[str, int]:
-    """width and height: the model's native size when unset (`native`; else left unset: the input
-    image's own size), within the limits and multiples of `multiple` (1: any size)."""
+    """width and height: the model's native size when unset (`native`; else None or 0 leaves them
+    None: the input image's own size), within the limits and multiples of `multiple` (1: any size)."""
     out = {}
     for side in ("width", "height"):
         v = getattr(req, side)
-        if v is None and not native:
+        if not native and not v:
+            out[side] = None
             continue
         v = whole(side, getattr(entry, side) if v is None else v, limits.min_side, limits.max_side)
         if v % multiple:
             raise RequestError(f"{side} must be a multiple of {multiple}, got {v}")
         out[side] = v
     return out
+
+
+def own_size(req) -> tuple[int, int]:
+    """The (width, height) a request on an input image asks for: its own, or the input's."""
+    return req.width or req.image.width, req.height or req.image.height
 
 
 def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS):

@@ -71,28 +71,35 @@ def _component(task: Task, name: str, hint, default_entry):
     return gr.Textbox(value, label=name, info=NOTES.get(name))
 
 
-def endpoint(studio: Studio, task: Task):
-    """The event function of a task's endpoint: named parameters (the contract's), then the
-    gr.Request that Gradio passes by its type hint."""
-    def run(*values):
-        # Gradio passes the declared parameters positionally, the gr.Request in its place after them
-        values, request = values[:len(task.api)], (values[len(task.api)] if len(values) > len(task.api) else None)
-        req = task.request(**{k: v for k, v in zip(task.api, values) if v is not None})
-        outs = _results(studio, req, request)
-        if not task.returns_one:
-            yield from outs
-            return
-        with closing(outs):
-            for paths, info in outs:
-                yield (paths[0] if isinstance(paths, list) else paths), info
+def _one_image(outs):
+    """The results generator's updates with its list of paths narrowed to the first (one image back)."""
+    with closing(outs):
+        for paths, info in outs:
+            yield (paths[0] if isinstance(paths, list) else paths), info
 
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in task.api]
+
+def _named(names: tuple[str, ...], fn):
+    """An event function with the named parameters `names`, then the gr.Request that Gradio passes by its
+    type hint; `fn(values: dict, request)` does the work. (Gradio passes the declared parameters
+    positionally and the request in its place after them.)"""
+    def run(*values):
+        request = values[len(names)] if len(values) > len(names) else None
+        yield from fn(dict(zip(names, values[:len(names)])), request)
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                     annotation=gr.Request))
     run.__signature__ = inspect.Signature(params)
     run.__annotations__ = {"request": gr.Request}
-    run.__name__ = task.name
     return gpu(run)
+
+
+def endpoint(studio: Studio, task: Task):
+    """The event function of a task's endpoint: the contract's named parameters, in its order."""
+    def run(values: dict, request):
+        outs = _results(studio, task.request(**{k: v for k, v in values.items() if v is not None}), request)
+        yield from (_one_image(outs) if task.returns_one else outs)
+    return _named(task.api, run)
 
 
 XY_PARAMS = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "model",
@@ -101,23 +108,13 @@ XY_PARAMS = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "wi
 
 def xyplot_endpoint(studio: Studio):
     """/xyplot: a text->image parameter against another, one labelled grid image back."""
-    def run(*values):
-        values, request = values[:len(XY_PARAMS)], (values[len(XY_PARAMS)] if len(values) > len(XY_PARAMS) else None)
-        v = dict(zip(XY_PARAMS, values))
+    def run(v: dict, request):
         axes = {k: v.pop(k) for k in ("x_axis", "x_values", "y_axis", "y_values")}
         base = TASKS["text2img"].request(**{k: x for k, x in v.items() if x is not None})
         req = XYPlotRequest(base, Axis(axes["x_axis"], axes["x_values"]),
                             Axis(axes["y_axis"], axes["y_values"]) if axes["y_axis"] else None)
-        with closing(_results(studio, req, request)) as outs:
-            for paths, info in outs:
-                yield (paths[0] if isinstance(paths, list) else paths), info
-
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in XY_PARAMS]
-    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                    annotation=gr.Request))
-    run.__signature__ = inspect.Signature(params)
-    run.__annotations__ = {"request": gr.Request}
-    return gpu(run)
+        yield from _one_image(_results(studio, req, request))
+    return _named(XY_PARAMS, run)
 
 
 def _xyplot(studio: Studio) -> None:

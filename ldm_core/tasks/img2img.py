@@ -2,10 +2,10 @@
 towards the prompt by a text -> image model; 0 keeps the input, 1 ignores it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from ..validation import Sampling, check_size, load_image, number
+from ..validation import own_size, Sampling, check_size, load_image, number
 from . import Task
 from .text2img import SAMPLING_API
 
@@ -20,17 +20,12 @@ class Img2ImgRequest(Sampling):
 
 def check(req: Img2ImgRequest, entry, limits) -> dict:
     # width and height are optional (None or 0: the image's own size); any size: the pipeline pads to its model
-    req = replace(req, width=req.width or None, height=req.height or None)
     return {"image": load_image(req.image, limits), "strength": number("strength", req.strength, 0.0, 1.0),
-            "width": None, "height": None, **check_size(req, entry, limits, native=False, multiple=1)}
-
-
-def size(req: Img2ImgRequest) -> tuple[int, int]:
-    return req.width or req.image.width, req.height or req.image.height
+            **check_size(req, entry, limits, native=False, multiple=1)}
 
 
 def call(pipe, req: Img2ImgRequest, seeds, callback):
-    w, h = size(req)
+    w, h = own_size(req)
     return pipe(prompt=req.prompt, image=req.image, strength=req.strength, negative_prompt=req.negative_prompt,
                 height=h, width=w, num_inference_steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds,
                 sampler=req.sampler, callback=callback)
@@ -47,7 +42,7 @@ def pipelines() -> dict:
 
 
 TASK = Task(name="img2img", title="Image → Image", order=4, request=Img2ImgRequest, check=check, call=call,
-            info=info, output_size=lambda r: (*size(r), 1), pipelines=pipelines, positional=("image",),
+            info=info, output_size=lambda r: (*own_size(r), 1), pipelines=pipelines, positional=("image",),
             api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
             api_defaults={"width": 0, "height": 0},      # 0: the input image's own size
             help="an image noised to --strength and redrawn towards the prompt (SDEdit)")

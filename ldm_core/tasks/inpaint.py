@@ -3,7 +3,7 @@ Outpainting is the same task: the canvas is extended by `extend_*` pixels on any
 new area becomes the mask (with the painted mask, if any). `mask_blur` softens the seam."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..options import MASK_DOWNSAMPLING
-from ..validation import RequestError, Sampling, check_size, load_image, number, whole
+from ..validation import own_size, RequestError, Sampling, check_size, load_image, number, whole
 from . import Task
 from .text2img import SAMPLING_API
 
@@ -75,7 +75,6 @@ def check(req: InpaintRequest, entry, limits) -> dict:
     mask = None if req.mask is None else load_mask(req.mask, image.size, limits, empty_ok=any(pads))
     if any(pads):
         image, mask = extend(image, mask, pads)
-    req = replace(req, width=req.width or None, height=req.height or None)   # None or 0: the canvas's own size
     if not isinstance(req.keep_unmasked, bool):
         raise RequestError(f"keep_unmasked must be true or false, got {str(req.keep_unmasked)[:20]!r}")
     if req.mask_downsampling not in MASK_DOWNSAMPLING:
@@ -84,15 +83,11 @@ def check(req: InpaintRequest, entry, limits) -> dict:
     # width and height are optional (the image's own size); any size: the pipeline pads to its model
     return {"image": image, "mask": mask, "mask_blur": number("mask_blur", req.mask_blur, 0.0, MAX_MASK_BLUR),
             **dict(zip((f"extend_{side}" for side in SIDES), pads)),
-            "width": None, "height": None, **check_size(req, entry, limits, native=False, multiple=1)}
-
-
-def size(req: InpaintRequest) -> tuple[int, int]:
-    return req.width or req.image.width, req.height or req.image.height
+            **check_size(req, entry, limits, native=False, multiple=1)}
 
 
 def call(pipe, req: InpaintRequest, seeds, callback):
-    w, h = size(req)
+    w, h = own_size(req)
     return pipe(prompt=req.prompt, image=req.image, mask_image=req.mask, negative_prompt=req.negative_prompt,
                 height=h, width=w, num_inference_steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds,
                 sampler=req.sampler, callback=callback, keep_unmasked=req.keep_unmasked,
@@ -111,7 +106,7 @@ def pipelines() -> dict:
 
 
 TASK = Task(name="inpaint", title="Inpainting", order=3, request=InpaintRequest, check=check, call=call, info=info,
-            output_size=lambda r: (*size(r), 1), pipelines=pipelines, positional=("image", "mask"),
+            output_size=lambda r: (*own_size(r), 1), pipelines=pipelines, positional=("image", "mask"),
             api=("image", "mask", "prompt", "negative_prompt", *SAMPLING_API, "keep_unmasked", "mask_downsampling",
                  "mask_blur", *(f"extend_{side}" for side in SIDES)),
             api_defaults={"width": 0, "height": 0},      # 0: the input's own size (the extended canvas)
