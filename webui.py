@@ -23,7 +23,7 @@ from ldm_core.limits import SERVER_BUDGETS, server_limits
 from ldm_core.stack import ModelStack, pick_device
 from ldm_core.tasks import TASKS
 from tabs import api, history, pnginfo, security, task_tabs
-from tabs.common import first_image, info_updates, studio
+from tabs.common import calm_queue, first_image, info_updates, studio
 
 TITLE = "Latent Diffusion Studio"
 # small images (the built-in models' 64x64) fill their boxes, drawn as crisp pixels; result galleries
@@ -184,9 +184,9 @@ def main(argv=None) -> None:
         for task in TASKS:
             entry = stack.catalog.default(task)
             if stack.catalog.availability(entry)[0] and not entry.is_hub:
-                stack.load(entry)
+                stack.submit(stack.load, entry).result()   # on the device thread (stack.submit)
     demo = build_app(stack)
-    demo.queue(max_size=args.queue_size, default_concurrency_limit=1)
+    calm_queue(demo.queue(max_size=args.queue_size, default_concurrency_limit=1))
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")

@@ -18,6 +18,10 @@ each one. Every figure is the median of several runs with its spread (min-max). 
              after using one task against all four (shared components counted once);
 - webui      `python webui.py` launched as a subprocess, to the first built-in image through
              gradio_client, and a later request;
+- request    one request's path through the server per task and client, in its legs, against the
+             pipeline alone (bench/serving.py);
+- contention s/image while 0, 1, 2, 4 CPU-bound processes compete, against the fair share, with
+             the studio's thread governor (ldm_core/cpu.py) and with the thread count fixed;
 - superres   a 256² input to a 1024² output through the studio's tiled super-resolution, time
              and peak RSS in a fresh process;
 - memory     real-size architectures (random weights): peak memory of one guided UNet step with
@@ -49,9 +53,10 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(ROOT))
 import realsize as R  # noqa: E402  (torch + diffusers only)
+import serving  # noqa: E402  (the request path and a busy CPU; imports gradio's client only when run)
 
 TASKS = ("text2img", "layout2img", "superres", "inpaint")
-SECTIONS = ("latency", "overhead", "resident", "webui", "superres", "memory", "gpu")
+SECTIONS = ("latency", "overhead", "resident", "webui", "request", "contention", "superres", "memory", "gpu")
 OPTIONAL_SECTIONS = ("hub",)   # run only when named: minutes, and GBs of full-size mirrors (bench/hub.py)
 PROMPT = "a red circle left of a blue square"
 
@@ -144,6 +149,7 @@ def scene(size: int):
 
 
 def make_request(task: str, batch: int, seed: int, steps: int, size: int):
+    from ldm_core.tasks.img2img import Img2ImgRequest
     from ldm_core.tasks.inpaint import InpaintRequest
     from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
     from ldm_core.tasks.superres import SuperResRequest
@@ -157,6 +163,8 @@ def make_request(task: str, batch: int, seed: int, steps: int, size: int):
     im, mask = scene(size)
     if task == "superres":
         return SuperResRequest(image=im, steps=steps, seed=seed, num_images=batch)
+    if task == "img2img":
+        return Img2ImgRequest(image=im, prompt="a green triangle", steps=steps, seed=seed, num_images=batch)
     return InpaintRequest(image=im, mask=mask, prompt="a green triangle", steps=steps, seed=seed, num_images=batch)
 
 
@@ -631,7 +639,9 @@ def main(argv=None) -> None:
         log(title)
         tables = [title, ""]
         funcs = {"latency": bench_latency, "overhead": bench_overhead, "resident": bench_resident,
-                 "webui": bench_webui, "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu,
+                 "webui": bench_webui, "request": lambda c: serving.bench_request(c, sys.modules[__name__]),
+                 "contention": lambda c: serving.bench_contention(c, sys.modules[__name__]),
+                 "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu,
                  "hub": bench_hub}
         for name in sections:
             t0 = time.perf_counter()

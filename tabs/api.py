@@ -34,11 +34,11 @@ NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations ont
 
 
 def _results(studio: Studio, request, client: gr.Request | None = None):
-    """Generator for an API event: an empty update per step (so that a client's cancel stops
-    the generation between two steps: Gradio can only stop a generator between updates),
+    """Generator for an API event: an empty update every UPDATE_SECONDS while it runs (so that
+    a client's cancel stops the generation: Gradio can only stop a generator between updates),
     then (paths, info JSON)."""
     try:
-        with closing(stream(studio, request, preview_every=0, client=client)) as events:  # closed: it stops
+        with closing(stream(studio, request, previews=False, client=client)) as events:  # closed: it stops
             for ev in events:
                 if isinstance(ev, tuple):
                     paths, info = ev

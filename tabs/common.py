@@ -8,6 +8,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -24,6 +25,7 @@ from ldm_core.tasks import TASKS
 from ldm_core.validation import RequestError
 
 log = logging.getLogger("tabs")
+timing = logging.getLogger("tabs.timing")   # one line per generation: bench/run.py reads it
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Studio:
     device: str
     tasks: tuple[str, ...]      # the tasks the catalog has a model for, in order
     history: Callable           # (limit) -> [ldm_core.history.Entry], newest first
+    submit: Callable            # (fn) -> Future: fn runs on the studio's one device thread (ModelStack.submit)
 
     def default(self, task: str) -> ModelEntry:
         return self.entry(task, None)
@@ -46,17 +49,23 @@ class Studio:
 def studio(stack: ModelStack) -> Studio:
     """The studio's interface to one resident model stack."""
     def generate(request, callback):
+        t0, start = time.perf_counter(), time.time()
         if isinstance(request, XYPlotRequest):
             result = plot(stack, request.base, request.x, request.y, callback)
         else:
             result = stack.run(request, callback=callback)
-        return stack.save(result), result.info
+        t1 = time.perf_counter()
+        paths = stack.save(result)
+        timing.info("%s from %.4f: run %.4f s (pipeline %.4f s), save %.4f s", result.info.get("task"), start,
+                    t1 - t0, result.seconds, time.perf_counter() - t1)
+        return paths, result.info
 
     def preview(request, latents):
         return stack.preview(request.base if isinstance(request, XYPlotRequest) else request, latents)
     return Studio(generate, preview, stack.model_choices, lambda task, name: stack.catalog.get(name, task),
                   stack.catalog.published_scheduler, stack.limits, stack.describe()["device"],
-                  tuple(t for t in TASKS if stack.catalog.for_task(t)), History(stack.output_dir).entries)
+                  tuple(t for t in TASKS if stack.catalog.for_task(t)), History(stack.output_dir).entries,
+                  stack.submit)
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 
@@ -88,7 +97,7 @@ def user_error(e: Exception) -> gr.Error:
 
 
 # ------------------------------------------------------------------ fair use of one device
-UNREAD_UPDATES = 40        # a job whose client has left this many step updates unread has no client
+UNREAD_UPDATES = 12        # a job whose client has left this many updates unread (3 s of them) has no client
 
 
 def _queue(request: gr.Request):
@@ -99,6 +108,20 @@ def _queue(request: gr.Request):
 def _client(req) -> str:
     from .security import client_key
     return client_key(req.scope) if req is not None and hasattr(req, "scope") else "?"
+
+
+QUEUE_POLL_SECONDS = 0.01      # how often Gradio's queue looks for work to start (its default: 0.001)
+PROGRESS_POLL_SECONDS = 0.05   # and for progress to send (its default: 0.01)
+
+
+def calm_queue(demo: gr.Blocks) -> gr.Blocks:
+    """Gradio's queue polls for work 1000 times a second, idle or not; on 2 CPU cores those wakeups
+    took a 64x64 generation from 0.55 s to 0.60-0.66 s (bench/run.py --sections request). 100 a
+    second costs a job at most 10 ms before it starts. (Attributes of gradio's Queue, which is pinned
+    in requirements.txt; tests/test_server.py checks they exist.)"""
+    q = demo._queue
+    q.sleep_when_free, q.progress_update_sleep_when_free = QUEUE_POLL_SECONDS, PROGRESS_POLL_SECONDS
+    return demo
 
 
 def client_jobs(request: gr.Request) -> int:
@@ -142,37 +165,52 @@ class Progress:
     preview: object | None = None
 
 
-def stream(studio: Studio, request, preview_every: int = 5, client: gr.Request | None = None
-           ) -> Iterator[Progress | tuple]:
-    """Run `request` in a worker thread; yield Progress while it runs, then (paths, info).
+FIRST_UPDATE_SECONDS = 1.0  # a running job's first update (progress, preview) comes after this long,
+UPDATE_SECONDS = 0.25       # then one at most this often; a shorter job sends none
+PREVIEW_SECONDS = 0.5       # and a live preview at most this often
 
-    Closing the generator (Gradio does so when the user presses Stop or the client
-    disconnects) sets the cancel flag; the pipeline stops at its next step. So does a client
-    that stopped reading the updates (`client_gone`)."""
+
+def stream(studio: Studio, request, previews: bool = True, client: gr.Request | None = None
+           ) -> Iterator[Progress | tuple]:
+    """Run `request` on the studio's device thread; yield Progress while it runs, then (paths, info).
+
+    Updates are timed, not per step: each wakes Gradio's threads beside the generation and costs
+    it about 10 ms on 2 CPU cores; one per step made a 0.55 s image take 0.78 s, one per 0.25 s
+    0.59 s (bench/run.py --sections request). A job shorter than FIRST_UPDATE_SECONDS sends none.
+    Closing the generator (Gradio does so when the user presses Stop or the client disconnects,
+    at the next update) sets the cancel flag; the pipeline stops at its next step. So does a client that stopped reading the updates
+    (`client_gone`)."""
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
+    due = {"update": time.monotonic() + FIRST_UPDATE_SECONDS, "preview": 0.0}
 
     def on_step(s: StepInfo) -> bool:
-        if not cancel.is_set() and client_gone(client):
-            log.info("a client stopped reading its updates: generation cancelled at step %d", s.step)
-            cancel.set()
-        preview = None
-        if preview_every and (s.step % preview_every == 0) and s.step < s.total:
-            try:
-                preview = studio.preview(request, s.latents)
-            except Exception:  # a preview is never worth failing a generation
-                preview = None
-        events.put(Progress(s.step, s.total, preview))
+        now = time.monotonic()
+        if s.step < s.total and now >= due["update"]:
+            due["update"] = now + UPDATE_SECONDS
+            if not cancel.is_set() and client_gone(client):
+                log.info("a client stopped reading its updates: generation cancelled at step %d", s.step)
+                cancel.set()
+            preview = None
+            if previews and now >= due["preview"]:
+                due["preview"] = now + PREVIEW_SECONDS
+                try:
+                    preview = studio.preview(request, s.latents)
+                except Exception:  # a preview is never worth failing a generation
+                    preview = None
+            events.put(Progress(s.step, s.total, preview))
         return cancel.is_set()
 
     def work():
+        if cancel.is_set():           # stopped while it waited for the device
+            events.put(("error", GenerationCancelled("cancelled before it started")))
+            return
         try:
             events.put(("done", *studio.generate(request, on_step)))
         except BaseException as e:  # handed to the caller's thread
             events.put(("error", e))
 
-    worker = threading.Thread(target=work, daemon=True, name="generation")
-    worker.start()
+    studio.submit(work)
     try:
         while True:
             ev = events.get()
@@ -204,8 +242,8 @@ def run_with_progress(studio: Studio, request, progress: gr.Progress | None, cli
             if isinstance(ev, Progress):
                 if progress is not None:
                     progress((ev.step, ev.total), desc="denoising", unit="steps")
-                # one update per step, even an empty one: Gradio can only stop a generator between
-                # two of its updates, so this is what lets Stop act within a step
+                # an update every UPDATE_SECONDS, even an empty one: Gradio can only stop a generator
+                # between two of its updates, so this is what lets Stop act within a fraction of a second
                 yield gr.skip(), (gr.skip() if ev.preview is None else ev.preview), gr.skip()
             else:
                 paths, info = ev

@@ -142,7 +142,7 @@ def test_a_request_over_the_compute_budget_is_refused_with_the_budget_named(stud
 
 def test_abandoned_calls_are_cancelled_and_others_are_served(studio):
     """Jobs whose results nobody reads stop; a client holds at most 3 jobs; the next request runs."""
-    heavy = ["a", "", 150, 3.0, 1, 1, 256, 256, "DDIM", "tiny-text2img"]   # in budget, many steps
+    heavy = ["a", "", 150, 3.0, 1, 1, 512, 512, "DDIM", "tiny-text2img"]   # in budget, seconds long
     codes = [http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)}).status_code
              for _ in range(4)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 400             # the fourth: over the client's quota
