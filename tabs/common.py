@@ -178,8 +178,8 @@ def stream(studio: Studio, request, previews: bool = True, client: gr.Request | 
     it about 10 ms on 2 CPU cores; one per step made a 0.55 s image take 0.78 s, one per 0.25 s
     0.59 s (bench/run.py --sections request). A job shorter than FIRST_UPDATE_SECONDS sends none.
     Closing the generator (Gradio does so when the user presses Stop or the client disconnects,
-    at the next update) sets the cancel flag; the pipeline stops at its next step. So does a client that stopped reading the updates
-    (`client_gone`)."""
+    at the next update) sets the cancel flag; the pipeline stops at its next step. So does a
+    client that stopped reading the updates (`client_gone`)."""
     events: queue.Queue = queue.Queue()
     cancel = threading.Event()
     due = {"update": time.monotonic() + FIRST_UPDATE_SECONDS, "preview": 0.0}
