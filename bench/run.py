@@ -3,14 +3,14 @@
     python bench/run.py                 # the full suite on this machine (< 15 min on 2 CPU cores)
     python bench/run.py --smoke         # one tiny case of each benchmark (CI, < 1 min)
     python bench/run.py --sections hub  # the catalog's hub models at full size (not in the default run)
-    python bench/run.py --gpu-only      # only the real-size GPU cases (< 150 s on an H100; no gradio needed)
+    python bench/run.py --gpu-only      # only the real-size GPU cases (< 5 min on an H100; no gradio needed)
     python bench/run.py --sections latency,overhead   # a subset
 
 Prints markdown tables as each section finishes and writes bench/results-<device>.json after
 each one. Every figure is the median of several runs with its spread (min-max). Sections:
 
-- latency    built-in models, the four tasks, s/image at 25 steps (guided where the task has
-             guidance), batch 1 and 4, images/s;
+- latency    built-in models, the four tasks, s/image at each model's default steps (guided where
+             the task has guidance), batch 1 and 4, images/s;
 - overhead   the studio's pipeline (ModelStack.run) against a bare denoising loop over the same
              UNet, scheduler, inputs and guidance (same image out), as a ratio; also with the web
              UI's live previews, and what the CPU defaults buy (small convolutions, threads);
@@ -170,11 +170,12 @@ def make_request(task: str, batch: int, seed: int, steps: int, size: int):
 
 # ------------------------------------------------------------------ latency
 def bench_latency(ctx) -> tuple[dict, list[str]]:
-    stack, steps = ctx.stack(), ctx.steps
+    stack = ctx.stack()
     out, lines = {}, ["| task (model) | steps | first request (load + run) | s/image, batch 1 | s/image, batch 4 | "
                       "images/s, batch 1 / 4 |", "|---|---|---|---|---|---|"]
     for task in TASKS:
         entry = stack.catalog.default(task)
+        steps = ctx.steps if ctx.smoke else entry.steps     # each model's default (what a user gets)
         size = ctx.sr_size if task == "superres" else ctx.size
         t0 = time.perf_counter()
         stack.run(make_request(task, 1, 0, steps, size))
@@ -598,7 +599,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=7, help="most runs per figure (at least 2)")
     p.add_argument("--budget-s", type=float, default=6.0, help="time per figure before stopping repeats")
-    p.add_argument("--gpu-budget-s", type=float, default=135.0, help="the GPU suite stops starting cases after this")
+    p.add_argument("--gpu-budget-s", type=float, default=270.0, help="the GPU suite stops starting cases after this")
     p.add_argument("--models", default=None, help="catalog (default: models/catalog.toml; tiny models in --smoke)")
     p.add_argument("--out", default=None)
     p.add_argument("--child", nargs=2, metavar=("NAME", "JSON_ARGS"), help=argparse.SUPPRESS)

@@ -196,9 +196,10 @@ def _client_kwargs(task: str, inputs: dict, tmp: Path) -> dict:
 def _quiet_pipeline(run, ctx, task: str) -> dict:
     """stack.run for the request the server gets, in this (otherwise idle) process."""
     stack, size = ctx.stack(), _size(task, ctx)
+    steps = stack.catalog.default(task).steps          # what the endpoint runs by default
     seeds = iter(range(1, 10_000))
-    stack.run(run.make_request(task, 1, 0, ctx.steps, size))
-    return run.stats(run.repeat(lambda: stack.run(run.make_request(task, 1, next(seeds), ctx.steps, size)),
+    stack.run(run.make_request(task, 1, 0, steps, size))
+    return run.stats(run.repeat(lambda: stack.run(run.make_request(task, 1, next(seeds), steps, size)),
                                 3, ctx.repeats, ctx.budget))
 
 
@@ -273,12 +274,12 @@ def _request_table(out: dict, run) -> list[str]:
 def bench_contention(ctx, run) -> tuple[dict, list[str]]:
     import torch
     stack, cpu = ctx.stack(), ctx.stack().cpu
-    size = ctx.size
+    size, steps = ctx.size, ctx.steps
     counts = (0, 1) if ctx.smoke else (0, 1, 2, 4)
     seeds = iter(range(1, 10_000))
 
     def one():
-        stack.run(run.make_request("text2img", 1, next(seeds), ctx.steps, size))
+        stack.run(run.make_request("text2img", 1, next(seeds), steps, size))
 
     one()
     out, lines = {}, ["| competing CPU-bound processes | threads | s/image, the studio (ldm_core/cpu.py) | "
@@ -311,5 +312,5 @@ def bench_contention(ctx, run) -> tuple[dict, list[str]]:
                      f"**{row['ratio']:.2f}×** | {run.fmt(row['fixed'])} | {row['ratio_fixed']:.2f}× |")
         run.log(lines[-1])
     lines.append(f"(fair share: the quiet time x max(1, ({cpu.most} threads + N) / {cpu.cores} cores); "
-                 f"text->image {size}x{size}, {ctx.steps} steps, built-in model; target: ratio <= 1.5)")
+                 f"text->image {size}x{size}, {steps} steps, built-in model; target: ratio <= 1.5)")
     return {"cores": cpu.cores, "threads": cpu.most, "by_competitors": out}, lines

@@ -12,12 +12,12 @@
   docs/benchmarks.md say what each buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles
   each UNet with torch.compile, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
-- one lock per device serialises generation;
+- one lock per device serialises generation; a server runs it all on one thread (`submit`);
+  on CPU a generation takes the cores other programs leave free (`cpu.py`);
 - `run(request)` validates and generates through the request's task module (`ldm_core.tasks`);
   `save(result)` writes PNGs that carry their parameters;
 - out of memory during a generation frees what it can (the failed run's tensors, the other
-  resident models, the CUDA cache) and raises `OutOfMemory` with a message for the user; the
-  stack goes on serving (the tests inject the fault on CPU from outside: tests/faults/).
+  resident models, the CUDA cache) and raises `OutOfMemory` with a message for the user.
 """
 from __future__ import annotations
 
@@ -74,16 +74,13 @@ class ModelStack:
                  memory_budget_gb: float | None = None, attention_slicing: str = "auto",
                  limits: Limits = DEFAULT_LIMITS, output_dir: str | os.PathLike | None = None,
                  allow_downloads: bool = True, compile: bool | None = None):
-        self.catalog = catalog or Catalog.load()
-        self.device = pick_device(device)
+        self.catalog, self.device = catalog or Catalog.load(), pick_device(device)
         self.dtype = dtype or default_dtype(self.device)
         self.memory_budget = int(memory_budget_gb * 2 ** 30) if memory_budget_gb else None
         if attention_slicing not in ("auto", "on", "off"):
             raise ValueError("attention_slicing must be auto, on or off")
-        self.attention_slicing = attention_slicing
-        self.limits = limits
+        self.attention_slicing, self.limits, self.allow_downloads = attention_slicing, limits, allow_downloads
         self.output_dir = Path(output_dir or "outputs")
-        self.allow_downloads = allow_downloads
         # opt-in: torch.compile each UNet (slow first request; see docs/benchmarks.md)
         self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
         self.previews = Previewer()
@@ -120,8 +117,7 @@ class ModelStack:
                 "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
 
     def model_choices(self, task: str) -> list[tuple[str, str]]:
-        """(label, name) for a model dropdown: each model with what it takes to run here (built-in;
-        hub cached and ready; hub, will download N GB; hub, cannot be downloaded here)."""
+        """(label, name) for a model dropdown, each with what it takes to run here (catalog.choices)."""
         return self.catalog.choices(task, prefer_fp16=self.dtype == torch.float16,
                                     allow_downloads=self.allow_downloads)
 
@@ -132,11 +128,9 @@ class ModelStack:
         return self._device_locks.setdefault(str(self.device), threading.Lock())
 
     def submit(self, fn, *args) -> Future:
-        """Run `fn(*args)` on the stack's one device thread, started on first use (a server's
-        loads, generations and previews all go there). One long-lived thread matters on CPU:
-        each thread that runs PyTorch kernels gets its own OpenMP team, and once the teams'
-        threads outnumber the cores libgomp stops spinning between parallel regions: a 64x64
-        image run on a fresh thread per request took 1.23 s against 0.55 s (2 cores)."""
+        """`fn(*args)` on the stack's one device thread (started on first use). On CPU each thread
+        running kernels gets its own OpenMP team; once teams outnumber the cores, libgomp stops
+        spinning: a fresh thread per 64x64 request took 1.23 s against 0.55 s (2 cores)."""
         with self._load_lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="ldm-device")
@@ -247,8 +241,7 @@ class ModelStack:
         req, entry = validate(request, self.catalog, self.limits)
         task, pipe = task_of(req), self.load(entry)
         seeds = resolve_seeds(req.seed, req.num_images)
-        t0 = time.perf_counter()
-        oom = None
+        t0, oom = time.perf_counter(), None
         with self.device_lock():
             callback = self.cpu.wrap(with_deadline(callback, self.limits.max_seconds))   # the clock starts now
             self.cpu.start()

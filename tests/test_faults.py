@@ -82,9 +82,9 @@ def test_corrupt_weights_fail_that_model_only(client, tmp_path, broken_catalog):
 def test_a_full_queue_answers_busy_and_then_serves(client):
     """--queue-size 2: one running, two waiting, the rest told to try again."""
     from gradio_client.utils import QueueError
-    long = client.submit(prompt="a long one", steps=150, width=256, height=256, api_name="/text2img")
+    long = client.submit(prompt="a long one", steps=150, width=512, height=512, api_name="/text2img")
     deadline = time.time() + 60
-    while len(long.outputs()) < 2:            # running (one empty update per step)
+    while len(long.outputs()) < 2:            # running (updates after the first second)
         assert time.time() < deadline
         time.sleep(0.02)
     results, errors = [], []
@@ -116,7 +116,7 @@ def test_a_full_queue_says_so_over_plain_http(studio):
     import httpx
     from gradio_client import Client
     c = Client(studio.url, verbose=False)
-    long = c.submit(prompt="a long one", steps=150, width=256, height=256, api_name="/text2img")
+    long = c.submit(prompt="a long one", steps=150, width=512, height=512, api_name="/text2img")
     deadline = time.time() + 60
     while len(long.outputs()) < 2:
         assert time.time() < deadline
