@@ -8,6 +8,7 @@
     python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25] [--size 64 128 256]
     python -m ldm_core.eval guidance-sweep --model NAME [--guidance 3 4 5.5 7.5 --n-per-form 24]
     python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
+    python -m ldm_core.eval inpaint-wide --model NAME [--n-scenes 24 --seeds 1]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
     (--catalog FILE evaluates models of another catalog)
 
@@ -219,6 +220,13 @@ def task_inpaint(a) -> None:
     _write(Path(a.out or f"outputs/eval/inpaint-{a.model}"), f"## inpaint: {a.model}\n\n{table}", res, grid)
 
 
+def task_inpaint_wide(a) -> None:
+    from .restore import evaluate_inpaint_wide
+    table, grid, res = evaluate_inpaint_wide(stack_inpaint(a.model, a.steps, a.catalog), a.n_scenes, a.seeds)
+    _write(Path(a.out or f"outputs/eval/inpaint-wide-{a.model}"), f"## inpaint, wider eval: {a.model}\n\n{table}",
+           res, grid)
+
+
 def task_superres(a) -> None:
     from .restore import evaluate_superres
     up = stack_superres(a.model, a.steps, a.catalog)
@@ -258,6 +266,12 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
     p.add_argument("--n-per-form", type=int, default=24)
+    p = add("inpaint-wide", task_inpaint_wide, "inpainting: every mask style and prompt kind, stratified")
+    p.add_argument("--model", required=True, help="catalog model name")
+    p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--n-scenes", type=int, default=24, help="held-out scenes (the caption forms in turn)")
+    p.add_argument("--seeds", type=int, default=1, help="generation seeds per case")
     for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img), ("inpaint", task_inpaint),
                      ("superres", task_superres)]:
         p = add(name, fn, f"evaluate a {name} model from the catalog")

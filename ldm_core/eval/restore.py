@@ -11,6 +11,13 @@ extra); outside the mask the image must not change (PSNR there, "exact" when bit
 With an empty prompt the hole must be filled plausibly: FID on the render classifier's features
 against the ground truth, beside the unfilled hole (grey) as the bad reference.
 
+The wider inpainting eval (`evaluate_inpaint_wide`, scenes `sample_scene(21_200_000 + i)`, the four
+caption forms in turn): every scene's object is masked in each of the ways people mask one
+(`object_mask`: a padded, tight, loose, elliptical, brushed or one-sided box; the object drawn
+at random), and asked for with two prompts: the scene's caption and the masked object alone
+("a red circle"). The caption judge scores the whole image as before; results are stratified by
+mask style, prompt, caption form, which object, its size, and whether the mask reaches another object.
+
 Super-resolution: held-out scenes (`sample_scene(21_500_000 + i)`) and held-out photo crops
 (`ldm_core.data.photos.heldout_crops`), bicubic-downsampled 4x, upscaled; PSNR and SSIM against
 the ground truth beside bicubic upsampling of the same input.
@@ -26,12 +33,14 @@ from PIL import Image
 
 from ..data.degrade import degrade
 from ..data.judge import judge_caption
-from ..data.masks import random_mask
+from ..data.masks import OBJECT_MASK_STYLES, object_mask, random_mask
 from ..data.photos import heldout_crops
-from ..data.shapes import sample_scene
+from ..data.shapes import CAPTION_FORMS, sample_scene
 from .evaluate import _grid
 
 INPAINT_SEED0 = 21_000_000
+INPAINT_WIDE_SEED0 = 21_200_000
+PROMPT_KINDS = ("caption", "object")
 SUPERRES_SEED0 = 21_500_000
 
 InpaintFn = Callable[[str, Image.Image, Image.Image, int], Image.Image]
@@ -88,6 +97,61 @@ def evaluate_inpaint(inpaint: InpaintFn, n: int = 100, seed: int = 0, with_fid: 
     if with_fid:
         rows.append(("empty prompt", empty[:8], [None] * 8))
     return "\n".join(lines), _grid(rows), res
+
+
+def inpaint_cases(n_scenes: int, seeds: int = 1) -> list[dict]:
+    """The wider eval's cases: scene x mask style x prompt kind x seed, each with its strata."""
+    cases = []
+    for i in range(n_scenes):
+        s = sample_scene(INPAINT_WIDE_SEED0 + i, CAPTION_FORMS[i % len(CAPTION_FORMS)])
+        for k, style in enumerate(OBJECT_MASK_STYLES):
+            rng = random.Random(INPAINT_WIDE_SEED0 + 97 * i + k)
+            j = rng.randrange(len(s.objects))
+            m = object_mask(s, rng, j, style)
+            o = s.objects[j]
+            others = [p for q, p in enumerate(s.objects) if q != j]
+            reaches = any(m[p.y:p.y + p.size, p.x:p.x + p.size].any() for p in others)
+            for prompt in PROMPT_KINDS:
+                for r in range(seeds):
+                    cases.append({"scene": s, "mask": m, "prompt": s.caption if prompt == "caption" else f"a {o.label}",
+                                  "seed": 1000 * i + 10 * k + r, "strata": {
+                                      "mask style": style, "prompt": prompt, "caption form": s.form,
+                                      "masked object": ("first", "second", "third")[j],
+                                      "object size": "small (12-17 px)" if o.size < 18 else
+                                      "medium (18-22 px)" if o.size < 23 else "large (23-28 px)",
+                                      "mask reaches another object": "yes" if reaches else "no"}})
+    return cases
+
+
+def evaluate_inpaint_wide(inpaint: InpaintFn, n_scenes: int = 24, seeds: int = 1) -> tuple[str, Image.Image, dict]:
+    """The wider inpainting eval (module doc): the restored share overall and per stratum."""
+    cases = inpaint_cases(n_scenes, seeds)
+    rows, fails = [], []
+    for c in cases:
+        s, m = c["scene"], c["mask"]
+        out = np.asarray(inpaint(c["prompt"], Image.fromarray(s.image),
+                                 Image.fromarray((m * 255).astype(np.uint8)), c["seed"]).convert("RGB"))
+        ok = bool(judge_caption(s, out)["correct"])
+        rows.append({**c["strata"], "ok": ok})
+        if not ok and len(fails) < 8:
+            fails.append((np.where(m[..., None], 127, s.image).astype(np.uint8), out, c["prompt"]))
+    ok = [r["ok"] for r in rows]
+    res = {"n": len(rows), "n_scenes": n_scenes, "seeds": seeds, "object_restored": float(np.mean(ok)),
+           "object_restored_count": int(sum(ok)), "strata": {}}
+    lines = [f"| wider inpainting eval ({n_scenes} scenes x {len(OBJECT_MASK_STYLES)} mask styles x "
+             f"{len(PROMPT_KINDS)} prompts x {seeds} seed) | restored | n |", "|---|---|---|",
+             f"| **all cases** | **{100 * res['object_restored']:.1f} %** | {len(rows)} |"]
+    for key in rows[0]:
+        if key == "ok":
+            continue
+        groups: dict[str, list[bool]] = {}
+        for r in rows:
+            groups.setdefault(r[key], []).append(r["ok"])
+        res["strata"][key] = {g: {"restored": float(np.mean(v)), "n": len(v)} for g, v in groups.items()}
+        lines += [f"| {key}: {g} | {100 * np.mean(v):.1f} % | {len(v)} |" for g, v in groups.items()]
+    grid = _grid([("masked (failures)", [f[0] for f in fails], [None] * len(fails)),
+                  ("result", [f[1] for f in fails], [False] * len(fails))]) if fails else None
+    return "\n".join(lines), grid, res
 
 
 def evaluate_superres(upscale: UpscaleFn, n: int = 100, n_photos: int = 64, seed: int = 0,

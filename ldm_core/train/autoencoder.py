@@ -54,6 +54,8 @@ class AutoencoderConfig(RunConfig):
     beta1: float = 0.5               # Adam betas of the generator (0.5, 0.9 as in the paper's GAN setup)
     beta2: float = 0.9
     photo_fraction: float = 0.0      # share of each batch that is natural-photo crops (ldm_core.data.photos)
+    stats_scenes: int = 2048         # training scenes the exported latent statistics are measured on
+    heldout_scenes: int = 256        # held-out scenes the exported model's PSNR (eval.json) is measured on
     back_projection: int = 0         # > 0: for the super-resolution autoencoder, the reconstruction term is
                                      # the per-image log-MSE of the output back-projected onto its 4x bicubic
                                      # downsampling (what SuperResPipeline returns), plus 0.1 x the usual terms
@@ -215,8 +217,8 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
         if acc.is_main_process:
             write_samples(cfg, vae, out, log, ckpt.state, heldout, heldout_p)
 
-    step_loop(acc, cfg, ckpt, log, Budget(cfg.steps, cfg.max_minutes), partial(train_step, cfg, acc, parts), samples,
-              log_last=True)
+    budget = Budget(cfg.steps, cfg.max_minutes, cfg.cpu_clock)
+    step_loop(acc, cfg, ckpt, log, budget, partial(train_step, cfg, acc, parts), samples, log_last=True)
     model = vae.eval()
     if cfg.export and acc.is_main_process:
         export(model, cfg, steps=ckpt.state["step"])
@@ -225,12 +227,12 @@ def train(cfg: AutoencoderConfig) -> AutoencoderKL:
 
 def export(vae: AutoencoderKL, cfg: AutoencoderConfig, steps: int | None = None) -> Path:
     """Measure latent statistics, write the model (safetensors) and its held-out PSNR."""
-    mean, std = latent_stats(vae)
+    mean, std = latent_stats(vae, cfg.stats_scenes)
     vae.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0)
     dest = ensure_dir(cfg.export)
     model = vae.to(torch.float16) if cfg.export_fp16 else vae
     model.save_pretrained(dest, safe_serialization=True)
-    test = heldout_images(256)
+    test = heldout_images(cfg.heldout_scenes)
     rec = reconstruct(AutoencoderKL.from_pretrained(dest).float().eval(), test)
     report = {"heldout_psnr_db": psnr(test, rec), "heldout_scenes": len(test), "latents_mean": mean,
               "latents_std": std, "steps": steps or cfg.steps}

@@ -23,6 +23,8 @@ class RunConfig:
     sample_minutes: float = 5.0        # write a sample grid + loss plot this often
     threads: int = 0                   # torch CPU threads (0 = leave the default)
     max_minutes: float = 0.0           # stop (after checkpointing) after this long; 0 = no limit
+    cpu_clock: bool = False            # count max_minutes in CPU time of this process, not wall-clock
+                                       # (a budget that sharing the machine does not shrink)
 
 
 def apply_threads(n: int) -> None:

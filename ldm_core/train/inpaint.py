@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..data.images import from_uint8, psnr
 from ..data.judge import judge_caption
-from ..data.masks import random_mask
+from ..data.masks import OBJECT_MASK_STYLES, object_mask, random_mask
 from ..data.shapes import sample_scene
 from ..options import DEFAULT_SAMPLER
 from ..pipelines.common import encode_latents
@@ -40,16 +40,26 @@ class InpaintConfig(DiffusionConfig):
     max_length: int = 24
     caption_dropout: float = 0.3       # the caption is optional: empty 30 % of the time
     coord_channels: bool = False       # feed the UNet (x, y) coordinate maps (CoordConv)
+    object_masks: float = 0.0          # share of masks drawn around one object the ways people mask one
+                                       # (`object_mask` styles; the rest: MASK_KINDS at random)
+    object_prompt: float = 0.0         # ... of whose captioned examples this share is prompted with the
+                                       # masked object alone ("a red circle") instead of the caption
 
 
 # ------------------------------------------------------------------ batches
 
+def draw_mask(cfg: InpaintConfig, scene, rng: random.Random) -> tuple[np.ndarray, str | None]:
+    """A training mask for `scene` and, when it was drawn around one object, that object's label."""
+    if cfg.object_masks > 0 and rng.random() < cfg.object_masks:
+        j = rng.randrange(len(scene.objects))
+        return object_mask(scene, rng, j, rng.choice(OBJECT_MASK_STYLES)), scene.objects[j].label
+    return random_mask(scene, rng), None
+
+
 @torch.no_grad()
-def masked_inputs(vae, idx: list[int], rng: random.Random, device) -> torch.Tensor:
-    """(B, 1 + C, h, w) for scenes `idx`: a random mask each, on the latent grid (a cell is masked
-    when any of its pixels is), and the latents of the image with the masked pixels blanked."""
-    scenes = [sample_scene(i) for i in idx]
-    masks = torch.from_numpy(np.stack([random_mask(s, rng) for s in scenes]))[:, None].float()  # (B, 1, 64, 64)
+def masked_inputs(vae, masks: torch.Tensor, scenes: list, device) -> torch.Tensor:
+    """(B, 1 + C, h, w) for `scenes` and their (B, 1, 64, 64) masks: the mask on the latent grid (a cell
+    is masked when any of its pixels is), and the latents of the image with the masked pixels blanked."""
     x = from_uint8(np.stack([s.image for s in scenes]))  # (B, 3, 64, 64)
     masked = encode_latents(vae, (x * (1 - masks)).to(device))  # (B, C, 16, 16)
     return torch.cat([mask_latents(masks.to(device), masked.shape[-2:]), masked], 1)
@@ -58,10 +68,14 @@ def masked_inputs(vae, idx: list[int], rng: random.Random, device) -> torch.Tens
 def make_batch(cfg: InpaintConfig, data: Latents, tokenizer, idx: torch.Tensor, gen: torch.Generator,
                rng: random.Random) -> Batch:
     drop = (torch.rand(len(idx), generator=gen) < cfg.caption_dropout).tolist()
-    torch.rand(len(idx), generator=gen)  # unused: kept so the random stream stays the one earlier runs drew
-    texts = ["" if d else data.meta[i]["caption"] for i, d in zip(idx.tolist(), drop)]
+    short = (torch.rand(len(idx), generator=gen) < cfg.object_prompt).tolist()
+    scenes = [sample_scene(i) for i in idx.tolist()]
+    drawn = [draw_mask(cfg, s, rng) for s in scenes]
+    masks = torch.from_numpy(np.stack([m for m, _ in drawn]))[:, None].float()  # (B, 1, 64, 64)
+    texts = ["" if d else f"a {label}" if label and sh else data.meta[i]["caption"]
+             for i, d, sh, (_, label) in zip(idx.tolist(), drop, short, drawn)]
     return Batch(x0=data.latents[idx.to(data.device)], ids=tokenize(tokenizer, texts, cfg.max_length, data.device),
-                 extra=masked_inputs(data.vae, idx.tolist(), rng, data.device))
+                 extra=masked_inputs(data.vae, masks, scenes, data.device))
 
 
 # ------------------------------------------------------------------ evaluation
@@ -84,9 +98,25 @@ def measure_inpaint(pipe: InpaintPipeline, scenes, steps: int = 25, guidance: fl
     return {"inpaint_outside_psnr": float(np.mean(outside)), "acc_inpaint_object": float(np.mean(ok))}, np.stack(images)
 
 
+def measure_inpaint_wide(pipe: InpaintPipeline, n_scenes: int, steps: int = 25, guidance: float = 3.0) -> dict:
+    """The share restored on the first `n_scenes` scenes of the wider eval (every mask style and prompt kind)."""
+    from ..eval.restore import inpaint_cases
+    ok = []
+    for c in inpaint_cases(n_scenes):
+        s, m = c["scene"], c["mask"]
+        out = pipe(prompt=c["prompt"], image=Image.fromarray(s.image),
+                   mask_image=Image.fromarray((m * 255).astype(np.uint8)), negative_prompt="", height=64, width=64,
+                   num_inference_steps=steps, guidance_scale=guidance, seeds=[c["seed"]],
+                   sampler=DEFAULT_SAMPLER).images[0]
+        ok.append(bool(judge_caption(s, np.asarray(out))["correct"]))
+    return {"acc_inpaint_wide": float(np.mean(ok))}
+
+
 def evaluate(w: Weights, scenes) -> tuple[dict, np.ndarray]:
-    return measure_inpaint(InpaintPipeline(vae=w.vae, text_encoder=w.text_encoder, tokenizer=w.tokenizer,
-                                           unet=w.unet, scheduler=w.scheduler), scenes)
+    pipe = InpaintPipeline(vae=w.vae, text_encoder=w.text_encoder, tokenizer=w.tokenizer, unet=w.unet,
+                           scheduler=w.scheduler)
+    metrics, images = measure_inpaint(pipe, scenes)
+    return {**metrics, **measure_inpaint_wide(pipe, max(1, len(scenes) // 8))}, images
 
 
 # ------------------------------------------------------------------ training

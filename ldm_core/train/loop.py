@@ -56,18 +56,20 @@ def resume(acc: Accelerator, out: Path, cfg: RunConfig) -> tuple[Checkpoint, Los
 
 
 class Budget:
-    """A run's step budget and optional time budget (`max_minutes`, 0 = none)."""
+    """A run's step budget and optional time budget (`max_minutes`, 0 = none), counted in wall-clock
+    time or (`cpu_clock`) in this process's CPU time."""
 
-    def __init__(self, steps: int, max_minutes: float):
-        self.steps, self.seconds, self.started = steps, max_minutes * 60, time.monotonic()
+    def __init__(self, steps: int, max_minutes: float, cpu_clock: bool = False):
+        self.clock = time.process_time if cpu_clock else time.monotonic
+        self.steps, self.seconds, self.started = steps, max_minutes * 60, self.clock()
 
     def progress(self, step: int) -> float:
         """The share of the budget spent: of the steps, or of the time if that is further along."""
         p = step / self.steps
-        return max(p, min(1.0, (time.monotonic() - self.started) / self.seconds)) if self.seconds else p
+        return max(p, min(1.0, (self.clock() - self.started) / self.seconds)) if self.seconds else p
 
     def time_up(self) -> bool:
-        return bool(self.seconds) and time.monotonic() - self.started > self.seconds
+        return bool(self.seconds) and self.clock() - self.started > self.seconds
 
 
 def cosine_lr(base: float, step: int, warmup: int, progress: float) -> float:
@@ -214,7 +216,7 @@ class _Diffusion:
         acc.register_for_checkpointing(*self.emas)
         self.ckpt, self.log = resume(acc, out, cfg)
         self.scenes = eval_scenes(cfg.eval_prompts_per_form)
-        self.budget = Budget(cfg.steps, cfg.max_minutes)
+        self.budget = Budget(cfg.steps, cfg.max_minutes, cfg.cpu_clock)
         step = self.ckpt.state["step"]
         self.gen = torch.Generator().manual_seed(cfg.seed + step * 7919 + acc.process_index)
         self.rng = random.Random(cfg.seed + step * 104729 + acc.process_index)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..data.judge import judge_caption, judge_layout
+from ..data.shapes import RELATIONS
 from ..grounding import GROUNDING_CHANNELS, grounding_map
 from ..options import DEFAULT_SAMPLER
 from ..pipelines.common import COORD_CHANNELS
@@ -56,6 +57,10 @@ class Text2ImgConfig(DiffusionConfig):
                                        # > 0 replaces the box tokens of --layout-fraction
     grounding_caption: float = 0.5     # ... of which this share also keeps the caption (else empty)
     label_dropout: float = 0.05        # per box: drop its colour (and, separately, its shape) from the map
+    relation_share: float = 0.0        # share of each batch drawn from relation scenes, the four relations
+                                       # equally often (0 = scenes as cached: a quarter relations, unbalanced)
+    relation_converse: float = 0.0     # share of relation captions said the other way round
+                                       # ("A left of B" -> "B right of A": the same image)
 
 
 # ------------------------------------------------------------------ batches
@@ -95,13 +100,45 @@ def grounding_batch(meta: list[dict], idx: list[int], kind: list[float], cfg: Te
     return maps
 
 
+CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def relation_groups(meta: list[dict]) -> list[torch.Tensor]:
+    """The cached relation scenes' indices, one tensor per relation word (RELATIONS order)."""
+    groups: dict[str, list[int]] = {r: [] for r in RELATIONS}
+    for i, m in enumerate(meta):
+        if m["form"] == "relation":
+            groups[next(r for r in RELATIONS if f" {r} " in m["caption"])].append(i)
+    return [torch.tensor(v) for v in groups.values()]
+
+
+def rebalance(cfg: Text2ImgConfig, groups: list[torch.Tensor], idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """`idx` with its first `relation_share` replaced by relation scenes, each relation equally likely."""
+    n = round(cfg.relation_share * len(idx))
+    which = torch.randint(0, len(groups), (n,), generator=gen).tolist()
+    picks = [groups[g][torch.randint(0, len(groups[g]), (1,), generator=gen)].item() for g in which]
+    return torch.cat([torch.tensor(picks, dtype=idx.dtype), idx[n:]])
+
+
+def say_converse(caption: str) -> str:
+    """'a red circle left of a blue square' -> 'a blue square right of a red circle'."""
+    rel = next(r for r in RELATIONS if f" {r} " in caption)
+    a, b = caption.split(f" {rel} ")
+    return f"{b} {CONVERSE[rel]} {a}"
+
+
 def make_batch(cfg: Text2ImgConfig, data: Latents, tokenizer, idx: torch.Tensor, gen: torch.Generator,
-               rng: random.Random) -> Batch:
-    """Scenes `idx`: their latents, their condition texts (empty at `caption_dropout`), and with
-    grounding their boxes as maps."""
+               rng: random.Random, groups: list[torch.Tensor] | None = None) -> Batch:
+    """Scenes `idx` (a share swapped for balanced relation scenes with `relation_share`): their latents,
+    their condition texts (empty at `caption_dropout`), and with grounding their boxes as maps."""
+    if cfg.relation_share > 0:
+        idx = rebalance(cfg, groups, idx, gen)
     drop = (torch.rand(len(idx), generator=gen) < cfg.caption_dropout).tolist()
     kind = torch.rand(len(idx), generator=gen).tolist()   # which kind of example each one is
     texts = ["" if d else condition_text(cfg, data.meta[i], r) for i, d, r in zip(idx.tolist(), drop, kind)]
+    if cfg.relation_converse > 0:
+        texts = [say_converse(t) if data.meta[i]["form"] == "relation" and t == data.meta[i]["caption"]
+                 and rng.random() < cfg.relation_converse else t for t, i in zip(texts, idx.tolist())]
     maps = grounding_batch(data.meta, idx.tolist(), kind, cfg, rng).to(data.device) if cfg.grounding_fraction > 0 \
         else None
     return Batch(x0=data.latents[idx.to(data.device)], ids=tokenize(tokenizer, texts, cfg.max_length, data.device),
@@ -167,6 +204,7 @@ def train(cfg: Text2ImgConfig) -> None:
     data = load_latents(cfg, acc.device, out)
     tokenizer = build_tokenizer(cfg.max_length)
     unet, text_encoder = networks(cfg, data.channels, tokenizer)
-    fit(cfg, acc, out, data, Stage(pipeline=Text2ImgPipeline, unet=unet, text_encoder=text_encoder,
-                                   tokenizer=tokenizer, batch=partial(make_batch, cfg, data, tokenizer),
+    groups = relation_groups(data.meta) if cfg.relation_share > 0 else None
+    fit(cfg, acc, out, data, Stage(pipeline=Text2ImgPipeline, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   batch=partial(make_batch, cfg, data, tokenizer, groups=groups),
                                    evaluate=partial(evaluate, cfg)))
