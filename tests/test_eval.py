@@ -196,6 +196,36 @@ def test_evaluate_inpaint_perfect_and_useless_inpainters():
     assert res["fid_empty_prompt"] == pytest.approx(res["fid_unfilled_hole"])
 
 
+def test_wider_inpaint_eval_cases_and_strata():
+    """Every scene is masked in every style, asked for with both prompt kinds; a perfect inpainter
+    scores 100 % in every stratum, one that paints the hole grey 0 %."""
+    from PIL import Image
+
+    from ldm_core.data.masks import OBJECT_MASK_STYLES
+    from ldm_core.eval.restore import PROMPT_KINDS, evaluate_inpaint_wide, inpaint_cases
+    cases = inpaint_cases(4)
+    assert len(cases) == 4 * len(OBJECT_MASK_STYLES) * len(PROMPT_KINDS)
+    assert {c["strata"]["caption form"] for c in cases} == {"one", "two", "relation", "three"}
+    assert {c["prompt"] for c in cases if c["strata"]["prompt"] == "object"} <= {
+        f"a {o.label}" for c in cases for o in c["scene"].objects}
+    by_mask = {np.asarray(c["mask"]).tobytes(): c["scene"].image for c in cases}   # the perfect answer per mask
+
+    def perfect(prompt, image, mask, seed):
+        return Image.fromarray(by_mask[(np.asarray(mask) > 127).tobytes()])
+
+    table, _, res = evaluate_inpaint_wide(perfect, 4)
+    assert res["object_restored"] == 1.0 and res["n"] == len(cases)
+    assert all(v["restored"] == 1.0 for g in res["strata"].values() for v in g.values())
+    assert "| mask style: brush | 100.0 % |" in table
+
+    def grey(prompt, image, mask, seed):
+        a = np.asarray(image).copy()
+        a[np.asarray(mask) > 127] = 127
+        return Image.fromarray(a)
+    _, grid, res = evaluate_inpaint_wide(grey, 4)
+    assert res["object_restored"] == 0.0 and grid is not None
+
+
 def test_evaluate_superres_bicubic_ties_and_blur_loses():
     from PIL import Image, ImageFilter
 

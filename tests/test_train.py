@@ -57,6 +57,13 @@ def test_text2img_trains_exports_and_runs_in_the_studio(autoencoder, tmp_path):
     assert (export / "unet" / "config.json").is_file() and not (tmp_path / "run" / "latest_export").exists()
     index = json.loads((export / "model_index.json").read_text())
     assert index["_shared"] == {"vae": "shapes-autoencoder"}
+    # the relation options: balanced relation batches, captions said both ways, the attention loss
+    train_main(["text2img", "--out", str(tmp_path / "rel"), "--steps", "1", "--autoencoder",
+                str(autoencoder / "shapes-autoencoder"),
+                "--latent-cache", str(tmp_path / "run" / "latents.safetensors"),
+                "--relation-share", "0.5", "--relation-converse", "0.5", "--attention-loss", "0.1", *T2I])
+    row = json.loads((tmp_path / "rel" / "log.jsonl").read_text().splitlines()[0])
+    assert row["loss_aux"] > 0
     cat = autoencoder / "catalog.toml"
     cat.write_text('[[model]]\nname = "t"\ntask = "text2img"\nsource = "shapes-text2img"\n'
                    'pipeline = "Text2ImgPipeline"\nsteps = 3\n')
@@ -144,13 +151,27 @@ def test_masks_and_degradations():
 
     from ldm_core.data.degrade import degrade
     from ldm_core.data.masks import MASK_KINDS, random_mask
-    from ldm_core.data.shapes import sample_scene
+    from ldm_core.data.shapes import draw_objects, sample_scene
     s = sample_scene(3)
     for kind in MASK_KINDS:
         m = random_mask(s, random.Random(0), kind)
         assert m.shape == (64, 64) and m.dtype == bool and m.any()
     o = s.objects[0]
     assert any(random_mask(s, random.Random(k), "object")[o.y + o.size // 2, o.x + o.size // 2] for k in range(10))
+    # object masks: every style covers every pixel of the object it was drawn around, and only styles
+    # that paint (ellipse, brush) follow the object's outline
+    from ldm_core.data.masks import OBJECT_MASK_STYLES, object_mask
+    for seed in range(12):
+        sc = sample_scene(100 + seed, "three")
+        for j, ob in enumerate(sc.objects):
+            alone = (draw_objects([ob]) < 255).any(-1)
+            for style in OBJECT_MASK_STYLES:
+                m = object_mask(sc, random.Random(seed), j, style)
+                assert m[alone].all(), (seed, j, style)
+                assert np.array_equal(m, object_mask(sc, random.Random(seed), j, style))
+    with pytest.raises(ValueError, match="unknown object mask style"):
+        object_mask(s, random.Random(0), 0, "lasso")
+    assert random_mask(s, random.Random(0), "object-any").any()
     low = degrade(s.image, random.Random(0))
     assert low.shape == (16, 16, 3) and low.dtype == np.uint8
     # p sets how often blur and noise are added: p = 0 is plain bicubic, p = 1 always differs from it
@@ -272,3 +293,110 @@ def test_grounded_layout_training_widens_trains_and_serves_both_tabs(autoencoder
                                     seed=1)).images[0]
     assert a.size == (64, 64) and np.asarray(a).shape == np.asarray(b).shape
     assert stack.run(Text2ImgRequest(prompt="a red circle", seed=1)).images[0].size == (64, 64)
+
+
+def test_inpaint_batches_prompt_the_masked_object_alone(monkeypatch):
+    """--object-masks / --object-prompt: a share of the masks go around one object and, of those, a
+    share is prompted with that object's label; the rest keep the caption (or nothing, when dropped)."""
+    import random
+    from types import SimpleNamespace
+
+    import torch
+
+    from ldm_core.data.shapes import sample_scene
+    from ldm_core.train import inpaint
+    cfg = inpaint.InpaintConfig(object_masks=1.0, object_prompt=1.0, caption_dropout=0.0)
+    rng = random.Random(0)
+    for i in range(20):
+        s = sample_scene(i)
+        m, label = inpaint.draw_mask(cfg, s, rng)
+        o = next(o for o in s.objects if o.label == label)
+        assert m[o.y + o.size // 2, o.x + o.size // 2]
+    assert inpaint.draw_mask(inpaint.InpaintConfig(), sample_scene(0), rng)[1] is None
+    seen = {}
+    monkeypatch.setattr(inpaint, "tokenize", lambda tok, texts, n, device: seen.setdefault("texts", texts))
+    monkeypatch.setattr(inpaint, "masked_inputs", lambda vae, masks, scenes, device: masks)
+    data = SimpleNamespace(meta=[{"caption": sample_scene(i).caption} for i in range(8)],
+                           latents=torch.zeros(8, 4, 16, 16), vae=None, device=torch.device("cpu"))
+    for c, want in [(cfg, lambda i: {f"a {o.label}" for o in sample_scene(i).objects}),
+                    (inpaint.InpaintConfig(caption_dropout=0.0), lambda i: {sample_scene(i).caption})]:
+        seen.clear()
+        b = inpaint.make_batch(c, data, None, torch.arange(8), torch.Generator().manual_seed(0), random.Random(0))
+        assert b.extra.shape == (8, 1, 64, 64)
+        assert all(t in want(i) for i, t in enumerate(seen["texts"]))
+
+
+def test_relation_batches_are_balanced_and_said_both_ways():
+    from collections import Counter
+
+    import torch
+
+    from ldm_core.data.shapes import RELATIONS, sample_scene
+    from ldm_core.train.text2img import Text2ImgConfig, rebalance, relation_groups, say_converse
+    assert say_converse("a red circle left of a blue square") == "a blue square right of a red circle"
+    assert say_converse("a green diamond above a cyan triangle") == "a cyan triangle below a green diamond"
+    meta = [{"caption": s.caption, "form": s.form} for s in (sample_scene(i) for i in range(2000))]
+    groups = relation_groups(meta)
+    assert [len(g) > 0 for g in groups] == [True] * 4
+    cfg = Text2ImgConfig(relation_share=0.5)
+    gen = torch.Generator().manual_seed(0)
+    picked = Counter()
+    for _ in range(200):
+        idx = rebalance(cfg, groups, torch.randint(0, 2000, (32,), generator=gen), gen)
+        assert len(idx) == 32
+        for i in idx[:16].tolist():
+            assert meta[i]["form"] == "relation"
+            picked[next(r for r in RELATIONS if f" {r} " in meta[i]["caption"])] += 1
+    assert min(picked.values()) > 0.2 * 3200   # each relation about a quarter of the 3,200 picks
+
+
+def test_a_cpu_clock_budget_does_not_run_while_the_process_waits():
+    """--cpu-clock: max_minutes counts this process's CPU time, so time spent waiting (a machine shared
+    with other jobs) does not use the budget up; a wall-clock budget does."""
+    import time
+
+    from ldm_core.train.loop import Budget
+    cpu, wall = Budget(10**6, 0.1 / 60, cpu_clock=True), Budget(10**6, 0.1 / 60)
+    time.sleep(0.2)
+    assert wall.time_up() and not cpu.time_up() and cpu.progress(0) < 0.5
+    t = time.monotonic()
+    while not cpu.time_up():
+        assert time.monotonic() - t < 5
+    assert cpu.progress(0) == 1.0
+
+
+def test_attention_loss_ties_object_words_to_their_boxes(tmp_path):
+    import torch
+
+    from ldm_core.text import build_tokenizer
+    from ldm_core.train.attention_loss import AttentionLoss, box_cover, object_tokens
+    from ldm_core.train.models import build_unet
+    tok = build_tokenizer(24)
+    boxes = [{"label": "red circle", "box": [0.0, 0.0, 0.5, 0.5]}, {"label": "blue square", "box": [0.5, 0.5, 1, 1]}]
+    t = object_tokens(tok, ["a blue square right of a red circle", "a red circle and a red circle", ""],
+                      [boxes, [boxes[0], boxes[0]], boxes], 24)
+    # <bos> a blue square right of a red circle: "red circle" at 7-8, "blue square" at 2-3
+    assert t.select[0, :, 0].nonzero().flatten().tolist() == [7, 8]
+    assert t.select[0, :, 1].nonzero().flatten().tolist() == [2, 3]
+    assert t.valid.tolist() == [[True, True, False], [False, False, False], [False, False, False]]
+    cover = box_cover(torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.25, 0.0, 0.5, 1.0]]]), 4)   # (1, 2, 16)
+    assert cover[0, 0].view(4, 4)[:2, :2].eq(1).all() and cover[0, 0].sum() == 4
+    assert cover[0, 1].sum() == 4 and cover[0, 1].view(4, 4)[:, 1].eq(1).all()
+
+    cfg = type("C", (), {"channels": (32, 32, 32), "layers_per_block": 1, "head_dim": 8, "text_hidden": 16})
+    unet = build_unet(cfg, 4, 4)
+    aux = AttentionLoss(unet, 1.0)
+    x, cond = torch.randn(3, 4, 16, 16), torch.randn(3, 24, 16)
+    plain = unet(x, torch.tensor([10, 10, 10]), encoder_hidden_states=cond).sample
+    with aux.recording():
+        rec = unet(x, torch.tensor([10, 10, 10]), encoder_hidden_states=cond).sample
+    assert torch.allclose(plain, rec, atol=1e-5)          # recording computes the same attention
+    assert len(aux.maps) >= 2
+    loss = aux.loss(t)
+    assert 0 < loss.item() < 1 and not aux.maps
+    loss.backward()
+    k = next(m for n, m in unet.named_modules() if n.endswith("attn2")).to_k.weight
+    assert k.grad is not None and k.grad.abs().sum() > 0
+    with torch.no_grad():                                 # not recording: nothing kept
+        unet(x, torch.tensor([10, 10, 10]), encoder_hidden_states=cond)
+    assert not aux.maps

@@ -12,6 +12,7 @@ them (what is sampled and exported) and writes the export (`export_model`).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -160,6 +161,7 @@ class Batch:
     x0: torch.Tensor                    # (B, C, h, w) target latents
     ids: torch.Tensor | None = None     # (B, L) token ids, read through cross-attention
     extra: torch.Tensor | None = None   # (B, E, h, w) conditioning concatenated to the noisy latents
+    aux: object = None                  # what the stage's auxiliary loss reads (e.g. which tokens name which box)
 
 
 @dataclass
@@ -181,6 +183,7 @@ class Stage:
     evaluate: Callable[[Weights, list], tuple[dict, np.ndarray]]           # -> (metrics, uint8 images)
     text_encoder: torch.nn.Module | None = None   # trained with the UNet when given
     tokenizer: object = None
+    aux_loss: object = None             # e.g. AttentionLoss: recording() around the forward, then loss(batch.aux)
 
 
 def export_model(dest: Path, pipeline_class: str, w: Weights, autoencoder: str, fp16: bool = True) -> None:
@@ -259,9 +262,16 @@ class _Diffusion:
                           generator=self.gen).to(acc.device)
         x = self.scheduler.add_noise(b.x0, noise, t)
         x = with_coords(x if b.extra is None else torch.cat([x, b.extra], 1), self.in_channels)
-        pred = (self.modules[0](x, t) if cond is None else self.modules[0](x, t, encoder_hidden_states=cond)).sample
+        aux = self.stage.aux_loss
+        with aux.recording() if aux is not None else contextlib.nullcontext():
+            pred = (self.modules[0](x, t) if cond is None else self.modules[0](x, t, encoder_hidden_states=cond)).sample
         w = min_snr_weights(self.scheduler, t, cfg.min_snr_gamma)
         loss = (F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3)) * w).mean()
+        row = {}
+        if aux is not None:
+            extra = aux.loss(b.aux)
+            loss = loss + extra
+            row["loss_aux"] = extra.item()
         self.opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         acc.clip_grad_norm_(self.params, 1.0)
@@ -269,7 +279,7 @@ class _Diffusion:
         for e, m in zip(self.emas, self.modules):
             e.step(acc.unwrap_model(m).parameters())
         self.loss_avg = loss.item() if self.loss_avg is None else 0.98 * self.loss_avg + 0.02 * loss.item()
-        return {"loss": self.loss_avg, "lr": lr}
+        return {"loss": self.loss_avg, "lr": lr, **row}
 
 
 def fit(cfg: DiffusionConfig, acc: Accelerator, out: Path, data: Latents, stage: Stage) -> None:

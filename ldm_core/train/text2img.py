@@ -39,6 +39,7 @@ from ..pipelines.common import COORD_CHANNELS
 from ..pipelines.layout2img import Layout2ImgPipeline
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import build_tokenizer, layout_text
+from .attention_loss import AttentionLoss, object_tokens
 from .latents import Latents, load_latents
 from .loop import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit, start
 from .models import build_unet, fit_input, load_text_models, new_text_encoder, tokenize
@@ -59,6 +60,8 @@ class Text2ImgConfig(DiffusionConfig):
     label_dropout: float = 0.05        # per box: drop its colour (and, separately, its shape) from the map
     relation_share: float = 0.0        # share of each batch drawn from relation scenes, the four relations
                                        # equally often (0 = scenes as cached: a quarter relations, unbalanced)
+    attention_loss: float = 0.0        # weight of the loss tying each object's words' cross-attention to
+                                       # its box (`attention_loss.py`); 0 = off
     relation_converse: float = 0.0     # share of relation captions said the other way round
                                        # ("A left of B" -> "B right of A": the same image)
 
@@ -104,12 +107,14 @@ CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "bel
 
 
 def relation_groups(meta: list[dict]) -> list[torch.Tensor]:
-    """The cached relation scenes' indices, one tensor per relation word (RELATIONS order)."""
+    """The cached relation scenes' indices, one tensor per relation word that occurs (RELATIONS order)."""
     groups: dict[str, list[int]] = {r: [] for r in RELATIONS}
     for i, m in enumerate(meta):
         if m["form"] == "relation":
             groups[next(r for r in RELATIONS if f" {r} " in m["caption"])].append(i)
-    return [torch.tensor(v) for v in groups.values()]
+    if not any(groups.values()):
+        raise ValueError("--relation-share: the cached scenes hold no relation captions")
+    return [torch.tensor(v) for v in groups.values() if v]
 
 
 def rebalance(cfg: Text2ImgConfig, groups: list[torch.Tensor], idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -141,8 +146,10 @@ def make_batch(cfg: Text2ImgConfig, data: Latents, tokenizer, idx: torch.Tensor,
                  and rng.random() < cfg.relation_converse else t for t, i in zip(texts, idx.tolist())]
     maps = grounding_batch(data.meta, idx.tolist(), kind, cfg, rng).to(data.device) if cfg.grounding_fraction > 0 \
         else None
+    aux = object_tokens(tokenizer, texts, [data.meta[i]["boxes"] for i in idx.tolist()], cfg.max_length) \
+        if cfg.attention_loss > 0 else None
     return Batch(x0=data.latents[idx.to(data.device)], ids=tokenize(tokenizer, texts, cfg.max_length, data.device),
-                 extra=maps)
+                 extra=maps, aux=aux)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -205,6 +212,7 @@ def train(cfg: Text2ImgConfig) -> None:
     tokenizer = build_tokenizer(cfg.max_length)
     unet, text_encoder = networks(cfg, data.channels, tokenizer)
     groups = relation_groups(data.meta) if cfg.relation_share > 0 else None
+    aux = AttentionLoss(unet, cfg.attention_loss) if cfg.attention_loss > 0 else None
     fit(cfg, acc, out, data, Stage(pipeline=Text2ImgPipeline, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   batch=partial(make_batch, cfg, data, tokenizer, groups=groups),
+                                   batch=partial(make_batch, cfg, data, tokenizer, groups=groups), aux_loss=aux,
                                    evaluate=partial(evaluate, cfg)))
