@@ -45,11 +45,12 @@ EVAL_SEED0, REF_SEED0 = 22_000_000, 22_500_000         # held-out prompts, FID r
 @dataclass
 class FTradeoffConfig:
     out: str = "runs/f-tradeoff"
-    factors: tuple[int, ...] = (1, 2, 4, 8, 16)
+    factors: tuple[int, ...] = (16, 8, 4, 2, 1)   # cheapest first
     budget_minutes: float = 6.0        # LDM training per f: CPU-minutes of this process
     ae_budget_minutes: float = 3.0     # autoencoder training per f: CPU-minutes of this process
-    eval_points: int = 4               # evaluations spread evenly over the LDM budget
-    eval_per_form: int = 8             # held-out prompts per caption form at each evaluation
+    eval_points: int = 3               # evaluations spread evenly over the LDM budget
+    eval_per_form: int = 4             # held-out prompts per caption form at each evaluation ...
+    final_per_form: int = 8            # ... and at the last one
     fid_reference: int = 512           # ground-truth renders FID compares against
     num_scenes: int = 20000            # cached training scenes
     batch_size: int = 32
@@ -74,7 +75,8 @@ class FTradeoffConfig:
     def __post_init__(self):
         if self.smoke:
             self.budget_minutes, self.ae_budget_minutes, self.eval_points = 0.03, 0.0, 2
-            self.eval_per_form, self.fid_reference, self.num_scenes, self.batch_size = 1, 16, 64, 4
+            self.eval_per_form, self.final_per_form, self.fid_reference = 1, 1, 16
+            self.num_scenes, self.batch_size = 64, 4
             self.channels, self.throughput_batch, self.sample_steps = (32, 32, 32), 2, 3
         bad = [f for f in self.factors if f not in LATENT_CHANNELS]
         if bad:
@@ -131,9 +133,9 @@ def eval_prompts(per_form: int) -> list:
             for i in range(per_form)]
 
 
-def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray) -> dict:
+def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form: int) -> dict:
     """Caption accuracy per form and classifier-FID of the held-out prompts' samples."""
-    scenes, images = eval_prompts(cfg.eval_per_form), []
+    scenes, images = eval_prompts(per_form), []
     for i in range(0, len(scenes), 16):
         chunk = scenes[i:i + 16]
         images.append(sample(m, [s.caption for s in chunk], [EVAL_SEED0 + i + j for j in range(len(chunk))],
@@ -145,6 +147,7 @@ def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray) -> dict:
     row = {f"acc_{k}": float(np.mean(v)) for k, v in acc.items()}
     row["acc_mean"] = float(np.mean([row[f"acc_{k}"] for k in CAPTION_FORMS]))
     row["fid"] = fid(features(images), ref_features)
+    row["n_prompts"] = len(scenes)
     return row
 
 
@@ -163,8 +166,9 @@ def train_ldm(cfg: FTradeoffConfig, tr: Trainer, ref_features: np.ndarray, log) 
             if time.monotonic() - last_save > 60 * cfg.checkpoint_minutes:
                 tr.save()
                 last_save = time.monotonic()
+        last = len(p.evals) + 1 == cfg.eval_points
         row = {"step": p.step, "cpu_minutes": p.cpu_seconds / 60, "images_seen": p.images,
-               **evaluate(cfg, tr.ema_model(), ref_features)}
+               **evaluate(cfg, tr.ema_model(), ref_features, cfg.final_per_form if last else cfg.eval_per_form)}
         p.evals.append(row)
         log(f"eval {len(p.evals)}/{cfg.eval_points}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
         tr.save()
