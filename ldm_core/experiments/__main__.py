@@ -1,6 +1,6 @@
 """Experiments entry point.
 
-    python -m ldm_core.experiments f-tradeoff [--budget-minutes 6 --ae-budget-minutes 3] [--docs docs]
+    python -m ldm_core.experiments f-tradeoff [--budget-minutes 6 --ae-budget-minutes 4] [--docs docs]
     python -m ldm_core.experiments f-tradeoff --smoke --out /tmp/f-smoke     # seconds: checks the code path
 
 Re-running a command resumes it: finished factors are kept, an unfinished one continues from its

@@ -15,7 +15,7 @@ For each f in {1, 2, 4, 8, 16} on 64x64 Shapes World scenes:
 Resumable: every f keeps its autoencoder, latent cache, checkpoint and results under <out>/f<f>/;
 a finished f is not run again. `report.py` turns <out>/f*/results.json into the table and plots.
 
-    python -m ldm_core.experiments f-tradeoff --budget-minutes 6 --ae-budget-minutes 3
+    python -m ldm_core.experiments f-tradeoff --docs docs     # 6 + 4 CPU-minutes per f
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from ..data.images import from_uint8
+from ..data.images import from_uint8, save_grid
 from ..data.judge import judge_caption
 from ..data.shapes import CAPTION_FORMS, render_batch, sample_scene
 from ..eval.features import features, fid
@@ -47,15 +47,15 @@ class FTradeoffConfig:
     out: str = "runs/f-tradeoff"
     factors: tuple[int, ...] = (16, 8, 4, 2, 1)   # cheapest first
     budget_minutes: float = 6.0        # LDM training per f: CPU-minutes of this process
-    ae_budget_minutes: float = 3.0     # autoencoder training per f: CPU-minutes of this process
+    ae_budget_minutes: float = 4.0     # autoencoder training per f: CPU-minutes of this process
     eval_points: int = 3               # evaluations spread evenly over the LDM budget
     eval_per_form: int = 4             # held-out prompts per caption form at each evaluation ...
     final_per_form: int = 8            # ... and at the last one
     fid_reference: int = 512           # ground-truth renders FID compares against
     num_scenes: int = 20000            # cached training scenes
     batch_size: int = 32
-    ae_batch_size: int = 16
-    lr: float = 4e-4
+    ae_batch_size: int = 8
+    lr: float = 1e-3
     warmup: int = 50
     channels: tuple[int, ...] = (64, 128, 128)
     text_hidden: int = 128
@@ -133,8 +133,9 @@ def eval_prompts(per_form: int) -> list:
             for i in range(per_form)]
 
 
-def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form: int) -> dict:
-    """Caption accuracy per form and classifier-FID of the held-out prompts' samples."""
+def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form: int) -> tuple[dict, np.ndarray]:
+    """Caption accuracy per form, the share of asked objects found (partial credit), and
+    classifier-FID of the held-out prompts' samples; and the samples."""
     scenes, images = eval_prompts(per_form), []
     for i in range(0, len(scenes), 16):
         chunk = scenes[i:i + 16]
@@ -142,13 +143,17 @@ def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form:
                              cfg.sample_steps, cfg.guidance))
     images = np.concatenate(images)
     acc: dict[str, list[bool]] = {}
+    found = []
     for s, im in zip(scenes, images):
-        acc.setdefault(s.form, []).append(bool(judge_caption(s, im)["correct"]))
+        j = judge_caption(s, im)
+        acc.setdefault(s.form, []).append(bool(j["correct"]))
+        found.append(j["objects_found"])
     row = {f"acc_{k}": float(np.mean(v)) for k, v in acc.items()}
     row["acc_mean"] = float(np.mean([row[f"acc_{k}"] for k in CAPTION_FORMS]))
+    row["objects_found"] = float(np.mean(found))
     row["fid"] = fid(features(images), ref_features)
     row["n_prompts"] = len(scenes)
-    return row
+    return row, images
 
 
 def train_ldm(cfg: FTradeoffConfig, tr: Trainer, ref_features: np.ndarray, log) -> None:
@@ -167,8 +172,9 @@ def train_ldm(cfg: FTradeoffConfig, tr: Trainer, ref_features: np.ndarray, log) 
                 tr.save()
                 last_save = time.monotonic()
         last = len(p.evals) + 1 == cfg.eval_points
-        row = {"step": p.step, "cpu_minutes": p.cpu_seconds / 60, "images_seen": p.images,
-               **evaluate(cfg, tr.ema_model(), ref_features, cfg.final_per_form if last else cfg.eval_per_form)}
+        metrics, images = evaluate(cfg, tr.ema_model(), ref_features, cfg.final_per_form if last else cfg.eval_per_form)
+        save_grid(images, tr.path.parent / f"samples-{len(p.evals) + 1}.png", cols=2 * cfg.final_per_form)
+        row = {"step": p.step, "cpu_minutes": p.cpu_seconds / 60, "images_seen": p.images, **metrics}
         p.evals.append(row)
         log(f"eval {len(p.evals)}/{cfg.eval_points}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
         tr.save()
