@@ -50,7 +50,8 @@ def test_eval_prompts_cover_every_form():
 def _result(f: int, acc: float) -> dict:
     c = LATENT_CHANNELS[f]
     evals = [{"step": 10 * k, "cpu_minutes": k, "images_seen": 320 * k, "acc_one": acc, "acc_two": acc,
-              "acc_relation": acc, "acc_three": acc, "acc_mean": acc, "objects_found": acc, "fid": 100 / k} for k in (1, 2)]
+              "acc_relation": acc, "acc_three": acc, "acc_mean": acc, "objects_found": acc, "fid": 100 / k}
+             for k in (1, 2)]
     return {"f": f, "latent_shape": [c, 64 // f, 64 // f], "ae_psnr": float("inf") if f == 1 else 30.0,
             "unet_params": 6.8e6, "train_images_per_cpu_s": 3.0 * f, "steps": 20, "evals": evals,
             "sample_images_per_s": 0.5 * f, "sample_images_per_cpu_s": 0.5 * f}

@@ -266,18 +266,16 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
     p.add_argument("--n-per-form", type=int, default=24)
-    p = add("inpaint-wide", task_inpaint_wide, "inpainting: every mask style and prompt kind, stratified")
-    p.add_argument("--model", required=True, help="catalog model name")
-    p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
-    p.add_argument("--steps", type=int, default=25, help="sampling steps")
-    p.add_argument("--n-scenes", type=int, default=24, help="held-out scenes (the caption forms in turn)")
-    p.add_argument("--seeds", type=int, default=1, help="generation seeds per case")
     for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img), ("inpaint", task_inpaint),
-                     ("superres", task_superres)]:
+                     ("inpaint-wide", task_inpaint_wide), ("superres", task_superres)]:
         p = add(name, fn, f"evaluate a {name} model from the catalog")
         p.add_argument("--model", required=True, help="catalog model name")
         p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
         p.add_argument("--steps", type=int, default=25, help="sampling steps")
+        if name == "inpaint-wide":   # every mask style and prompt kind, stratified
+            p.add_argument("--n-scenes", type=int, default=24, help="held-out scenes (the caption forms in turn)")
+            p.add_argument("--seeds", type=int, default=1, help="generation seeds per case")
+            continue
         p.add_argument("--seed", type=int, default=0, help="first generation seed")
         if name == "text2img":
             p.add_argument("--n-per-form", type=int, default=50)

@@ -38,7 +38,7 @@ from ..train.autoencoder import train as train_autoencoder
 from .latent_ldm import Model, Space, Trainer, sample
 
 LATENT_CHANNELS = {1: 3, 2: 3, 4: 3, 8: 4, 16: 8}     # c per f (f = 1: RGB pixels)
-AE_WIDTHS = (32, 64, 128, 128, 128)                    # autoencoder channels per level: log2(f) + 1 levels
+AE_WIDTHS = (16, 32, 64, 64, 64)                       # autoencoder channels per level: log2(f) + 1 levels
 EVAL_SEED0, REF_SEED0 = 22_000_000, 22_500_000         # held-out prompts, FID reference renders
 
 
@@ -57,7 +57,7 @@ class FTradeoffConfig:
     ae_batch_size: int = 8
     lr: float = 1e-3
     warmup: int = 50
-    channels: tuple[int, ...] = (64, 128, 128)
+    channels: tuple[int, ...] = (32, 64, 64)      # the built-in model's layout at half its width
     text_hidden: int = 128
     text_layers: int = 3
     head_dim: int = 32
