@@ -123,7 +123,7 @@ def test_inpaint_keeps_the_outside_and_paints_the_inside(builtin_stack):
         assert np.array_equal(out[~m], s.image[~m])                 # outside the mask: bit for bit
         painted += (np.abs(out[m].astype(int) - 255).max(-1) > 60).mean() > 0.1  # inside: an object, not blank
         restored += judge_caption(s, out)["correct"]
-    assert painted >= 3 and restored >= 2, (painted, restored)   # eval: object restored 87 % of 100
+    assert painted >= 3 and restored >= 2, (painted, restored)   # eval: 85 % of 100; wider eval 87.8 % of 288
 
 
 @needs("shapes-photo-autoencoder")
