@@ -17,6 +17,7 @@ from ..text import build_tokenizer
 from ..train.loop import cosine_lr, min_snr_weights, noise_scheduler
 from ..train.models import build_unet, new_text_encoder, tokenize
 
+
 @dataclass
 class Space:
     """Where diffusion runs for one f: the autoencoder (None = pixels) and per-channel statistics."""

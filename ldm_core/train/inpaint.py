@@ -100,16 +100,12 @@ def measure_inpaint(pipe: InpaintPipeline, scenes, steps: int = 25, guidance: fl
 
 def measure_inpaint_wide(pipe: InpaintPipeline, n_scenes: int, steps: int = 25, guidance: float = 3.0) -> dict:
     """The share restored on the first `n_scenes` scenes of the wider eval (every mask style and prompt kind)."""
-    from ..eval.restore import inpaint_cases
-    ok = []
-    for c in inpaint_cases(n_scenes):
-        s, m = c["scene"], c["mask"]
-        out = pipe(prompt=c["prompt"], image=Image.fromarray(s.image),
-                   mask_image=Image.fromarray((m * 255).astype(np.uint8)), negative_prompt="", height=64, width=64,
-                   num_inference_steps=steps, guidance_scale=guidance, seeds=[c["seed"]],
-                   sampler=DEFAULT_SAMPLER).images[0]
-        ok.append(bool(judge_caption(s, np.asarray(out))["correct"]))
-    return {"acc_inpaint_wide": float(np.mean(ok))}
+    from ..eval.restore import evaluate_inpaint_wide
+
+    def inpaint(prompt, image, mask, seed):
+        return pipe(prompt=prompt, image=image, mask_image=mask, negative_prompt="", height=64, width=64,
+                    num_inference_steps=steps, guidance_scale=guidance, seeds=[seed], sampler=DEFAULT_SAMPLER).images[0]
+    return {"acc_inpaint_wide": evaluate_inpaint_wide(inpaint, n_scenes)[2]["object_restored"]}
 
 
 def evaluate(w: Weights, scenes) -> tuple[dict, np.ndarray]:
