@@ -5,11 +5,17 @@ the pipeline class that runs it, its native size and sampling defaults.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from huggingface_hub import try_to_load_from_cache
+
+from .hub import availability as hub_availability
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -25,7 +31,7 @@ class ModelEntry:
     name: str
     task: str
     source: str                      # "shapes-text2img" (folder in models/) or "hub:CompVis/ldm-text2im-large-256"
-    pipeline: str                    # the class that runs it, one of its task's (ldm_core.tasks.<task>.pipelines)
+    pipeline: str                    # the class that runs it, one of its task's (`Task.pipelines`)
     width: int = 64                  # native output size
     height: int = 64
     steps: int = 25
@@ -58,7 +64,6 @@ class Catalog:
         path = Path(path).resolve() if path else DEFAULT_CATALOG   # a relative path: from the current folder
         if not path.is_file():
             raise CatalogError(f"model catalog {path} not found")
-        from .tasks import TASKS
         data = tomllib.loads(path.read_text())
         entries: dict[str, ModelEntry] = {}
         for raw in data.get("model", []):
@@ -66,8 +71,6 @@ class Catalog:
                 e = ModelEntry(**raw)
             except TypeError as err:
                 raise CatalogError(f"{path}: bad entry {raw.get('name', raw)}: {err}") from None
-            if e.task not in TASKS:
-                raise CatalogError(f"{path}: model {e.name!r} has unknown task {e.task!r}; tasks: {', '.join(TASKS)}")
             if e.average < 1:
                 raise CatalogError(f"{path}: model {e.name!r} has average = {e.average}; it must be at least 1")
             if e.is_hub and not COMMIT.match(e.revision or ""):
@@ -78,6 +81,15 @@ class Catalog:
             entries[e.name] = e
         root = Path(data.get("root", path.parent))
         return cls(entries, root if root.is_absolute() else (path.parent / root).resolve(), path)
+
+    def check_tasks(self, tasks: Iterable[str]) -> "Catalog":
+        """This catalog, once every entry's task is one of `tasks` (the stack passes the registry's)."""
+        known = list(tasks)
+        for e in self.entries.values():
+            if e.task not in known:
+                raise CatalogError(f"{self.path}: model {e.name!r} has unknown task {e.task!r}; tasks: "
+                                   f"{', '.join(known)}")
+        return self
 
     def for_task(self, task: str) -> list[ModelEntry]:
         return [e for e in self.entries.values() if e.task == task]
@@ -110,8 +122,7 @@ class Catalog:
             if (p / "model_index.json").is_file():
                 return True, "built-in"
             return False, "missing: not trained yet"
-        from .hub import availability
-        a = availability(entry.repo_id, entry.revision, prefer_fp16, allow_downloads, entry.pickle_weights)
+        a = hub_availability(entry.repo_id, entry.revision, prefer_fp16, allow_downloads, entry.pickle_weights)
         return a.can_run, a.note
 
     def published_scheduler(self, entry: ModelEntry) -> str | None:
@@ -119,13 +130,11 @@ class Catalog:
         model_index.json is at hand (a built-in folder, or a hub model in the local cache)."""
         try:
             if entry.is_hub:
-                from huggingface_hub import try_to_load_from_cache
                 path = try_to_load_from_cache(entry.repo_id, "model_index.json", revision=entry.revision)
                 if not isinstance(path, str):
                     return None
             else:
                 path = self.local_path(entry) / "model_index.json"
-            import json
             spec = json.loads(Path(path).read_text()).get("scheduler")
             return spec[1] if isinstance(spec, list) and len(spec) == 2 else None
         except (OSError, ValueError):

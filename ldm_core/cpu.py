@@ -1,16 +1,11 @@
 """A fair share of a busy CPU: how many threads a generation uses while other programs run.
 
-PyTorch's CPU kernels run on an OpenMP team (libgomp in the Linux wheels). Between two
-parallel regions its threads spin, waiting for each other; on a quiet machine that is what
-makes a small UNet fast (a 64x64 built-in image: 0.53 s with spinning, 1.25 s with
-OMP_WAIT_POLICY=PASSIVE on 2 cores). When another program holds a core, one thread of the
-team is descheduled and its partner spins through its whole time slice at every barrier:
-measured on 2 cores, one competing CPU-bound process made a 2-thread image 3.3x slower (fair
-share: 1.5x), four made it 12x slower (fair share: 3x); a 1-thread image slowed by 1.0x and
-2.6x. So `CpuShare` watches how much of the machine the *other* processes use (from
-/proc/stat, less this process's own time) and gives the team only the cores left to it, at
-least one, re-deciding every `interval` seconds during a generation (bench/run.py
---sections contention measures it against the fair-share prediction).
+PyTorch's CPU kernels run on an OpenMP team whose threads spin at every barrier: fast on a
+quiet machine, whole time slices wasted once another program holds a core. So `CpuShare`
+watches how much of the machine the *other* processes use (from /proc/stat, less this
+process's own time) and gives the team only the cores left to it, at least one, re-deciding
+every `interval` seconds during a generation (figures: docs/design-notes.md and
+docs/benchmarks.md; bench/run.py --sections contention measures it).
 
 Where /proc/stat does not exist (macOS, Windows) or on CUDA/MPS the thread count is left alone.
 """
@@ -60,7 +55,8 @@ class CpuShare:
                  enabled: bool = True):
         self.most = most or torch.get_num_threads()
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.interval, self.slack = interval, slack
+        self.interval = interval
+        self.slack = slack
         self.available = _busy_seconds() is not None     # /proc/stat is there to read
         self.enabled = enabled and self.available
         self._last: Sample | None = None

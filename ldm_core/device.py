@@ -47,8 +47,8 @@ def available_memory(device) -> int | None:
 
 # ---------------------------------------------------------------- CPU kernels
 # Below this many multiply-adds a convolution runs faster on PyTorch's own CPU kernel than on
-# oneDNN's, whose per-call setup then costs more than it saves (bench/run.py measures it:
-# about 10 % of a built-in 64x64 image on 2 cores). 0 turns the switch off.
+# oneDNN's, whose per-call setup then costs more than it saves (bench/run.py measures it;
+# docs/design-notes.md). 0 turns the switch off.
 SMALL_CONV_MACS = 2 ** 23
 
 

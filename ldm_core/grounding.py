@@ -11,10 +11,9 @@ images, §4.4; masks, §4.5); the caption (optional) still goes through cross-at
 Why not box tokens read through cross-attention (paper §4.3) or GLIGEN's gated
 self-attention over grounding tokens: the visual tokens of a UNet carry no position
 encoding, so either way the network has to learn, from data, which token belongs at which
-cell. At this model size and training budget that did not happen (the token model placed
-4 % of boxes right); placing each box's vector at its box makes the position explicit and
-leaves the network only the drawing. Hub GLIGEN checkpoints keep their own mechanism
-(`GligenLayoutPipeline`).
+cell, which a model of this size and training budget does not (docs/design-notes.md);
+placing each box's vector at its box makes the position explicit and leaves the network
+only the drawing. Hub GLIGEN checkpoints keep their own mechanism (`GligenLayoutPipeline`).
 """
 from __future__ import annotations
 
@@ -34,7 +33,8 @@ Box = tuple[float, float, float, float]
 def parse_label(label: str) -> tuple[str | None, str | None]:
     """"red circle" -> ("red", "circle"). Either part may be left out ("circle", "red");
     "a"/"an"/"the" and plurals are accepted; any other word is an error naming the vocabulary."""
-    color = shape = None
+    color = None
+    shape = None
     for w in re.findall(r"[a-z]+", label.lower()):
         if w in ("a", "an", "the"):
             continue

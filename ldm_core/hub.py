@@ -136,7 +136,8 @@ def plan(repo_id: str, revision: str, index: dict, files: dict[str, int], prefer
          pickle_weights: bool = False) -> Plan:
     """The files a model needs, from its `model_index.json` and the repository listing."""
     chosen = {"model_index.json": files.get("model_index.json", 0)}
-    variants, pickles = {}, set()
+    variants = {}
+    pickles = set()
     for comp, spec in index.items():
         if comp.startswith("_") or comp in SKIP_COMPONENTS or not isinstance(spec, list) or spec[0] is None:
             continue

@@ -1,6 +1,16 @@
-"""Names a request may carry, importable without torch or diffusers (the pipelines map them to
-their implementations: `pipelines.common.SAMPLERS` has exactly these keys)."""
-SAMPLER_NAMES = ("DDIM", "DPM++ 2M", "DPM++ 2M Karras", "Euler", "Euler a", "Model default")
+"""Names a request may carry, importable without torch or diffusers. Each name is typed here
+only; `pipelines.common.SAMPLERS` maps every sampler name to its implementation."""
+# samplers
+DDIM = "DDIM"
+DPM_2M = "DPM++ 2M"
+DPM_2M_KARRAS = "DPM++ 2M Karras"
+EULER = "Euler"
+EULER_ANCESTRAL = "Euler a"
 MODEL_DEFAULT = "Model default"           # the scheduler the model was published with
-DEFAULT_SAMPLER = "DPM++ 2M"
-MASK_DOWNSAMPLING = ("max", "nearest")    # inpainting: how the mask reaches the latent grid
+SAMPLER_NAMES = (DDIM, DPM_2M, DPM_2M_KARRAS, EULER, EULER_ANCESTRAL, MODEL_DEFAULT)
+DEFAULT_SAMPLER = DPM_2M
+
+# inpainting: how the mask reaches the latent grid
+MASK_MAX = "max"            # a latent cell repaints when any of its pixels does
+MASK_NEAREST = "nearest"    # one pixel per latent cell decides, as diffusers does
+MASK_DOWNSAMPLING = (MASK_MAX, MASK_NEAREST)

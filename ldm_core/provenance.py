@@ -1,7 +1,7 @@
 """Provenance of every image: generation parameters and an "AI-generated" label in PNG
 text chunks, so a saved image can be reproduced and is marked as machine-made, and an
 invisible watermark in the pixels (`ldm_core.watermark`) that survives the metadata being
-stripped (a screenshot-free copy, a re-save, a JPEG at quality >= 75, a crop).
+stripped (a copy, a re-save, a JPEG, a crop; its measured limits: docs/security.md).
 
 Chunks written:
 - `parameters`: the A1111-style one-line summary (prompt, negative prompt, steps, ...),

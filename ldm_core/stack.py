@@ -1,21 +1,16 @@
-"""The resident model stack: the one owner of loaded models.
+"""The resident model stack: the one owner of loaded models. It loads, shares, evicts, locks
+and runs one task request; it knows nothing of compositions or of who asked (`service.py`).
 
 - loads a catalog entry once per process (safetensors only, never remote code) and keeps
-  it on the device; components two models share (the built-in autoencoder, a text
-  encoder) are loaded once and held once;
+  it on the device; components two models share are loaded once and held once;
 - device CUDA > MPS > CPU, fp16 on CUDA (`device.py`); attention slicing "auto" (on only
-  where it lowers peak memory: MPS; PyTorch's fused SDPA already computes attention in
-  memory-efficient chunks on CUDA and CPU), "on" or "off";
-- autoencoders decode the whole batch at once while it fits in half the free memory, else
-  one image at a time (VAE slicing), else in tiles (`pipelines/latents.py`); on CPU small
-  convolutions run on PyTorch's native kernel (`device.py`; bench/run.py and
-  docs/benchmarks.md say what each buys); `compile=True` (or LDM_TORCH_COMPILE=1) compiles
-  each UNet with torch.compile, opt-in;
+  where it lowers peak memory: MPS, where attention is not fused), "on" or "off";
+- autoencoders decode the whole batch, one image at a time or in tiles as memory allows
+  (`pipelines/latents.py`); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each UNet, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
-- one lock per device serialises generation; a server runs it all on one thread (`submit`);
-  on CPU a generation takes the cores other programs leave free (`cpu.py`);
-- `run(request)` validates and generates through the request's task module (`ldm_core.tasks`);
-  `save(result)` writes PNGs that carry their parameters;
+- one lock per device serialises generation, and a server runs it all on one device thread
+  (`submit`); on CPU a generation takes the cores other programs leave free (`cpu.py`);
+- `run(request)` generates through the request's task module (`ldm_core.tasks`);
 - out of memory during a generation frees what it can (the failed run's tensors, the other
   resident models, the CUDA cache) and raises `OutOfMemory` with a message for the user.
 """
@@ -35,17 +30,20 @@ from pathlib import Path
 
 import torch
 
-from . import hires, hub
+from . import hub
 from .catalog import Catalog, ModelEntry
 from .cpu import CpuShare
 from .device import default_dtype, module_bytes, native_small_convs, pick_device
-from .limits import DEFAULT_LIMITS, Limits, TimeLimit, with_deadline
+from .limits import DEFAULT_LIMITS, Limits, TimeLimit
 from .loading import ModelLoadError, component_class, load_component, model_folder
 from .pipelines import COMPONENT_ALIASES
 from .pipelines.common import GenerationCancelled, StepCallback, resolve_seeds
 from .preview import Previewer
-from .tasks import pipeline_class, task_of
-from .validation import RequestError, validate
+from .provenance import save_png
+from .requests import RequestError
+from .results import Result, result_of
+from .tasks import TASKS, pipeline_class
+from .validation import validate
 
 log = logging.getLogger("ldm_core.stack")
 __all__ = ["ModelStack", "Result", "ModelLoadError", "OutOfMemory", "TimeLimit", "pick_device"]
@@ -53,14 +51,6 @@ __all__ = ["ModelStack", "Result", "ModelLoadError", "OutOfMemory", "TimeLimit",
 
 class OutOfMemory(RuntimeError):
     """A generation ran out of memory; what could be freed was. The message is safe to show."""
-
-
-@dataclass
-class Result:
-    images: list                 # PIL images
-    per_image: list[dict]        # per image: the parameters actually used (its own seed)
-    info: dict                   # the request as run: shared parameters and every seed
-    seconds: float = 0.0
 
 
 @dataclass
@@ -74,15 +64,19 @@ class ModelStack:
                  memory_budget_gb: float | None = None, attention_slicing: str = "auto",
                  limits: Limits = DEFAULT_LIMITS, output_dir: str | os.PathLike | None = None,
                  allow_downloads: bool = True, compile: bool | None = None):
-        self.catalog, self.device = catalog or Catalog.load(), pick_device(device)
-        self.dtype = dtype or default_dtype(self.device)
-        self.memory_budget = int(memory_budget_gb * 2 ** 30) if memory_budget_gb else None
         if attention_slicing not in ("auto", "on", "off"):
             raise ValueError("attention_slicing must be auto, on or off")
-        self.attention_slicing, self.limits, self.allow_downloads = attention_slicing, limits, allow_downloads
+        self.catalog = (catalog or Catalog.load()).check_tasks(TASKS)
+        self.device = pick_device(device)
+        self.dtype = dtype or default_dtype(self.device)
+        self.memory_budget = int(memory_budget_gb * 2 ** 30) if memory_budget_gb else None
+        self.attention_slicing = attention_slicing
+        self.limits = limits
+        self.allow_downloads = allow_downloads
         self.output_dir = Path(output_dir or "outputs")
-        # opt-in: torch.compile each UNet (slow first request; see docs/benchmarks.md)
-        self.compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0") if compile is None else compile
+        if compile is None:      # opt-in: torch.compile each UNet (a slow first request)
+            compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0")
+        self.compile = compile
         self.previews = Previewer()
         self.cpu = CpuShare(enabled=self.device.type == "cpu")   # threads as the other programs leave cores free
         self._resident: OrderedDict[str, _Resident] = OrderedDict()   # LRU order: oldest first
@@ -116,11 +110,6 @@ class ModelStack:
                 "resident_mb": round(self.resident_bytes() / 2 ** 20, 1),
                 "memory_budget_mb": round(self.memory_budget / 2 ** 20) if self.memory_budget else None}
 
-    def model_choices(self, task: str) -> list[tuple[str, str]]:
-        """(label, name) for a model dropdown, each with what it takes to run here (catalog.choices)."""
-        return self.catalog.choices(task, prefer_fp16=self.dtype == torch.float16,
-                                    allow_downloads=self.allow_downloads)
-
     def resident_bytes(self) -> int:
         return sum(module_bytes(m) for m in self._components.values())
 
@@ -128,9 +117,9 @@ class ModelStack:
         return self._device_locks.setdefault(str(self.device), threading.Lock())
 
     def submit(self, fn, *args) -> Future:
-        """`fn(*args)` on the stack's one device thread (started on first use). On CPU each thread
-        running kernels gets its own OpenMP team; once teams outnumber the cores, libgomp stops
-        spinning: a fresh thread per 64x64 request took 1.23 s against 0.55 s (2 cores)."""
+        """`fn(*args)` on the stack's one device thread (started on first use): on CPU each thread
+        running kernels gets its own OpenMP team, and teams that outnumber the cores stop spinning
+        (docs/benchmarks.md, "the request path")."""
         with self._load_lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="ldm-device")
@@ -148,7 +137,7 @@ class ModelStack:
         return self._components[key]
 
     def _speed_and_memory(self, module: torch.nn.Module) -> None:
-        """The per-component defaults that bench/run.py measured (docs/benchmarks.md)."""
+        """The per-component defaults that bench/run.py chose (docs/benchmarks.md)."""
         if self.device.type == "cpu" and not self.compile:
             native_small_convs(module)
         if hasattr(module, "use_slicing") and hasattr(module, "use_tiling"):
@@ -236,14 +225,18 @@ class ModelStack:
 
     # ------------------------------------------------------------ running
     def run(self, request, callback: StepCallback | None = None) -> Result:
-        """Validate, load (once), generate under the device lock. Raises RequestError for bad
-        input, ModelLoadError for models that cannot load, GenerationCancelled on interrupt."""
-        req, entry = validate(request, self.catalog, self.limits)
-        task, pipe = task_of(req), self.load(entry)
+        """One task request (checked here unless it is `Checked` already), its model loaded once,
+        generated under the device lock. Raises RequestError for bad input, ModelLoadError for
+        models that cannot load, GenerationCancelled on interrupt, TimeLimit from the callback."""
+        checked = validate(request, self.catalog, self.limits)
+        req, entry = checked.request, checked.entry
+        task = TASKS[checked.task.name]          # the registry's task now (the tests may wrap its call)
+        pipe = self.load(entry)
         seeds = resolve_seeds(req.seed, req.num_images)
-        t0, oom = time.perf_counter(), None
+        t0 = time.perf_counter()
+        oom = None
         with self.device_lock():
-            callback = self.cpu.wrap(with_deadline(callback, self.limits.max_seconds))   # the clock starts now
+            callback = self.cpu.wrap(callback)
             self.cpu.start()
             self.previews.start()
             try:
@@ -251,7 +244,7 @@ class ModelStack:
             except GenerationCancelled as e:
                 log.info("%s", e)
                 raise
-            except RequestError:
+            except (RequestError, TimeLimit):
                 raise
             except ValueError as e:  # a pipeline's check_inputs
                 raise RequestError(str(e)) from None
@@ -263,15 +256,7 @@ class ModelStack:
                     torch.cuda.empty_cache()
             if oom is not None:
                 raise self._out_of_memory(req, entry, oom)
-        seconds = time.perf_counter() - t0
-        w, h = out.images[0].size
-        info = {"task": task.name, "model": entry.name, "steps": req.steps, "sampler": req.sampler,
-                "size": f"{w}x{h}", "seeds": seeds, "seed": seeds[0], **task.info(req), "scheduler": out.scheduler}
-        if out.warnings:
-            info["warnings"] = list(out.warnings)
-        per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
-        result = Result(out.images, per_image, info, seconds)
-        return hires.upscale(self, req, result, callback) if getattr(req, "hires", False) else result
+        return result_of(checked, out, seeds, time.perf_counter() - t0)
 
     def _out_of_memory(self, req, entry: ModelEntry, what: str) -> OutOfMemory:
         """Free what can be freed after an out-of-memory error; the error to raise."""
@@ -287,14 +272,14 @@ class ModelStack:
                            f"the server freed what it could and keeps running. Try fewer images, a smaller size "
                            f"or fewer steps.")
 
-    def preview(self, request, latents: torch.Tensor):
-        """A cheap look at the first image's current latents (`preview.py`), from a step callback."""
-        entry = self.catalog.get(request.model, task_of(request).name)
-        resident = self._resident.get(entry.name)
+    def preview(self, model: str, latents: torch.Tensor):
+        """A cheap look at the first image's current latents (`preview.py`), from a step callback;
+        None while `model` is not resident."""
+        resident = self._resident.get(model)
         return None if resident is None else self.previews.look(resident.pipe.vae, latents)
 
     def save(self, result: Result, out_dir: str | os.PathLike | None = None) -> list[Path]:
         """Write each image as a PNG carrying its own parameters."""
-        from .provenance import save_png
-        d = Path(out_dir) if out_dir else self.output_dir
-        return [save_png(im, info, d) for im, info in zip(result.images, result.per_image)]
+        folder = Path(out_dir) if out_dir else self.output_dir
+        return [save_png(im, info, folder) for im, info in zip(result.images, result.per_image)]
+

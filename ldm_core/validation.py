@@ -1,193 +1,46 @@
-"""Checking a request before any image is decoded or any model runs.
+"""Checking one task request before any image is decoded or any model runs.
 
-What every task shares: `RequestError` (a message meant for the user), the sampling fields
-(`Sampling`) and their checks against `Limits`, safe image loading, and `validate()`, which
-fills unset values from the model's catalog defaults and hands the task's own fields to its
-task module (`ldm_core.tasks`).
+`validate()` finds the request's task and catalog model, fills unset values from the model's
+defaults, checks the shared sampling fields (`requests.py`) and hands the task's own fields to
+its task module. The result, `Checked`, is what the stack runs and what a composition plans with.
 """
 from __future__ import annotations
 
-import io
-import os
-import warnings
-from dataclasses import dataclass, fields, replace
-from typing import Any
-
-from PIL import Image
+from dataclasses import dataclass, replace
 
 from .catalog import Catalog, CatalogError, ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
-from .options import SAMPLER_NAMES
+from .requests import RequestError, check_sampling
+from .tasks import Task, task_of
 
 
-class RequestError(ValueError):
-    """A bad request; the message says what is wrong and is safe to show."""
+@dataclass(frozen=True)
+class Work:
+    """The compute a request asks for: megapixel-steps, and how that product is made (for messages)."""
+    megapixel_steps: float
+    how: str
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.megapixel_steps + other.megapixel_steps, f"{self.how}, then {other.how}")
 
 
-@dataclass(kw_only=True)
-class Sampling:
-    steps: int | None = None             # None: the model's default
-    guidance_scale: float | None = None
-    seed: int = -1                       # -1: random
-    num_images: int = 1
-    width: int | None = None
-    height: int | None = None
-    sampler: str | None = None
-    model: str | None = None             # catalog name; None: the task's default
+@dataclass(frozen=True)
+class Checked:
+    """A task request with every default filled in and every field checked, and its model."""
+    request: object
+    entry: ModelEntry
+    task: Task
+
+    @property
+    def work(self) -> Work:
+        return work(self.request, self.task)
 
 
-# ------------------------------------------------------------------ checks
-def whole(name: str, v, lo: int, hi: int) -> int:
-    try:
-        iv = int(v)
-    except (TypeError, ValueError, OverflowError):
-        raise RequestError(f"{name} must be a whole number, got {str(v)[:40]!r}") from None
-    if iv != v and not (isinstance(v, float) and v.is_integer()) and not isinstance(v, str):
-        raise RequestError(f"{name} must be a whole number, got {v!r}")
-    if not lo <= iv <= hi:
-        raise RequestError(f"{name} must be between {lo} and {hi}, got {iv}")
-    return iv
-
-
-def number(name: str, v, lo: float, hi: float) -> float:
-    try:
-        fv = float(v)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a number, got {str(v)[:40]!r}") from None
-    if not (lo <= fv <= hi):  # also rejects NaN
-        raise RequestError(f"{name} must be between {lo} and {hi}, got {fv}")
-    return fv
-
-
-def text(name: str, v, limits: Limits) -> str:
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise RequestError(f"{name} must be text")
-    if len(v) > limits.max_prompt_chars:
-        raise RequestError(f"{name} is {len(v)} characters long; the limit is {limits.max_prompt_chars}")
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise RequestError(f"{name} is not valid Unicode text (a lone surrogate at character {e.start})") from None
-    return v.replace("\x00", "").strip()
-
-
-def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
-               max_pixels: int | None = None) -> Image.Image:
-    """Open an uploaded image safely: size and pixel limits checked from the header before
-    decoding; any mode (palette, RGBA, CMYK, 16-bit, greyscale) converted to RGB, with
-    transparency composited on white."""
-    max_pixels = max_pixels or limits.max_input_pixels
-    if src is None:
-        raise RequestError(f"no {what} given")
-    if isinstance(src, Image.Image):
-        img = src
-    else:
-        if isinstance(src, dict) and "path" in src:  # gradio FileData dict
-            src = src["path"]
-        if isinstance(src, (bytes, bytearray)):
-            data = bytes(src)
-        elif isinstance(src, (str, os.PathLike)):
-            try:
-                size = os.path.getsize(src)
-            except OSError:
-                raise RequestError(f"{what} file could not be read") from None
-            if size > limits.max_upload_bytes:
-                raise RequestError(f"{what} file is {size / 1e6:.1f} MB; the limit is {_mb(limits.max_upload_bytes)}")
-            with open(src, "rb") as f:
-                data = f.read()
-        else:
-            raise RequestError(f"{what} must be an image file")
-        if len(data) > limits.max_upload_bytes:
-            raise RequestError(f"{what} is {len(data) / 1e6:.1f} MB; the limit is {_mb(limits.max_upload_bytes)}")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):   # over PIL's global cap
-            raise RequestError(f"{what} has too many pixels; the limit is {max_pixels}") from None
-        except Exception:
-            raise RequestError(f"{what} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
-    w, h = img.size
-    if w * h > max_pixels:
-        raise RequestError(f"{what} is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
-    if w < 1 or h < 1:
-        raise RequestError(f"{what} is empty")
-    try:
-        img.load()              # a truncated file fails here (PIL's LOAD_TRUNCATED_IMAGES is left as it is: off)
-    except Exception:
-        raise RequestError(f"{what} is truncated or corrupt") from None
-    return to_rgb(img)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB"
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        import numpy as np
-        a = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if a.max() > 255 else 1.0
-        img = Image.fromarray((a * scale).clip(0, 255).astype("uint8"), "L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-
-
-# ------------------------------------------------------------------ validate
-def check_sampling(req, entry: ModelEntry, limits: Limits) -> dict[str, Any]:
-    """The shared sampling fields a request has, checked, with the model's defaults filled in."""
-    have = {f.name for f in fields(req)}
-    upd: dict[str, Any] = {"model": entry.name}
-    upd["steps"] = whole("steps", entry.steps if req.steps is None else req.steps, limits.min_steps, limits.max_steps)
-    upd["seed"] = whole("seed", -1 if req.seed is None else req.seed, -1, limits.max_seed)
-    upd["num_images"] = whole("num_images", req.num_images, 1, limits.max_images)
-    if "guidance_scale" in have:
-        g = entry.guidance if req.guidance_scale is None else req.guidance_scale
-        upd["guidance_scale"] = number("guidance_scale", g, 0.0, limits.max_guidance)
-    sampler = req.sampler or entry.sampler
-    if sampler not in SAMPLER_NAMES:
-        raise RequestError(f"unknown sampler {str(sampler)[:40]!r}; choose one of {', '.join(SAMPLER_NAMES)}")
-    upd["sampler"] = sampler
-    for name in ("prompt", "negative_prompt"):
-        if name in have:
-            upd[name] = text(name, getattr(req, name), limits)
-    return upd
-
-
-def check_size(req, entry: ModelEntry, limits: Limits, native: bool = True, multiple: int = 8) -> dict[str, int]:
-    """width and height: the model's native size when unset (`native`; else None or 0 leaves them
-    None: the input image's own size), within the limits and multiples of `multiple` (1: any size)."""
-    out = {}
-    for side in ("width", "height"):
-        v = getattr(req, side)
-        if not native and not v:
-            out[side] = None
-            continue
-        v = whole(side, getattr(entry, side) if v is None else v, limits.min_side, limits.max_side)
-        if v % multiple:
-            raise RequestError(f"{side} must be a multiple of {multiple}, got {v}")
-        out[side] = v
-    return out
-
-
-def own_size(req) -> tuple[int, int]:
-    """The (width, height) a request on an input image asks for: its own, or the input's."""
-    return req.width or req.image.width, req.height or req.image.height
-
-
-def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS):
-    """A checked copy of `req` with every default filled in, and its catalog entry."""
-    from . import hires
-    from .tasks import task_of
+def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS) -> Checked:
+    """`req` checked against the catalog and the limits, its compute budget included (RequestError
+    says what is wrong). A composition checks the budget of all its parts again, together."""
+    if isinstance(req, Checked):
+        return req
     task = task_of(req)
     if not isinstance(req.model, (str, type(None))) or (req.model and len(req.model) > 200):
         raise RequestError("model must be a catalog name")
@@ -197,28 +50,23 @@ def validate(req, catalog: Catalog, limits: Limits = DEFAULT_LIMITS):
         raise RequestError(str(e)) from None
     upd = check_sampling(req, entry, limits)
     upd.update(task.check(replace(req, **upd), entry, limits))
-    checked, more = hires.check(replace(req, **upd), catalog, limits)   # a second stage, 4x (text, layout)
-    check_work(checked, task, limits, more)
-    return checked, entry
+    checked = Checked(replace(req, **upd), entry, task)
+    check_work(checked.work, limits, " or fewer samples averaged" if hasattr(req, "average") else "")
+    return checked
 
 
-def work(req, task=None) -> tuple[float, str]:
-    """The compute a checked request asks for: megapixel-steps (output pixels x steps x images x
-    samples averaged), and how that product is made."""
-    from .tasks import task_of
+def work(req, task: Task | None = None) -> Work:
+    """Megapixel-steps of a checked request: output pixels x steps x images x samples averaged."""
     w, h, k = (task or task_of(req)).output_size(req)
     mp = w * h * req.steps * req.num_images * k / 1e6
     how = f"{w}x{h} pixels x {req.steps} steps x {req.num_images} image{'s' * (req.num_images > 1)}"
-    return mp, how + (f" x {k} samples averaged" if k > 1 else "")
+    return Work(mp, how + (f" x {k} samples averaged" if k > 1 else ""))
 
 
-def check_work(req, task, limits: Limits, more: float = 0.0) -> None:
-    """The request's work (and `more`, a second stage's) within the limits' budget."""
-    if limits.max_work is None:
+def check_work(total: Work, limits: Limits, hint: str = "") -> None:
+    """`total` within the limits' compute budget per request."""
+    if limits.max_work is None or total.megapixel_steps <= limits.max_work:
         return
-    mp, how = work(req, task)
-    mp, how = mp + more, how + (f", then {more:.1f} to upscale them 4x" if more else "")
-    if mp > limits.max_work:
-        raise RequestError(f"this request asks for {mp:.1f} megapixel-steps ({how}); this server's compute "
-                           f"budget is {limits.max_work:g} per request: use fewer steps or images, or a smaller "
-                           f"size" + (" or fewer samples averaged" if hasattr(req, "average") else ""))
+    raise RequestError(f"this request asks for {total.megapixel_steps:.1f} megapixel-steps ({total.how}); this "
+                       f"server's compute budget is {limits.max_work:g} per request: use fewer steps or images, "
+                       f"or a smaller size{hint}")

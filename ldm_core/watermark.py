@@ -17,11 +17,10 @@ Reading sums every repetition softly (cos of the lattice phase) and compares wit
 A lossless copy decodes at the block grid it was made on; a cropped copy is searched over
 the 64 grid offsets and 8 tile phases, with a stricter threshold for those 511 extra tries;
 a square copy of another size is also tried resized back to 64x64 and 256x256 (the
-built-in output sides). The change is about 1 grey level RMS (PSNR about 46 dB, at most
-about 5 levels): invisible. It is a provenance label, not a security feature: anyone who
-reads this file can strip or forge it.
-Measured limits (tests/test_watermark.py, `python -m ldm_core.watermark --measure`): see
-docs/security.md.
+built-in output sides). The change to the pixels is too small to see. It is a provenance
+label, not a security feature: anyone who reads this file can strip or forge it.
+The change's size and the measured limits (tests/test_watermark.py, `python -m
+ldm_core.watermark --measure`): see docs/security.md.
 """
 from __future__ import annotations
 
@@ -61,7 +60,8 @@ def _dct_matrix(n: int = BLOCK) -> np.ndarray:
 
 _D = _dct_matrix()
 _BASIS = np.stack([np.outer(_D[u], _D[v]) for u, v in COEFS])   # (K, 8, 8): coefficient k's pixel pattern
-_BITS, _DITHER = _bits(), _dither()
+_BITS = _bits()
+_DITHER = _dither()
 
 
 def _coefs(y: np.ndarray) -> np.ndarray:
@@ -93,7 +93,8 @@ def embed(image: Image.Image, iterations: int = 8) -> Image.Image:
     if h < TILE[0] or w < TILE[1]:
         return image.copy()
     slots = _slots(h, w)
-    bits, dither = _BITS[slots], _DITHER[slots]
+    bits = _BITS[slots]
+    dither = _DITHER[slots]
     x = arr[:h * BLOCK, :w * BLOCK, :3].copy()
     for _ in range(iterations):
         c = _coefs(luma(x))

@@ -37,6 +37,7 @@ def save_grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between uint8 image stacks, averaged per image."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
     mse = ((a - b) ** 2).reshape(len(a), -1).mean(1)
     return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))

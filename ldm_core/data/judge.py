@@ -48,7 +48,8 @@ def judge_caption(scene, image, detections: list[Detection] | None = None) -> di
     objects_ok = Counter(found) == Counter(want)
     relation_ok = None
     if scene.form == "relation":
-        a_label, b_label = want[0], want[1]
+        a_label = want[0]
+        b_label = want[1]
         # identical attributes: any ordered pair of two distinct detections may play A and B
         relation_ok = any(relation_holds(a, b, scene.relation)
                           for a in dets if a.label == a_label
@@ -67,7 +68,8 @@ def judge_caption(scene, image, detections: list[Detection] | None = None) -> di
 
 def _box_items(boxes) -> tuple[list[str], list]:
     """Accept [(label, box)] or [{"label": ..., "box": ...}] (Scene.boxes) with normalised boxes."""
-    labels, bxs = [], []
+    labels = []
+    bxs = []
     for b in boxes:
         label, box = (b["label"], b["box"]) if isinstance(b, dict) else b
         labels.append(label)
@@ -85,7 +87,8 @@ def judge_layout(boxes, image, detections: list[Detection] | None = None,
     """
     labels, bxs = _box_items(boxes)
     dets = detect(image) if detections is None else detections
-    det_labels, det_boxes = [d.label for d in dets], [d.box for d in dets]
+    det_labels = [d.label for d in dets]
+    det_boxes = [d.box for d in dets]
     per_box = [False] * len(labels)
     for i, _, iou in match(labels, bxs, det_labels, det_boxes):
         per_box[i] = iou >= min_iou

@@ -70,7 +70,8 @@ def object_mask(scene: Scene, rng: random.Random, index: int, style: str) -> np.
         pad = {"pad": rng.randint(1, 4), "tight": 0, "loose": rng.randint(6, 10)}[style]
         d.rectangle([x0 - pad, y0 - pad, x1 + pad - 1, y1 + pad - 1], fill=255)
     elif style == "ellipse":      # the circumscribed ellipse of the box, plus a margin
-        cx, cy, r = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * 1.42 + rng.uniform(0.5, 3)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        r = (x1 - x0) / 2 * 1.42 + rng.uniform(0.5, 3)
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     elif style == "brush":        # zig-zag strokes over the object, close enough to cover it
         width = rng.randint(8, 12)
@@ -81,7 +82,9 @@ def object_mask(scene: Scene, rng: random.Random, index: int, style: str) -> np.
         for x, y in pts:
             d.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=255)
     else:                         # offset: the box grown to one side by up to half its size
-        side, grow, pad = rng.choice("lrtb"), rng.randint(4, max(4, (x1 - x0) // 2)), rng.randint(1, 3)
+        side = rng.choice("lrtb")
+        grow = rng.randint(4, max(4, (x1 - x0) // 2))
+        pad = rng.randint(1, 3)
         box = [x0 - pad, y0 - pad, x1 + pad - 1, y1 + pad - 1]
         i, sign = {"l": (0, -1), "r": (2, 1), "t": (1, -1), "b": (3, 1)}[side]
         box[i] += sign * grow

@@ -15,7 +15,8 @@ from PIL import Image, ImageDraw
 
 CANVAS = 64
 SUPERSAMPLE = 4
-MIN_SIZE, MAX_SIZE = 12, 28
+MIN_SIZE = 12
+MAX_SIZE = 28
 GAP = 2
 RELATION_MIN_PX = 8
 
@@ -96,7 +97,8 @@ def draw_objects(objects: list[ShapeObject]) -> np.ndarray:
     d = ImageDraw.Draw(big)
     for o in objects:
         fill = PALETTE[o.color]
-        x0, y0, s = o.x * k, o.y * k, o.size * k
+        x0, y0 = o.x * k, o.y * k
+        s = o.size * k
         x1, y1 = x0 + s, y0 + s  # exclusive edges in supersampled pixels
         if o.shape == "circle":
             d.ellipse([x0, y0, x1 - 1, y1 - 1], fill=fill)

@@ -13,7 +13,9 @@ def validate(n: int = 2000, blur: float = 0.0, noise: float = 0.0, seed0: int = 
     A scene is correct when the detections and the objects match one-to-one by colour
     and shape with box IoU >= min_iou, and nothing extra is detected.
     """
-    correct = exact = objects = 0
+    correct = 0
+    exact = 0
+    objects = 0
     worst = 1.0
     for i in range(n):
         scene = sample_scene(seed0 + i, CAPTION_FORMS[i % len(CAPTION_FORMS)])

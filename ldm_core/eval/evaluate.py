@@ -95,7 +95,9 @@ def _fids(generated: np.ndarray, scenes: list[Scene], classifier, floor: bool = 
 
 def _grid(rows: list[tuple[str, list[np.ndarray], list[bool | None]]], cols: int = 8, scale: int = 2) -> Image.Image:
     """Rows of (title, images, ok flags); ok adds a green (True) / red (False) border."""
-    cell, pad, title_h = 64 * scale, 6, 14
+    cell = 64 * scale
+    pad = 6
+    title_h = 14
     W = cols * (cell + pad) + pad
     H = sum(title_h + cell + pad for _ in rows) + pad
     canvas = Image.new("RGB", (W, H), (235, 235, 235))
@@ -160,7 +162,8 @@ def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, bat
                         with_fid: bool = True, classifier=None) -> tuple[str, Image.Image, dict]:
     """Generate the fixed layout set, judge boxes, compute FID. Same return shape as evaluate_text2img."""
     scenes = layout2img_prompts(n)
-    prompts, layouts = [s.caption for s in scenes], [s.boxes for s in scenes]
+    prompts = [s.caption for s in scenes]
+    layouts = [s.boxes for s in scenes]
     seeds = [seed + k for k in range(n)]
     images = _generate_all(generate, [prompts, layouts, seeds], batch)
     judged = [judge_layout(s.boxes, im) for s, im in zip(scenes, images)]

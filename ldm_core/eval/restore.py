@@ -65,9 +65,14 @@ def evaluate_inpaint(inpaint: InpaintFn, n: int = 100, seed: int = 0, with_fid: 
                      classifier=None) -> tuple[str, Image.Image, dict]:
     scenes = [sample_scene(INPAINT_SEED0 + i) for i in range(n)]
     masks = [random_mask(s, random.Random(INPAINT_SEED0 + i), "object") for i, s in enumerate(scenes)]
-    ok, outside, filled, empty, holes = [], [], [], [], []
+    ok = []
+    outside = []
+    filled = []
+    empty = []
+    holes = []
     for i, (s, m) in enumerate(zip(scenes, masks)):
-        img, mimg = Image.fromarray(s.image), Image.fromarray((m * 255).astype(np.uint8))
+        img = Image.fromarray(s.image)
+        mimg = Image.fromarray((m * 255).astype(np.uint8))
         out = np.asarray(inpaint(s.caption, img, mimg, seed + i).convert("RGB"))
         filled.append(out)
         ok.append(bool(judge_caption(s, out)["correct"]))
@@ -126,9 +131,11 @@ def inpaint_cases(n_scenes: int, seeds: int = 1) -> list[dict]:
 def evaluate_inpaint_wide(inpaint: InpaintFn, n_scenes: int = 24, seeds: int = 1) -> tuple[str, Image.Image, dict]:
     """The wider inpainting eval (module doc): the restored share overall and per stratum."""
     cases = inpaint_cases(n_scenes, seeds)
-    rows, fails = [], []
+    rows = []
+    fails = []
     for c in cases:
-        s, m = c["scene"], c["mask"]
+        s = c["scene"]
+        m = c["mask"]
         out = np.asarray(inpaint(c["prompt"], Image.fromarray(s.image),
                                  Image.fromarray((m * 255).astype(np.uint8)), c["seed"]).convert("RGB"))
         ok = bool(judge_caption(s, out)["correct"])
@@ -159,10 +166,13 @@ def evaluate_superres(upscale: UpscaleFn, n: int = 100, n_photos: int = 64, seed
     sets = {"scenes": [sample_scene(SUPERRES_SEED0 + i).image for i in range(n)]}
     if n_photos:
         sets["photos"] = list(heldout_crops(n_photos))
-    res, lines, rows = {}, ["| 4x super-resolution (16² -> 64²) | SR PSNR | bicubic PSNR | SR SSIM | bicubic SSIM |",
-                            "|---|---|---|---|---|"], []
+    res = {}
+    lines = ["| 4x super-resolution (16² -> 64²) | SR PSNR | bicubic PSNR | SR SSIM | bicubic SSIM |",
+             "|---|---|---|---|---|"]
+    rows = []
     for name, gts in sets.items():
-        sr, bic = [], []
+        sr = []
+        bic = []
         for i, gt in enumerate(gts):
             low = Image.fromarray(degrade(gt, random.Random(i), bicubic_only=True))
             sr.append(np.asarray(upscale(low, seed + i).convert("RGB")))

@@ -43,7 +43,8 @@ def evaluate_sizes(make_generate: Callable[[int], Callable], sizes: Sequence[int
     """make_generate(size) -> a layout2img generator producing size × size images. Runs the layout
     eval (no FID) at each size on the same layouts and seeds; latent_factor: the autoencoder's
     downsampling, for the latent sizes shown. Returns (markdown table, grid, results)."""
-    runs, natives = {}, {}
+    runs = {}
+    natives = {}
     for size in sizes:
         natives[size] = []
         t = time.monotonic()
@@ -76,7 +77,8 @@ def size_table(runs: dict, f: int = 4) -> str:
             "mean IoU", "s / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, run in runs.items():
-        b, s = run["breakdown"], run["summary"]
+        b = run["breakdown"]
+        s = run["summary"]
         row = [f"{size}²", f"{size // f}²", _cell(b["all"]), _cell(b["small"]), _cell(b["large"]),
                *[_cell(b[c]) for c in counts], _cell(b["images_all_right"]), _cell(b["images_extra"]),
                f"{s['mean_iou']:.3f}", f"{run['seconds_per_image']:.1f}"]
@@ -98,7 +100,8 @@ def _layout_sketch(layout: list[dict], cell: int) -> Image.Image:
 def size_grid(natives: dict, layouts: list, sizes: Sequence[int], f: int = 4, cell: int = GRID_CELL) -> Image.Image:
     """Rows: the given layouts; columns: the requested boxes, then the output at each size, each shown
     at `cell` px (smaller outputs enlarged with nearest neighbour, so their pixels stay visible)."""
-    pad, title_h = 6, 14
+    pad = 6
+    title_h = 14
     n_rows = min(len(layouts), *(len(v) for v in natives.values()))
     W = (len(sizes) + 1) * (cell + pad) + pad
     canvas = Image.new("RGB", (W, title_h + n_rows * (cell + pad) + pad), (235, 235, 235))

@@ -39,7 +39,8 @@ from .latent_ldm import Model, Space, Trainer, sample
 
 LATENT_CHANNELS = {1: 3, 2: 3, 4: 3, 8: 4, 16: 8}     # c per f (f = 1: RGB pixels)
 AE_WIDTHS = (16, 32, 64, 64, 64)                       # autoencoder channels per level: log2(f) + 1 levels
-EVAL_SEED0, REF_SEED0 = 22_000_000, 22_500_000         # held-out prompts, FID reference renders
+EVAL_SEED0 = 22_000_000                                # held-out prompts
+REF_SEED0 = 22_500_000                                 # FID reference renders
 
 
 @dataclass
@@ -74,10 +75,17 @@ class FTradeoffConfig:
 
     def __post_init__(self):
         if self.smoke:
-            self.budget_minutes, self.ae_budget_minutes, self.eval_points = 0.03, 0.0, 2
-            self.eval_per_form, self.final_per_form, self.fid_reference = 1, 1, 16
-            self.num_scenes, self.batch_size = 64, 4
-            self.channels, self.throughput_batch, self.sample_steps = (32, 32, 32), 2, 3
+            self.budget_minutes = 0.03
+            self.ae_budget_minutes = 0.0
+            self.eval_points = 2
+            self.eval_per_form = 1
+            self.final_per_form = 1
+            self.fid_reference = 16
+            self.num_scenes = 64
+            self.batch_size = 4
+            self.channels = (32, 32, 32)
+            self.throughput_batch = 2
+            self.sample_steps = 3
         bad = [f for f in self.factors if f not in LATENT_CHANNELS]
         if bad:
             raise ValueError(f"factors {bad} not supported; choose from {sorted(LATENT_CHANNELS)}")
@@ -116,12 +124,15 @@ def latent_cache(cfg: FTradeoffConfig, space: Space, run: Path) -> tuple[torch.T
     if path.exists():
         d = torch.load(path)
         return d["latents"].float(), d["captions"], d["seconds"]
-    t0, lat, captions = time.monotonic(), [], []
+    t0 = time.monotonic()
+    lat = []
+    captions = []
     for i in range(0, cfg.num_scenes, 256):
         images, scenes = render_batch(range(i, min(cfg.num_scenes, i + 256)))
         lat.append(space.encode(images).half())
         captions += [s.caption for s in scenes]
-    latents, seconds = torch.cat(lat), time.monotonic() - t0
+    latents = torch.cat(lat)
+    seconds = time.monotonic() - t0
     torch.save({"latents": latents, "captions": captions, "seconds": seconds}, path)
     return latents.float(), captions, seconds
 
@@ -136,7 +147,8 @@ def eval_prompts(per_form: int) -> list:
 def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form: int) -> tuple[dict, np.ndarray]:
     """Caption accuracy per form, the share of asked objects found (partial credit), and
     classifier-FID of the held-out prompts' samples; and the samples."""
-    scenes, images = eval_prompts(per_form), []
+    scenes = eval_prompts(per_form)
+    images = []
     for i in range(0, len(scenes), 16):
         chunk = scenes[i:i + 16]
         images.append(sample(m, [s.caption for s in chunk], [EVAL_SEED0 + i + j for j in range(len(chunk))],
@@ -158,7 +170,8 @@ def evaluate(cfg: FTradeoffConfig, m: Model, ref_features: np.ndarray, per_form:
 
 def train_ldm(cfg: FTradeoffConfig, tr: Trainer, ref_features: np.ndarray, log) -> None:
     """Train until the CPU budget is spent, evaluating at each of `eval_points` equal shares of it."""
-    budget, p = 60 * cfg.budget_minutes, tr.progress
+    budget = 60 * cfg.budget_minutes
+    p = tr.progress
     last_save = time.monotonic()
     while len(p.evals) < cfg.eval_points:
         due = budget * (len(p.evals) + 1) / cfg.eval_points
@@ -184,9 +197,11 @@ def sampling_throughput(cfg: FTradeoffConfig, m: Model) -> dict:
     """Images per second (and per CPU-second) at `sample_steps` steps with guidance, one batch after a warm-up."""
     prompts = [s.caption for s in eval_prompts(math.ceil(cfg.throughput_batch / 4))][:cfg.throughput_batch]
     sample(m, prompts[:1], [0], 2, cfg.guidance)
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0 = time.perf_counter()
+    c0 = time.process_time()
     sample(m, prompts, list(range(len(prompts))), cfg.sample_steps, cfg.guidance)
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    wall = time.perf_counter() - w0
+    cpu = time.process_time() - c0
     return {"sample_images_per_s": len(prompts) / wall, "sample_images_per_cpu_s": len(prompts) / cpu}
 
 

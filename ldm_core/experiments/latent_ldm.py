@@ -14,7 +14,8 @@ from diffusers.training_utils import EMAModel
 
 from ..data.images import from_uint8, to_uint8
 from ..text import build_tokenizer
-from ..train.loop import cosine_lr, min_snr_weights, noise_scheduler
+from ..train.diffusion import min_snr_weights, noise_scheduler
+from ..train.loop import cosine_lr
 from ..train.models import build_unet, new_text_encoder, tokenize
 
 
@@ -51,7 +52,9 @@ def sample(m: Model, prompts: list[str], seeds: list[int], steps: int, guidance:
     """DPM++ 2M with classifier-free guidance -> (B, 64, 64, 3) uint8."""
     sched = DPMSolverMultistepScheduler.from_config(noise_scheduler().config)
     sched.set_timesteps(steps)
-    n, c, side = len(prompts), m.unet.config.out_channels, 64 // m.space.f
+    n = len(prompts)
+    c = m.unet.config.out_channels
+    side = 64 // m.space.f
     ids = tokenize(m.tokenizer, prompts + [""] * n, m.tokenizer.model_max_length, "cpu")
     cond = m.text_encoder(ids)[0]  # (2B, L, D)
     x = torch.stack([torch.randn(c, side, side, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -74,7 +77,10 @@ class Trainer:
     """The LDM of one f: networks, EMA, optimizer, the latent cache; one step at a time."""
 
     def __init__(self, cfg, space: Space, latents: torch.Tensor, captions: list[str], run: Path):
-        self.cfg, self.latents, self.captions, self.path = cfg, latents, captions, run / "checkpoint.pt"
+        self.cfg = cfg
+        self.latents = latents
+        self.captions = captions
+        self.path = run / "checkpoint.pt"
         self.tokenizer = build_tokenizer(cfg.max_length)
         c = latents.shape[1]
         torch.manual_seed(cfg.seed)
@@ -83,7 +89,8 @@ class Trainer:
         self.params = [p for mod in (unet, self.model.text_encoder) for p in mod.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.01)
         self.ema = EMAModel(self.params, decay=0.999, use_ema_warmup=True, power=0.75)
-        self.scheduler, self.progress = noise_scheduler(), Progress()
+        self.scheduler = noise_scheduler()
+        self.progress = Progress()
         if self.path.exists():
             d = torch.load(self.path, weights_only=False)
             unet.load_state_dict(d["unet"])
@@ -103,7 +110,8 @@ class Trainer:
                     "progress": asdict(self.progress)}, self.path)
 
     def step(self) -> float:
-        cfg, p = self.cfg, self.progress
+        cfg = self.cfg
+        p = self.progress
         lr = cosine_lr(cfg.lr, p.step, cfg.warmup, min(1.0, p.cpu_seconds / (60 * cfg.budget_minutes)))
         for g in self.opt.param_groups:
             g["lr"] = lr
@@ -122,7 +130,8 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.ema.step(self.params)
-        p.step, p.images = p.step + 1, p.images + cfg.batch_size
+        p.step += 1
+        p.images += cfg.batch_size
         return loss.item()
 
     def ema_model(self) -> Model:

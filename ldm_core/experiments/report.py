@@ -61,7 +61,8 @@ def plots(rows: list[dict], progress_png: Path, speed_png: Path) -> None:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in rows:
-        e, x = r["evals"][-1], r["sample_images_per_cpu_s"]
+        e = r["evals"][-1]
+        x = r["sample_images_per_cpu_s"]
         y = 100 * e.get("objects_found", e["acc_mean"])
         a1.scatter(x, y)
         a1.annotate(f"f={r['f']}", (x, y), textcoords="offset points", xytext=(4, 4))

@@ -27,7 +27,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .specs import (  # noqa: F401  (the public names, and the shared configs, as before the split)
+from .specs import (  # noqa: F401  (re-exported: the public names and the shared configs)
     _ADDED,
     _CLIP_PREPROCESSOR,
     _CLIP_SPECIAL,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-GB, MB, KB = 10 ** 9, 10 ** 6, 10 ** 3
+GB = 10 ** 9
+MB = 10 ** 6
+KB = 10 ** 3
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ def clip_vocab() -> dict[str, int]:
     no merges) with <|startoftext|> and <|endoftext|> as its last two ids, as in CLIP (whose
     text encoder pools at the highest id when its config says eos_token_id 2)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = [], 0
+    chars = []
+    extra = 0
     for b in range(256):
         if b in printable:
             chars.append(chr(b))
@@ -35,7 +36,9 @@ def clip_vocab() -> dict[str, int]:
             extra += 1
     vocab = {c: i for i, c in enumerate(chars)}
     vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    n = len(vocab)
+    vocab["<|startoftext|>"] = n
+    vocab["<|endoftext|>"] = n + 1
     return vocab
 
 

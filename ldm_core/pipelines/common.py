@@ -1,7 +1,7 @@
 """What every task pipeline shares, as plain functions: samplers, per-image seeds, prompt
-encoding, classifier-free guidance, the denoising loop (one function, one signature, as
-k-diffusion's samplers), and the step callback that reports progress and can interrupt.
-The latent space (encode, decode, coordinate maps) is in `latents.py`.
+encoding, classifier-free guidance, input checks and UNet input widths, the denoising loop (one
+function, one signature, as k-diffusion's samplers), and the step callback that reports progress
+and can interrupt. The latent space (encode, decode, coordinate maps, padding) is in `latents.py`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,19 @@ from diffusers import (
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..options import DEFAULT_SAMPLER, MASK_DOWNSAMPLING, MODEL_DEFAULT, SAMPLER_NAMES  # noqa: F401
+from ..grounding import GROUNDING_CHANNELS
+# DEFAULT_SAMPLER, MASK_DOWNSAMPLING and SAMPLER_NAMES are re-exported for the pipelines' callers
+from ..options import (  # noqa: F401
+    DDIM,
+    DEFAULT_SAMPLER,
+    DPM_2M,
+    DPM_2M_KARRAS,
+    EULER,
+    EULER_ANCESTRAL,
+    MASK_DOWNSAMPLING,
+    MODEL_DEFAULT,
+    SAMPLER_NAMES,
+)
 from .latents import (  # noqa: F401
     COORD_CHANNELS,
     coord_maps,
@@ -34,20 +46,18 @@ from .latents import (  # noqa: F401
 )
 
 # ---------------------------------------------------------------- samplers
-# name -> (scheduler class, extra config). Built from the model's own scheduler config, so the
-# training noise schedule (betas, prediction type) is kept whatever the sampler.
-SAMPLERS: dict[str, tuple[type, dict]] = {
-    "DDIM": (DDIMScheduler, {}),
-    "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                     "use_karras_sigmas": True}),
-    "Euler": (EulerDiscreteScheduler, {}),
-    "Euler a": (EulerAncestralDiscreteScheduler, {}),
+# name (ldm_core.options) -> (scheduler class, extra config). Built from the model's own scheduler
+# config, so the training noise schedule (betas, prediction type) is kept whatever the sampler.
+# MODEL_DEFAULT: the model's scheduler_config.json as is (PNDM for GLIGEN, DDIM for the CompVis LDMs).
+_DPM_PP_2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+SAMPLERS: dict[str, tuple[type | None, dict]] = {
+    DDIM: (DDIMScheduler, {}),
+    DPM_2M: (DPMSolverMultistepScheduler, _DPM_PP_2),
+    DPM_2M_KARRAS: (DPMSolverMultistepScheduler, {**_DPM_PP_2, "use_karras_sigmas": True}),
+    EULER: (EulerDiscreteScheduler, {}),
+    EULER_ANCESTRAL: (EulerAncestralDiscreteScheduler, {}),
+    MODEL_DEFAULT: (None, {}),
 }
-# the scheduler the model was published with (its scheduler_config.json as is: PNDM for GLIGEN,
-# DDIM for the CompVis LDMs and this SD-inpainting upload)
-SAMPLERS[MODEL_DEFAULT] = (None, {})
-assert tuple(SAMPLERS) == SAMPLER_NAMES, "ldm_core/options.py names the samplers a request may ask for"
 
 
 def make_scheduler(base_config, sampler: str):
@@ -67,13 +77,19 @@ def make_scheduler(base_config, sampler: str):
 
 # ---------------------------------------------------------------- seeds
 MAX_SEED = 2 ** 32 - 1
+SEED_HEADROOM = 64   # a random base seed leaves room for this many images before seeds wrap
 
 
 def resolve_seeds(seed: int | None, n: int) -> list[int]:
     """Image i gets seed + i; seed -1 / None draws a random base seed."""
     if seed is None or seed < 0:
-        seed = random.SystemRandom().randrange(0, MAX_SEED - 64)
+        seed = random.SystemRandom().randrange(0, MAX_SEED - SEED_HEADROOM)
     return [(seed + i) % (MAX_SEED + 1) for i in range(n)]
+
+
+def seeds_or_default(seeds, n: int = 1) -> list[int]:
+    """The seeds a call names, or, when it names none, seed i for image i."""
+    return list(seeds) if seeds is not None else list(range(n))
 
 
 def step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
@@ -118,6 +134,11 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch
     return text_encoder(ids)[0]
 
 
+def guided(guidance_scale: float) -> bool:
+    """Whether classifier-free guidance runs: at scale 1 it would give the conditional prediction alone."""
+    return guidance_scale > 1.0
+
+
 def apply_guidance(noise_pred: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Classifier-free guidance on a (2B, ...) prediction laid out [uncond; cond]."""
     uncond, cond = noise_pred.chunk(2)
@@ -157,7 +178,7 @@ class PipelineOutput:
 def batch_inputs(prompt, negative_prompt, seeds) -> tuple[list[str], list[str], list[int]]:
     """One prompt, negative prompt and seed per image (a single prompt is repeated)."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+    seeds = seeds_or_default(seeds, len(prompts))
     if len(prompts) == 1 and len(seeds) > 1:
         prompts = prompts * len(seeds)
     negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -173,10 +194,14 @@ def check_common(prompts, negative_prompts, seeds, height, width, steps, guidanc
         raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} images")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    check_steps(steps)
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+
+
+def check_steps(steps: int) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
 
 
 def check_unet_channels(unet, accepted: dict[int, str], task: str) -> None:
@@ -201,6 +226,17 @@ def encode_guided(tokenizer, text_encoder, prompts, negative_prompts, do_cfg: bo
     return torch.cat([uncond, cond]), warnings  # (2B, L, D)
 
 
+def input_width(latent_channels: int, *, grounding: bool = False, coords: bool = False) -> int:
+    """Input channels of a text-conditioned UNet: latents (C), a box grounding map (G) when it was
+    trained with one, and (x, y) coordinate maps when it takes them."""
+    return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+
+
+def takes_grounding(unet_in_channels: int, latent_channels: int) -> bool:
+    """Whether a text-conditioned UNet reads a grounding map after the latents."""
+    return unet_in_channels - latent_channels in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+
+
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (scaled input (B, C, h, w), t) -> noise prediction
 
 
@@ -209,7 +245,7 @@ def denoise(model: Model, scheduler, latents: torch.Tensor, timesteps, guidance_
     """The numbered denoising loop of every task. `model` adds the task's conditioning to the
     scaled latents and returns the UNet's prediction; with guidance (scale > 1) it is given the
     batch twice, [unconditional; conditional], as its conditioning is laid out."""
-    do_cfg = guidance_scale > 1.0
+    do_cfg = guided(guidance_scale)
     extra = step_kwargs(scheduler, generators)
     for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if do_cfg else latents         # (2B or B, C, h, w)

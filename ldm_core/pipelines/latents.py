@@ -1,5 +1,6 @@
 """The latent space: channels and downsampling of an autoencoder, (de)normalisation, encode and
-decode within the memory there is, coordinate maps, and conversions to and from PIL."""
+decode within the memory there is, coordinate maps, padding to the sides the models take, and
+conversions to and from PIL."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -47,8 +48,36 @@ def vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def latent_shape(vae, n: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(B, C, h, w): n images of height x width in the autoencoder's latent space."""
+    f = vae_scale_factor(vae)
+    return (n, latent_channels(vae), height // f, width // f)
+
+
+MIN_PAD_MULTIPLE = 8   # an input image's sides are padded to multiples of this (and of the autoencoder's factor)
+
+
+def pad_multiple(vae) -> int:
+    """The multiple an input image's sides are padded to before it is encoded."""
+    return max(MIN_PAD_MULTIPLE, vae_scale_factor(vae))
+
+
+def pad_edges(image, multiple: int):
+    """A PIL image padded on the right and bottom, edge pixels repeated, to sides that are
+    multiples of `multiple` (the image itself when they already are)."""
+    import numpy as np
+    from PIL import Image
+    w, h = image.size
+    if not (-w % multiple or -h % multiple):
+        return image
+    a = np.asarray(image)
+    pad = ((0, -h % multiple), (0, -w % multiple)) + ((0, 0),) * (a.ndim - 2)
+    return Image.fromarray(np.pad(a, pad, mode="edge"))
+
+
 def _stats(vae, like: torch.Tensor):
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    mean = getattr(vae.config, "latents_mean", None)
+    std = getattr(vae.config, "latents_std", None)
     if mean is None or std is None:
         return None
     shape = (1, len(mean), 1, 1)
@@ -57,11 +86,10 @@ def _stats(vae, like: torch.Tensor):
 
 
 # ---------------------------------------------------------------- autoencoder memory
-# A whole encode/decode holds about 8 activations of the full-resolution width per image: an
-# SD-1.5 VAE decode at 1024x1024 takes 3.9 GB in fp32 (bench/run.py, "memory"; the estimate
-# says 4.3 GB). Autoencoders the stack marks `auto_memory` run the whole batch at once while
-# that fits in VAE_MEMORY_SHARE of the free memory (fastest: one image at a time cost 20 % more
-# on 2 CPU cores), one image at a time when only that fits, and in tiles when not even that does.
+# A whole encode/decode holds about 8 activations of the full-resolution width per image
+# (measured: docs/benchmarks.md). Autoencoders the stack marks `auto_memory` run the whole batch
+# at once while that fits in VAE_MEMORY_SHARE of the free memory (the fastest), one image at a
+# time when only that fits, and in tiles when not even that does.
 VAE_MEMORY_SHARE = 0.5
 
 

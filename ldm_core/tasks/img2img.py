@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..validation import own_size, Sampling, check_size, load_image, number
-from . import Task
-from .text2img import SAMPLING_API
+from ..pipelines.img2img import Img2ImgPipeline
+from ..requests import SAMPLING_API, Sampling, check_size, load_image, number, own_size
+from .base import Task, example_scene
 
 
 @dataclass(kw_only=True)
@@ -36,13 +36,23 @@ def info(req: Img2ImgRequest) -> dict:
             "strength": req.strength}
 
 
-def pipelines() -> dict:
-    from ..pipelines.img2img import Img2ImgPipeline
-    return {"Img2ImgPipeline": Img2ImgPipeline}
+def example(side: int) -> dict:
+    return {"image": example_scene(side)[0], "prompt": "a green triangle"}
 
 
-TASK = Task(name="img2img", title="Image → Image", order=4, request=Img2ImgRequest, check=check, call=call,
-            info=info, output_size=lambda r: (*own_size(r), 1), pipelines=pipelines, positional=("image",),
-            api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
-            api_defaults={"width": 0, "height": 0},      # 0: the input image's own size
-            help="an image noised to --strength and redrawn towards the prompt (SDEdit)")
+TASK = Task(
+    name="img2img",
+    title="Image → Image",
+    order=4,
+    request=Img2ImgRequest,
+    check=check,
+    call=call,
+    info=info,
+    output_size=lambda r: (*own_size(r), 1),
+    pipelines={"Img2ImgPipeline": Img2ImgPipeline},
+    example=example,
+    positional=("image",),
+    api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
+    api_defaults={"width": 0, "height": 0},      # 0: the input image's own size
+    help="an image noised to --strength and redrawn towards the prompt (SDEdit)",
+)

@@ -11,9 +11,9 @@ from PIL import Image
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..options import MASK_DOWNSAMPLING
-from ..validation import own_size, RequestError, Sampling, check_size, load_image, number, whole
-from . import Task
-from .text2img import SAMPLING_API
+from ..pipelines.inpaint import InpaintPipeline
+from ..requests import SAMPLING_API, RequestError, Sampling, check_size, load_image, number, own_size, whole
+from .base import Task, example_scene
 
 
 SIDES = ("left", "top", "right", "bottom")
@@ -100,14 +100,25 @@ def info(req: InpaintRequest) -> dict:
             **{f"extend_{side}": getattr(req, f"extend_{side}") for side in SIDES}}
 
 
-def pipelines() -> dict:
-    from ..pipelines.inpaint import InpaintPipeline
-    return {"InpaintPipeline": InpaintPipeline}
+def example(side: int) -> dict:
+    image, mask = example_scene(side)
+    return {"image": image, "mask": mask, "prompt": "a green triangle"}
 
 
-TASK = Task(name="inpaint", title="Inpainting", order=3, request=InpaintRequest, check=check, call=call, info=info,
-            output_size=lambda r: (*own_size(r), 1), pipelines=pipelines, positional=("image", "mask"),
-            api=("image", "mask", "prompt", "negative_prompt", *SAMPLING_API, "keep_unmasked", "mask_downsampling",
-                 "mask_blur", *(f"extend_{side}" for side in SIDES)),
-            api_defaults={"width": 0, "height": 0},      # 0: the input's own size (the extended canvas)
-            help="an image and a mask (white = repaint, black = keep) in; --extend-* pixels: outpainting")
+TASK = Task(
+    name="inpaint",
+    title="Inpainting",
+    order=3,
+    request=InpaintRequest,
+    check=check,
+    call=call,
+    info=info,
+    output_size=lambda r: (*own_size(r), 1),
+    pipelines={"InpaintPipeline": InpaintPipeline},
+    example=example,
+    positional=("image", "mask"),
+    api=("image", "mask", "prompt", "negative_prompt", *SAMPLING_API, "keep_unmasked", "mask_downsampling",
+         "mask_blur", *(f"extend_{side}" for side in SIDES)),
+    api_defaults={"width": 0, "height": 0},      # 0: the input's own size (the extended canvas)
+    help="an image and a mask (white = repaint, black = keep) in; --extend-* pixels: outpainting",
+)

@@ -5,9 +5,9 @@ import json
 from dataclasses import dataclass, field
 
 from ..limits import DEFAULT_LIMITS, Limits
-from ..validation import RequestError, Sampling, check_size
-from . import Task
-from .text2img import SAMPLING_API
+from ..pipelines.layout2img import GligenLayoutPipeline, Layout2ImgPipeline
+from ..requests import SAMPLING_API, RequestError, Sampling, check_size
+from .base import Task
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Layout2ImgRequest(Sampling):
     prompt: str = ""
     boxes: list[Box] | str = field(default_factory=list)  # a JSON string is parsed by validate()
     negative_prompt: str = ""
-    hires: bool = False                   # then 4x super-resolution of each image ("hires", ldm_core/hires.py)
+    hires: bool = False                   # then 4x super-resolution of each image (ldm_core/compositions/hires.py)
     hires_model: str | None = None        # its super-resolution model; None: the catalog's default
 
 
@@ -84,13 +84,23 @@ def info(req: Layout2ImgRequest) -> dict:
             "boxes": [{"label": b.label, "box": list(b.box)} for b in req.boxes]}
 
 
-def pipelines() -> dict:
-    from ..pipelines.layout2img import GligenLayoutPipeline, Layout2ImgPipeline
-    return {"Layout2ImgPipeline": Layout2ImgPipeline, "GligenLayoutPipeline": GligenLayoutPipeline}
+def example(side: int) -> dict:
+    boxes = [{"label": "red circle", "box": [0.1, 0.3, 0.45, 0.65]}, {"label": "blue square", "box": [0.55, 0.3, 0.9, 0.65]}]
+    return {"boxes": json.dumps(boxes), "width": side, "height": side}
 
 
-TASK = Task(name="layout2img", title="Layout → Image", order=1, request=Layout2ImgRequest, check=check, call=call,
-            info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines,
-            api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
-            api_defaults={"boxes": "[]", "hires_model": ""},
-            help='boxes as JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}], normalised to [0, 1]')
+TASK = Task(
+    name="layout2img",
+    title="Layout → Image",
+    order=1,
+    request=Layout2ImgRequest,
+    check=check,
+    call=call,
+    info=info,
+    output_size=lambda r: (r.width, r.height, 1),
+    pipelines={"Layout2ImgPipeline": Layout2ImgPipeline, "GligenLayoutPipeline": GligenLayoutPipeline},
+    example=example,
+    api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
+    api_defaults={"boxes": "[]", "hires_model": ""},
+    help='boxes as JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}], normalised to [0, 1]',
+)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..validation import load_image, whole
-from . import Task
+from ..pipelines.superres import SuperResPipeline
+from ..requests import load_image, whole
+from .base import Task, example_scene
 
 DEFAULT_BACK_PROJECTION = 5               # iterations onto the input
 
@@ -39,13 +40,25 @@ def info(req: SuperResRequest) -> dict:
     return {"average": req.average, "back_projection": req.back_projection}
 
 
-def pipelines() -> dict:
-    from ..pipelines.superres import SuperResPipeline
-    return {"SuperResPipeline": SuperResPipeline}
+def example(side: int) -> dict:
+    return {"image": example_scene(side)[0]}
 
 
-TASK = Task(name="superres", title="Super-resolution", order=2, request=SuperResRequest, check=check, call=call,
-            info=info, output_size=lambda r: (r.image.width * 4, r.image.height * 4, r.average),
-            pipelines=pipelines, positional=("image",),
-            api=("image", "steps", "seed", "model", "back_projection", "average"), api_defaults={"average": 0},
-            returns_one=True, help="a low-resolution image in, 4x its size out")
+TASK = Task(
+    name="superres",
+    title="Super-resolution",
+    order=2,
+    request=SuperResRequest,
+    check=check,
+    call=call,
+    info=info,
+    output_size=lambda r: (r.image.width * 4, r.image.height * 4, r.average),
+    pipelines={"SuperResPipeline": SuperResPipeline},
+    example=example,
+    positional=("image",),
+    api=("image", "steps", "seed", "model", "back_projection", "average"),
+    api_defaults={"average": 0},
+    returns_one=True,
+    scale=4,
+    help="a low-resolution image in, 4x its size out",
+)

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..validation import RequestError, Sampling, check_size
-from . import Task
+from ..pipelines.text2img import Text2ImgPipeline
+from ..requests import SAMPLING_API, RequestError, Sampling, check_size
+from .base import Task
 
 
 @dataclass(kw_only=True)
 class Text2ImgRequest(Sampling):
     prompt: str
     negative_prompt: str = ""
-    hires: bool = False                   # then 4x super-resolution of each image ("hires", ldm_core/hires.py)
+    hires: bool = False                   # then 4x super-resolution of each image (ldm_core/compositions/hires.py)
     hires_model: str | None = None        # its super-resolution model; None: the catalog's default
 
 
@@ -31,14 +32,23 @@ def info(req: Text2ImgRequest) -> dict:
     return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale}
 
 
-def pipelines() -> dict:
-    from ..pipelines.text2img import Text2ImgPipeline
-    return {"Text2ImgPipeline": Text2ImgPipeline}
+def example(side: int) -> dict:
+    return {"prompt": "a red circle left of a blue square", "width": side, "height": side}
 
 
-SAMPLING_API = ("steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")
-
-TASK = Task(name="text2img", title="Text → Image", order=0, request=Text2ImgRequest, check=check, call=call,
-            info=info, output_size=lambda r: (r.width, r.height, 1), pipelines=pipelines, positional=("prompt",),
-            api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model"), api_defaults={"hires_model": ""},
-            help="a caption in, images out (--hires: then 4x each)")
+TASK = Task(
+    name="text2img",
+    title="Text → Image",
+    order=0,
+    request=Text2ImgRequest,
+    check=check,
+    call=call,
+    info=info,
+    output_size=lambda r: (r.width, r.height, 1),
+    pipelines={"Text2ImgPipeline": Text2ImgPipeline},
+    example=example,
+    positional=("prompt",),
+    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
+    api_defaults={"hires_model": ""},
+    help="a caption in, images out (--hires: then 4x each)",
+)

@@ -51,7 +51,8 @@ def object_tokens(tokenizer, texts: list[str], boxes: list[list[dict]], length: 
 def box_cover(boxes: torch.Tensor, r: int) -> torch.Tensor:
     """(B, K, 4) normalised boxes -> (B, K, r*r): the share of each cell of an r x r grid inside the box."""
     edges = torch.arange(r + 1, dtype=boxes.dtype) / r
-    lo, hi = edges[:-1], edges[1:]                                      # (r,)
+    lo = edges[:-1]                                                     # (r,)
+    hi = edges[1:]                                                      # (r,)
     cx = (torch.minimum(boxes[..., 2:3], hi) - torch.maximum(boxes[..., 0:1], lo)).clamp(min=0) * r  # (B, K, r)
     cy = (torch.minimum(boxes[..., 3:4], hi) - torch.maximum(boxes[..., 1:2], lo)).clamp(min=0) * r
     return (cy[..., :, None] * cx[..., None, :]).flatten(-2)
@@ -62,7 +63,9 @@ class _Recorder(AttnProcessor):
     the usual fused kernel."""
 
     def __init__(self, store: list, state: dict):
-        self.store, self.state, self.fast = store, state, AttnProcessor2_0()
+        self.store = store
+        self.state = state
+        self.fast = AttnProcessor2_0()
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         if not self.state.get("on"):
@@ -84,7 +87,9 @@ class AttentionLoss:
     """Install on a UNet; wrap its training forward in `recording()`; then `loss(tokens)`."""
 
     def __init__(self, unet, weight: float):
-        self.weight, self.maps, self.state = weight, [], {"on": False}
+        self.weight = weight
+        self.maps = []
+        self.state = {"on": False}
         procs = {name: _Recorder(self.maps, self.state) if "attn2" in name else proc
                  for name, proc in unet.attn_processors.items()}
         unet.set_attn_processor(procs)
@@ -104,7 +109,8 @@ class AttentionLoss:
             self.maps.clear()
             return torch.zeros(())
         total = []
-        sel, valid = tokens.select.to(self.maps[0][0]), tokens.valid.to(self.maps[0][0])
+        sel = tokens.select.to(self.maps[0][0])
+        valid = tokens.valid.to(self.maps[0][0])
         for p, heads in self.maps:
             b = sel.shape[0]
             a = p.view(b, heads, p.shape[1], p.shape[2]).mean(1)          # (B, N, L)

@@ -165,7 +165,8 @@ def train_step(cfg: AutoencoderConfig, acc: Accelerator, m: _Parts, step: int) -
     kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean() / (x.shape[2] * x.shape[3])
     loss = rec_total + cfg.kl_weight * kl
     use_gan = step >= cfg.disc_start
-    g_loss = d_w = torch.zeros((), device=acc.device)
+    g_loss = torch.zeros((), device=acc.device)
+    d_w = torch.zeros((), device=acc.device)
     if use_gan:
         m.disc.requires_grad_(False)
         g_loss = -m.disc(xr).mean()

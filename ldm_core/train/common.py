@@ -101,7 +101,8 @@ class Checkpoint:
     safetensors, optimizers, RNG) plus `trainer.json` with the step counter."""
 
     def __init__(self, acc, out: Path):
-        self.acc, self.path = acc, out / "checkpoint"
+        self.acc = acc
+        self.path = out / "checkpoint"
         self.state = {"step": 0}
 
     def resume(self) -> int:

@@ -27,8 +27,9 @@ from ..options import DEFAULT_SAMPLER
 from ..pipelines.common import encode_latents
 from ..pipelines.inpaint import InpaintPipeline, mask_latents
 from ..text import build_tokenizer
+from .diffusion import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit
 from .latents import Latents, load_latents
-from .loop import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit, start
+from .loop import start
 from .models import build_unet, fit_input, load_text_models, new_text_encoder, tokenize
 
 
@@ -84,7 +85,9 @@ def make_batch(cfg: InpaintConfig, data: Latents, tokenizer, idx: torch.Tensor, 
 def measure_inpaint(pipe: InpaintPipeline, scenes, steps: int = 25, guidance: float = 3.0) -> tuple[dict, np.ndarray]:
     """Mask one object of each scene; with the scene's caption the object must come back
     (judged by the detector on the whole image), and pixels outside the mask must not move."""
-    ok, outside, images = [], [], []
+    ok = []
+    outside = []
+    images = []
     for i, s in enumerate(scenes):
         m = random_mask(s, random.Random(EVAL_SEED0 + i), "object")
         out = pipe(prompt=s.caption, image=Image.fromarray(s.image),
@@ -126,6 +129,7 @@ def train(cfg: InpaintConfig) -> None:
         unet, text_encoder = load_text_models(cfg.init_from)
         unet = fit_input(unet, in_ch, cfg.init_from, hint="is --coord-channels missing?")
     else:
-        unet, text_encoder = build_unet(cfg, in_ch, data.channels), new_text_encoder(cfg, tokenizer)
+        unet = build_unet(cfg, in_ch, data.channels)
+        text_encoder = new_text_encoder(cfg, tokenizer)
     fit(cfg, acc, out, data, Stage(pipeline=InpaintPipeline, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                                    batch=partial(make_batch, cfg, data, tokenizer), evaluate=evaluate))

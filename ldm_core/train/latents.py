@@ -55,7 +55,8 @@ def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256,
         meta = json.loads(meta_path.read_text())
         if len(meta) == n:
             return load_file(path)["latents"].float(), meta
-    lat, meta = [], []
+    lat = []
+    meta = []
     chunks = [(i, min(n, i + batch)) for i in range(0, n, batch)]
     pool = None
     if workers > 1:

@@ -23,7 +23,8 @@ def _gaussian_window(size: int = 7, sigma: float = 1.5, device=None) -> torch.Te
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Mean SSIM of images in [-1, 1], (B, C, H, W)."""
-    a, b = (a + 1) / 2, (b + 1) / 2
+    a = (a + 1) / 2
+    b = (b + 1) / 2
     c = a.shape[1]
     w = _gaussian_window(window, device=a.device).to(a.dtype).expand(c, 1, -1, -1)
     pad = window // 2
@@ -32,7 +33,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
     saa = F.conv2d(F.pad(a * a, [pad] * 4, mode="reflect"), w, groups=c) - mu_a ** 2
     sbb = F.conv2d(F.pad(b * b, [pad] * 4, mode="reflect"), w, groups=c) - mu_b ** 2
     sab = F.conv2d(F.pad(a * b, [pad] * 4, mode="reflect"), w, groups=c) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1 = 0.01 ** 2
+    c2 = 0.03 ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
     return s.mean()
 
@@ -68,7 +70,8 @@ class LPIPS(nn.Module):
 
     def __init__(self):
         super().__init__()
-        layers, c = [], 3
+        layers = []
+        c = 3
         for v in _VGG16:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
@@ -100,7 +103,8 @@ class LPIPS(nn.Module):
         return out
 
     def forward(self, x, y):
-        fx, fy = self._taps((x - self.shift) / self.scale), self._taps((y - self.shift) / self.scale)
+        fx = self._taps((x - self.shift) / self.scale)
+        fy = self._taps((y - self.shift) / self.scale)
         total = 0.0
         for a, b, lin in zip(fx, fy, self.lins):
             a = a / (a.norm(dim=1, keepdim=True) + 1e-10)

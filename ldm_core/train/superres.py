@@ -27,8 +27,9 @@ from ..data.photos import heldout_crops, random_crops
 from ..data.shapes import sample_scene
 from ..pipelines.common import encode_latents
 from ..pipelines.superres import SuperResPipeline, bicubic_latent
+from .diffusion import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit
 from .latents import Latents, load_latents
-from .loop import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit, start
+from .loop import start
 from .models import fit_input
 
 

@@ -11,14 +11,15 @@ the examples also gets the scene's boxes as a grounding map concatenated to the 
 input (`ldm_core.grounding`; the caption kept `--grounding-caption` of the time), the rest
 an empty map; a model without map channels is widened (new channels at zero). With
 `--layout-fraction` instead, boxes are serialised as tokens (label + quantised corners,
-paper §4.3) and read through the same cross-attention as the caption: the earlier design,
-which this model size did not learn (see docs/evaluation.md). The catalog runs the export with
+paper §4.3) and read through the same cross-attention as the caption: the paper's way, which
+this model size does not learn (see docs/evaluation.md). The catalog runs the export with
 `Text2ImgPipeline` and with `Layout2ImgPipeline`; the stack holds its weights once.
 
-What makes it trainable on 2 CPU cores (`loop.py`): latents are computed once and cached; latents
-are standardised per channel (statistics saved in the autoencoder's config); the loss
-is min-SNR-weighted; EMA weights are what gets sampled and exported; attention only at
-the two low resolutions; and accuracy (not only loss) is measured during training.
+What makes it trainable on 2 CPU cores (`diffusion.py`, `latents.py`): latents are computed
+once and cached; latents are standardised per channel (statistics saved in the autoencoder's
+config); the loss is min-SNR-weighted; EMA weights are what gets sampled and exported;
+attention only at the two low resolutions; and accuracy (not only loss) is measured during
+training.
 
     python -m ldm_core.train text2img --out runs/text2img --export models/shapes-text2img
 """
@@ -40,8 +41,9 @@ from ..pipelines.layout2img import Layout2ImgPipeline
 from ..pipelines.text2img import Text2ImgPipeline
 from ..text import build_tokenizer, layout_text
 from .attention_loss import AttentionLoss, object_tokens
+from .diffusion import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit
 from .latents import Latents, load_latents
-from .loop import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit, start
+from .loop import start
 from .models import build_unet, fit_input, load_text_models, new_text_encoder, tokenize
 
 
@@ -144,10 +146,12 @@ def make_batch(cfg: Text2ImgConfig, data: Latents, tokenizer, idx: torch.Tensor,
     if cfg.relation_converse > 0:
         texts = [say_converse(t) if data.meta[i]["form"] == "relation" and t == data.meta[i]["caption"]
                  and rng.random() < cfg.relation_converse else t for t, i in zip(texts, idx.tolist())]
-    maps = grounding_batch(data.meta, idx.tolist(), kind, cfg, rng).to(data.device) if cfg.grounding_fraction > 0 \
-        else None
-    aux = object_tokens(tokenizer, texts, [data.meta[i]["boxes"] for i in idx.tolist()], cfg.max_length) \
-        if cfg.attention_loss > 0 else None
+    maps = None
+    if cfg.grounding_fraction > 0:
+        maps = grounding_batch(data.meta, idx.tolist(), kind, cfg, rng).to(data.device)
+    aux = None
+    if cfg.attention_loss > 0:
+        aux = object_tokens(tokenizer, texts, [data.meta[i]["boxes"] for i in idx.tolist()], cfg.max_length)
     return Batch(x0=data.latents[idx.to(data.device)], ids=tokenize(tokenizer, texts, cfg.max_length, data.device),
                  extra=maps, aux=aux)
 

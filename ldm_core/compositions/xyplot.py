@@ -1,10 +1,11 @@
 """An x/y plot: one text -> image parameter against another, as one labelled grid image.
 
 Each cell is the base request with the x and y values set (one image each; one seed for all, drawn
-at random when the base's is -1, unless seed is an axis); every cell is run
-and checked by the stack like any request, and the whole plot must fit the compute budget.
+at random when the base's is -1, unless seed is an axis); every cell is checked before any runs,
+and the whole plot must fit the compute budget.
 
-    plot(stack, Text2ImgRequest(prompt="a red circle"), Axis("guidance_scale", "1, 4, 8"), Axis("seed", "1, 2"))
+    service.run(XYPlotRequest(Text2ImgRequest(prompt="a red circle"), Axis("guidance_scale", "1, 4, 8"),
+                              Axis("seed", "1, 2")))
 """
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .options import SAMPLER_NAMES
-from .validation import RequestError, validate, work
+from ..catalog import Catalog
+from ..limits import Limits
+from ..options import SAMPLER_NAMES
+from ..requests import RequestError
+from ..results import Result
+from ..tasks.text2img import Text2ImgRequest
+from ..validation import Work, validate
+from .base import Composition, Option, Plan
 
 AXES = {"seed": int, "steps": int, "guidance_scale": float, "sampler": str, "model": str}
 MAX_CELLS = 16
@@ -46,7 +53,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class XYPlotRequest:
-    base: object         # a Text2ImgRequest: every cell's parameters but the two axes'
+    base: Text2ImgRequest   # every cell's parameters but the two axes'
     x: Axis
     y: Axis | None = None
 
@@ -67,16 +74,19 @@ def cells(base, x: Axis, y: Axis | None) -> tuple[list, list, list]:
     return xs, ys, out
 
 
-def plot(stack, base, x: Axis, y: Axis | None = None, callback=None):
+def plan(request: XYPlotRequest, catalog: Catalog, limits: Limits) -> Plan:
+    """Every cell checked, before any runs; their work together."""
+    xs, ys, requests = cells(request.base, request.x, request.y)
+    checked = [validate(r, catalog, limits) for r in requests]
+    total = sum((c.work.megapixel_steps for c in checked), 0.0)
+    return Plan(request, checked, Work(total, f"{len(checked)} cells of {checked[0].work.how}"), data=(xs, ys))
+
+
+def run(plan: Plan, run_task, callback) -> Result:
     """Run every cell; a Result with one grid image whose info is the first cell's plus the axes."""
-    from .stack import Result
-    xs, ys, requests = cells(base, x, y)
-    checked = [validate(r, stack.catalog, stack.limits)[0] for r in requests]   # all, before any runs
-    total, most = sum(work(c)[0] for c in checked), stack.limits.max_work
-    if most is not None and total > most:
-        raise RequestError(f"x/y plot: its {len(checked)} cells ask for {total:.1f} megapixel-steps; this "
-                           f"server's budget is {most:g} per request: fewer cells or steps, or a smaller size")
-    results = [stack.run(r, callback) for r in requests]
+    xs, ys = plan.data
+    x, y = plan.request.x, plan.request.y
+    results = [run_task(cell, callback) for cell in plan.first]
     grid = draw([r.images[0] for r in results], xs, ys, x.name, y.name if y else None)
     info = {**results[0].per_image[0], "size": f"{grid.width}x{grid.height}",
             "xyplot": {"x_axis": x.name, "x_values": xs, "y_axis": y.name if y else None,
@@ -106,3 +116,26 @@ def draw(images: list[Image.Image], xs: list, ys: list, x_name: str, y_name: str
 def _fit(value, width: int) -> str:
     text = str(value)
     return text if len(text) * 8 <= width else text[:max(3, width // 8 - 1)] + "…"
+
+
+def build(base: Text2ImgRequest, options: dict) -> XYPlotRequest:
+    """The plot of `base` along the axes the options name (no y axis: one row)."""
+    y_axis = options.get("y_axis")
+    y = Axis(y_axis, options.get("y_values") or "") if y_axis and y_axis != "(none)" else None
+    return XYPlotRequest(base, Axis(options["x_axis"], options["x_values"]), y)
+
+
+COMPOSITION = Composition(
+    name="xyplot",
+    title="X/Y plot: one parameter against another",
+    applies=lambda request: isinstance(request, XYPlotRequest),
+    plan=plan,
+    run=run,
+    tasks=("text2img",),
+    request=XYPlotRequest,
+    options=(Option("x_axis", str, "seed", ", ".join(AXES)), Option("x_values", str, "1, 2, 3", 'e.g. "1, 4, 8"'),
+             Option("y_axis", str, "", "empty: one row"), Option("y_values", str, "")),
+    build=build,
+    api=("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "model"),
+    help="x/y plot: a text2img parameter against another, one grid",
+)

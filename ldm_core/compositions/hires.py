@@ -1,0 +1,70 @@
+"""Text -> image -> 4x in one request ("hires"): the paper's two-stage use of LDM-SR (§4.4) on
+what a text- or layout-conditioned model drew. Each image of the first stage is upscaled by the
+chosen super-resolution model with its own seed; the info records both stages."""
+from __future__ import annotations
+
+from ..catalog import Catalog, CatalogError
+from ..limits import Limits
+from ..requests import RequestError
+from ..results import Result
+from ..tasks.superres import SuperResRequest
+from ..validation import Work, validate
+from .base import Composition, Plan
+
+STAGE_KEYS = ("model", "steps", "sampler", "average", "back_projection", "size", "scheduler")
+
+
+def applies(request) -> bool:
+    return bool(getattr(request, "hires", False))
+
+
+def plan(request, catalog: Catalog, limits: Limits) -> Plan:
+    """The first stage checked, the super-resolution model named (its catalog default when unset),
+    and the work of both stages."""
+    if not isinstance(request.hires, bool):
+        raise RequestError(f"hires must be true or false, got {str(request.hires)[:20]!r}")
+    first = validate(request, catalog, limits)
+    req = first.request
+    try:
+        sr = catalog.get(req.hires_model or None, "superres")
+    except CatalogError as e:
+        raise RequestError(f"hires_model: {e}") from None
+    if req.width * req.height > limits.max_superres_input_pixels:
+        raise RequestError(f"hires upscales images of at most {limits.max_superres_input_pixels} pixels; "
+                           f"{req.width}x{req.height} is more")
+    upscale = Work(16 * req.width * req.height * sr.steps * sr.average * req.num_images / 1e6,
+                   f"{req.num_images} x {sr.steps} steps to upscale them 4x")
+    return Plan(request, [first], first.work + upscale, data=sr.name)
+
+
+def run(plan: Plan, run_task, callback) -> Result:
+    """The first stage, then each of its images upscaled 4x; the info says both stages."""
+    first = plan.first[0]
+    req, sr_model = first.request, plan.data
+    result = run_task(first, callback)
+    images, per_image, second = [], [], None
+    for image, params in zip(result.images, result.per_image):
+        second = run_task(SuperResRequest(image=image, model=sr_model, seed=params["seed"]), callback)
+        images += second.images
+        per_image.append({**params, "width": req.width, "height": req.height, "size": second.info["size"],
+                          "hires_model": sr_model, "hires": _stage(second.info)})
+    first_size = {"width": req.width, "height": req.height}      # the first stage's (what "reuse" sets)
+    info = {**result.info, **first_size, "size": second.info["size"], "hires_model": sr_model,
+            "hires": _stage(second.info)}
+    return Result(images, per_image, info, result.seconds + second.seconds * len(images))
+
+
+def _stage(info: dict) -> dict:
+    return {k: info[k] for k in STAGE_KEYS if k in info}
+
+
+COMPOSITION = Composition(
+    name="hires",
+    title="Hires: then 4× super-resolution of each image",
+    applies=applies,
+    plan=plan,
+    run=run,
+    tasks=("text2img", "layout2img"),
+    needs=("superres",),
+    help="each image of a text or layout request upscaled 4x by a super-resolution model",
+)

@@ -1,0 +1,27 @@
+"""What a generation gives back: its images and the parameters each was made with."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .validation import Checked
+
+
+@dataclass
+class Result:
+    images: list                 # PIL images
+    per_image: list[dict]        # per image: the parameters actually used (its own seed)
+    info: dict                   # the request as run: shared parameters and every seed
+    seconds: float = 0.0
+
+
+def result_of(checked: Checked, out, seeds: list[int], seconds: float) -> Result:
+    """A pipeline's output for `checked` as a Result: the request as run in `info`, each image's own seed."""
+    req = checked.request
+    w, h = out.images[0].size
+    info = {"task": checked.task.name, "model": checked.entry.name, "steps": req.steps, "sampler": req.sampler,
+            "size": f"{w}x{h}", "seeds": seeds, "seed": seeds[0], **checked.task.info(req),
+            "scheduler": out.scheduler}
+    if out.warnings:
+        info["warnings"] = list(out.warnings)
+    per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
+    return Result(out.images, per_image, info, seconds)

@@ -1,0 +1,134 @@
+"""The studio's one entrance: validate -> plan (one task, or a registered composition of tasks)
+-> run on the stack -> save. The tabs, the API and the command line call this and nothing below.
+
+    service = Service(ModelStack(catalog))
+    paths, info = service.generate(Text2ImgRequest(prompt="a red circle"))
+
+The request path is four plain calls: tab -> `Service.generate` -> `ModelStack.run` ->
+`Task.call` -> the pipeline. One deadline (`limits.max_seconds`) covers every stage of a request.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .catalog import ModelEntry
+from .compositions import COMPOSITIONS, Composition, Plan, composition_of
+from .history import Entry, History
+from .jobs import Job
+from .limits import with_deadline
+from .pipelines.common import StepCallback
+from .results import Result
+from .stack import ModelStack
+from .tasks import TASKS
+from .validation import check_work, validate
+
+log = logging.getLogger("ldm_core.service")
+timing = logging.getLogger("ldm_core.timing")   # one line per generation: bench/serving.py reads it
+
+
+@dataclass
+class _Stage:
+    """The model a running request is on now (its previews decode with that model's autoencoder)."""
+    model: str | None = None
+
+
+class Service:
+    def __init__(self, stack: ModelStack):
+        self.stack = stack
+        self.catalog = stack.catalog
+        self.limits = stack.limits
+        self._history = History(stack.output_dir)
+
+    @classmethod
+    def from_catalog(cls, path=None, **stack_options) -> "Service":
+        return cls(ModelStack.from_catalog(path, **stack_options))
+
+    # ------------------------------------------------------------ what the UIs offer
+    @property
+    def device(self) -> str:
+        return str(self.stack.device)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the catalog has a model for, in order."""
+        return tuple(t for t in TASKS if self.catalog.for_task(t))
+
+    def choices(self, task: str) -> list[tuple[str, str]]:
+        """(label, name) for a model dropdown, each with what it takes to run here."""
+        return self.catalog.choices(task, prefer_fp16=self.stack.dtype == torch.float16,
+                                    allow_downloads=self.stack.allow_downloads)
+
+    def entry(self, task: str, name: str | None = None) -> ModelEntry:
+        """The catalog entry `name` of `task` (its default model when None)."""
+        return self.catalog.get(name, task)
+
+    def published_scheduler(self, entry: ModelEntry) -> str | None:
+        return self.catalog.published_scheduler(entry)
+
+    def compositions(self, task: str) -> list[Composition]:
+        """The compositions a tab of `task` offers (hires, the x/y plot), those it can run here."""
+        return [c for c in COMPOSITIONS.values() if task in c.tasks and all(t in self.tasks for t in c.needs)]
+
+    def history(self, limit: int = 200) -> list[Entry]:
+        return self._history.entries(limit)
+
+    # ------------------------------------------------------------ requests
+    def plan(self, request) -> Plan:
+        """`request` checked, every part that can be before anything runs, the budget included."""
+        comp = composition_of(request)
+        if comp is None:
+            checked = validate(request, self.catalog, self.limits)
+            return Plan(request, [checked], checked.work)
+        plan = comp.plan(request, self.catalog, self.limits)
+        check_work(plan.work, self.limits)
+        return plan
+
+    def run(self, request, callback: StepCallback | None = None, stage: _Stage | None = None) -> Result:
+        """Plan `request` and run it on the stack, all its stages under one deadline."""
+        plan = request if isinstance(request, Plan) else self.plan(request)
+        callback = with_deadline(callback, self.limits.max_seconds)
+        stage = stage or _Stage()
+
+        def run_task(task_request, cb) -> Result:
+            checked = validate(task_request, self.catalog, self.limits)
+            stage.model = checked.entry.name
+            return self.stack.run(checked, cb)
+
+        comp = composition_of(plan.request)
+        if comp is None:
+            return run_task(plan.first[0], callback)
+        return comp.run(plan, run_task, callback)
+
+    def save(self, result: Result) -> list[Path]:
+        return self.stack.save(result)
+
+    def generate(self, request, callback: StepCallback | None = None, stage: _Stage | None = None
+                 ) -> tuple[list[Path], dict]:
+        """Run `request` and save its images: (PNG paths, the request as run)."""
+        t0, start = time.perf_counter(), time.time()
+        result = self.run(request, callback, stage)
+        t1 = time.perf_counter()
+        paths = self.save(result)
+        timing.info("%s from %.4f: run %.4f s (pipeline %.4f s), save %.4f s", result.info.get("task"), start,
+                    t1 - t0, result.seconds, time.perf_counter() - t1)
+        return paths, result.info
+
+    def start(self, request, previews: bool = True, abandoned: Callable[[], bool] | None = None) -> Job:
+        """`generate(request)` on the device thread, as a Job: its progress, previews and cancel."""
+        stage = _Stage()
+
+        def preview(latents):
+            return None if stage.model is None else self.stack.preview(stage.model, latents)
+        return Job(lambda callback: self.generate(request, callback, stage), preview if previews else None,
+                   self.stack.submit, abandoned)
+
+    def submit(self, fn, *args):
+        """`fn(*args)` on the device thread (loading a model before serving, say)."""
+        return self.stack.submit(fn, *args)
+
