@@ -4,11 +4,13 @@
     python webui.py --share               # public Gradio link
     python webui.py --listen --auth me:pw # on the LAN, behind a password
 
-Assembly only: parse flags, build the stack, add the tabs, wire "send to", queue, launch.
+Assembly only: parse flags, build the service, add the tabs, wire "send to", queue, launch.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import os
 import sys
@@ -19,11 +21,15 @@ import gradio as gr
 from PIL import Image
 
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
+from ldm_core.device import pick_device
 from ldm_core.limits import SERVER_BUDGETS, server_limits
-from ldm_core.stack import ModelStack, pick_device
+from ldm_core.service import Service
+from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
-from tabs import api, history, pnginfo, security, task_tabs
-from tabs.common import calm_queue, first_image, info_updates, studio
+from server import security
+from server.fair_use import calm_queue
+from tabs import api, history, pnginfo, task_tabs
+from tabs.controls import first_image, info_updates
 
 TITLE = "Latent Diffusion Studio"
 # small images (the built-in models' 64x64) fill their boxes, drawn as crisp pixels; result galleries
@@ -89,18 +95,15 @@ def parse_auth(items: list[str]) -> list[tuple[str, str]] | None:
 
 def limit_malloc_arenas(n: int = 2) -> None:
     """glibc gives each thread that contends for the heap an arena of its own (up to 8 per core) and
-    keeps their freed memory: the server's resident memory then grows by ~150 MB over its first
-    requests (tests/test_load.py: 888 -> 930 MB; with 2 arenas 783 MB and flat). No-op elsewhere."""
-    import ctypes
-    import ctypes.util
+    keeps their freed memory, so the server's memory grows over its first requests (docs/benchmarks.md);
+    two arenas keep it flat. No-op elsewhere."""
     try:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, n)   # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
 
 
-def build_app(stack: ModelStack) -> gr.Blocks:
-    ui = studio(stack)
+def build_app(ui: Service) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): "
                     + ", ".join(TASKS[t].title for t in ui.tasks) + f" on one resident model stack · `{ui.device}`")
@@ -177,15 +180,16 @@ def main(argv=None) -> None:
     stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
                        memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
                        allow_downloads=not args.offline, limits=limits)
+    service = Service(stack)
     # the UI's image widgets are decoded by Gradio itself (the inpainting editor checks first): PIL
     # warns past this many pixels and refuses twice as many (a decompression bomb) before decoding
     Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
     if args.preload:
-        for task in TASKS:
-            entry = stack.catalog.default(task)
+        for task in service.tasks:
+            entry = service.entry(task)
             if stack.catalog.availability(entry)[0] and not entry.is_hub:
-                stack.submit(stack.load, entry).result()   # on the device thread (stack.submit)
-    demo = build_app(stack)
+                service.submit(stack.load, entry).result()   # on the device thread
+    demo = build_app(service)
     calm_queue(demo.queue(max_size=args.queue_size, default_concurrency_limit=1))
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

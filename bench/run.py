@@ -55,7 +55,6 @@ sys.path.insert(1, str(ROOT))
 import realsize as R  # noqa: E402  (torch + diffusers only)
 import serving  # noqa: E402  (the request path and a busy CPU; imports gradio's client only when run)
 
-TASKS = ("text2img", "layout2img", "superres", "inpaint")
 SECTIONS = ("latency", "overhead", "resident", "webui", "request", "contention", "superres", "memory", "gpu")
 OPTIONAL_SECTIONS = ("hub",)   # run only when named: minutes, and GBs of full-size mirrors (bench/hub.py)
 PROMPT = "a red circle left of a blue square"
@@ -134,38 +133,24 @@ def run_child(name: str, args: list, timeout: float):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-# ------------------------------------------------------------------ inputs of the image tasks
-def scene(size: int):
-    """A Shapes-World-like input image (RGB) and a mask over its right half's shape."""
-    from PIL import Image, ImageDraw
-    im = Image.new("RGB", (size, size), (235, 235, 225))
-    d = ImageDraw.Draw(im)
-    s = size / 64
-    d.ellipse([8 * s, 20 * s, 28 * s, 40 * s], fill=(220, 40, 40))
-    d.rectangle([38 * s, 22 * s, 56 * s, 40 * s], fill=(40, 60, 220))
-    mask = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask).rectangle([34 * s, 18 * s, 60 * s, 44 * s], fill=255)
-    return im, mask
+# ------------------------------------------------------------------ requests, from the task registry
+def task_names() -> list[str]:
+    """Every registered task (ldm_core.tasks), in order."""
+    from ldm_core.tasks import TASKS
+    return list(TASKS)
+
+
+def side(task: str, size: int, sr_size: int) -> int:
+    """The input side of a task that takes an image and enlarges it (`Task.scale`), else `size`."""
+    from ldm_core.tasks import TASKS
+    return sr_size if TASKS[task].scale > 1 else size
 
 
 def make_request(task: str, batch: int, seed: int, steps: int, size: int):
-    from ldm_core.tasks.img2img import Img2ImgRequest
-    from ldm_core.tasks.inpaint import InpaintRequest
-    from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
-    from ldm_core.tasks.superres import SuperResRequest
-    from ldm_core.tasks.text2img import Text2ImgRequest
-    if task == "text2img":
-        return Text2ImgRequest(prompt=PROMPT, steps=steps, seed=seed, num_images=batch)
-    if task == "layout2img":
-        return Layout2ImgRequest(prompt="", boxes=[Box("red circle", (0.1, 0.3, 0.45, 0.65)),
-                                                   Box("blue square", (0.55, 0.3, 0.9, 0.65))],
-                                 steps=steps, seed=seed, num_images=batch)
-    im, mask = scene(size)
-    if task == "superres":
-        return SuperResRequest(image=im, steps=steps, seed=seed, num_images=batch)
-    if task == "img2img":
-        return Img2ImgRequest(image=im, prompt="a green triangle", steps=steps, seed=seed, num_images=batch)
-    return InpaintRequest(image=im, mask=mask, prompt="a green triangle", steps=steps, seed=seed, num_images=batch)
+    """The task's example request (`Task.example`): its own fields at `size` pixels (the input's,
+    for a task that takes an image), with these sampling settings."""
+    from ldm_core.tasks import TASKS
+    return TASKS[task].request(**TASKS[task].example(size), steps=steps, seed=seed, num_images=batch)
 
 
 # ------------------------------------------------------------------ latency
@@ -173,10 +158,10 @@ def bench_latency(ctx) -> tuple[dict, list[str]]:
     stack = ctx.stack()
     out, lines = {}, ["| task (model) | steps | first request (load + run) | s/image, batch 1 | s/image, batch 4 | "
                       "images/s, batch 1 / 4 |", "|---|---|---|---|---|---|"]
-    for task in TASKS:
+    for task in task_names():
         entry = stack.catalog.default(task)
         steps = ctx.steps if ctx.smoke else entry.steps     # each model's default (what a user gets)
-        size = ctx.sr_size if task == "superres" else ctx.size
+        size = side(task, ctx.size, ctx.sr_size)
         t0 = time.perf_counter()
         stack.run(make_request(task, 1, 0, steps, size))
         first = time.perf_counter() - t0
@@ -241,9 +226,9 @@ def bench_overhead(ctx) -> tuple[dict, list[str]]:
     def studio():
         return stack.run(req).images
 
-    def ui_callback(s):  # what tabs/common.stream does in the browser: a preview every 5 steps
+    def ui_callback(s):  # what a browser's job (ldm_core/jobs.py) does: a preview every 5 steps
         if s.step % 5 == 0 and s.step < s.total:
-            stack.preview(req, s.latents)
+            stack.preview(entry.name, s.latents)
         return False
 
     def studio_ui():
@@ -348,8 +333,8 @@ def child_resident(catalog: str, steps: int, size: int, sr_size: int, device: st
         stack.run(make_request("text2img", 1, i + 1, steps, size))
         later.append(time.perf_counter() - t0)
     one = {"rss_mb": R.rss_mb(), "weights_mb": stack.resident_bytes() / 2 ** 20, "models": list(stack._resident)}
-    for task in TASKS[1:]:
-        stack.run(make_request(task, 1, 0, steps, sr_size if task == "superres" else size))
+    for task in task_names()[1:]:
+        stack.run(make_request(task, 1, 0, steps, side(task, size, sr_size)))
     four = {"rss_mb": R.rss_mb(), "weights_mb": stack.resident_bytes() / 2 ** 20,
             "weights_unshared_mb": sum(module_bytes(stack._components[k]) for r in stack._resident.values()
                                        for k in r.components.values()) / 2 ** 20,   # shared parts counted per model

@@ -5,7 +5,7 @@ request     `python webui.py` in a subprocess; each task's endpoint called by th
             raw HTTP `/gradio_api/call/<task>` (curl's way: a new session per call), raw HTTP
             `/gradio_api/queue/join` + `/queue/data` with one session (the browser's way), and
             gradio_client. Per request, the client's clock for posting, the event stream and the
-            download, and the server's own log line (tabs.timing: when the device started, how long
+            download, and the server's own log line (ldm_core.timing: when the device started, how long
             stack.run and the PNG took) for the rest; against the pipeline's time for the same
             request in a quiet process (stack.run in this process, before the server starts).
 contention  stack.run on the built-in text->image model while N = 0, 1, 2, 4 CPU-bound processes
@@ -26,15 +26,14 @@ import time
 import uuid
 from pathlib import Path
 
-TIMING = re.compile(r"tabs\.timing: (\w+) from ([\d.]+): run ([\d.]+) s \(pipeline ([\d.]+) s\), save ([\d.]+) s")
-TASK_ARGS = {
-    "text2img": {"prompt": "a red circle left of a blue square"},
-    "layout2img": {"boxes": json.dumps([{"label": "red circle", "box": [0.1, 0.3, 0.45, 0.65]},
-                                        {"label": "blue square", "box": [0.55, 0.3, 0.9, 0.65]}])},
-    "superres": {"image": "IMAGE"},
-    "inpaint": {"image": "IMAGE", "mask": "MASK", "prompt": "a green triangle"},
-    "img2img": {"image": "IMAGE", "prompt": "a green triangle"},
-}
+TIMING = re.compile(r"ldm_core\.timing: (\w+) from ([\d.]+): run ([\d.]+) s \(pipeline ([\d.]+) s\), save ([\d.]+) s")
+def task_args(task: str, size: int) -> dict:
+    """The task's example request fields (`Task.example`, from the registry) at `size` pixels;
+    images as PNG bytes."""
+    from PIL import Image
+
+    from ldm_core.tasks import TASKS
+    return {k: _png(v) if isinstance(v, Image.Image) else v for k, v in TASKS[task].example(size).items()}
 
 
 def _median(xs):
@@ -42,7 +41,7 @@ def _median(xs):
 
 
 class Server:
-    """`python webui.py` on a free port, its log read for tabs.timing lines."""
+    """`python webui.py` on a free port, its log read for ldm_core.timing lines."""
 
     def __init__(self, run, catalog: str, tmp: str):
         self.run, self.port, self.tmp, self.catalog_path = run, run.free_port(), Path(tmp), catalog
@@ -75,7 +74,7 @@ class Server:
             self.proc.kill()
 
     def timings(self) -> list[tuple]:
-        """tabs.timing lines logged since the last call: (task, start epoch, run, pipeline, save)."""
+        """ldm_core.timing lines logged since the last call: (task, start epoch, run, pipeline, save)."""
         text = self.log_path.read_text()
         new, self.read = text[self.read:], len(text)
         return [(m[1], float(m[2]), float(m[3]), float(m[4]), float(m[5])) for m in TIMING.finditer(new)]
@@ -92,21 +91,22 @@ class RawClient:
 
     def __init__(self, url: str, info: dict, config: dict):
         import httpx
-        self.http, self.url, self.info, self.inputs = httpx.Client(timeout=120), url, info, {}
+        self.http, self.url, self.info, self.args = httpx.Client(timeout=120), url, info, {}
         self.fn = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
         self.session = uuid.uuid4().hex[:11]
 
     def data(self, task: str, seed: int) -> tuple[list, float]:
         """The endpoint's parameters in order (defaults, the task's values, files uploaded); upload time."""
-        t0, files = time.perf_counter(), {}
-        for name, image in self.inputs.items():
-            r = self.http.post(self.url + "gradio_api/upload", files=[("files", (f"{name}.png", image, "image/png"))])
-            files[name] = {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
-        upload = time.perf_counter() - t0 if any(v in ("IMAGE", "MASK") for v in TASK_ARGS[task].values()) else 0.0
+        t0, args = time.perf_counter(), dict(self.args)
+        for name, value in self.args.items():
+            if isinstance(value, bytes):
+                part = ("files", (f"{name}.png", value, "image/png"))
+                r = self.http.post(self.url + "gradio_api/upload", files=[part])
+                args[name] = {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+        upload = time.perf_counter() - t0 if any(isinstance(v, bytes) for v in self.args.values()) else 0.0
         values = []
         for p in self.info["named_endpoints"][f"/{task}"]["parameters"]:
-            v = TASK_ARGS[task].get(p["parameter_name"], p.get("parameter_default"))
-            v = files["image"] if v == "IMAGE" else files["mask"] if v == "MASK" else v
+            v = args.get(p["parameter_name"], p.get("parameter_default"))
             values.append(seed if p["parameter_name"] == "seed" else v)
         return values, upload
 
@@ -171,22 +171,19 @@ def _legs(t: dict, server: tuple) -> dict:
 
 
 def _size(task: str, ctx) -> int:
-    """Input size: every task's output is ctx.size square (super-resolution: a quarter of it in)."""
-    return ctx.size // 4 if task == "superres" else ctx.size
+    """Input size: every task's output is ctx.size square (a task that enlarges its input by
+    `Task.scale` takes that much less)."""
+    from ldm_core.tasks import TASKS
+    return ctx.size // TASKS[task].scale
 
 
-def _inputs(run, task: str, ctx) -> dict:
-    im, mask = run.scene(_size(task, ctx))
-    return {"image": _png(im), "mask": _png(mask)}
-
-
-def _client_kwargs(task: str, inputs: dict, tmp: Path) -> dict:
+def _client_kwargs(task: str, args: dict, tmp: Path) -> dict:
     from gradio_client import handle_file
     kw = {}
-    for k, v in TASK_ARGS[task].items():
-        if v in ("IMAGE", "MASK"):
+    for k, v in args.items():
+        if isinstance(v, bytes):
             path = tmp / f"{task}-{k}.png"
-            path.write_bytes(inputs[k])
+            path.write_bytes(v)
             kw[k] = handle_file(str(path))
         else:
             kw[k] = v
@@ -210,14 +207,14 @@ def bench_request(ctx, run) -> tuple[dict, list[str]]:
     import httpx
     from gradio_client import Client
     catalog = ctx.stack().catalog
-    tasks = [t for t in TASK_ARGS if catalog.for_task(t) and catalog.default(t).steps]
+    tasks = [t for t in run.task_names() if catalog.for_task(t) and catalog.default(t).steps]
     quiet = {t: _quiet_pipeline(run, ctx, t) for t in tasks}
     out, n = {}, max(3, ctx.repeats)
     with Server(run, ctx.catalog, ctx.tmp) as srv:
         info, config = httpx.get(srv.url + "gradio_api/info").json(), httpx.get(srv.url + "config").json()
         raw, client = RawClient(srv.url, info, config), Client(srv.url, verbose=False)
         for task in tasks:
-            raw.inputs = _inputs(run, task, ctx)
+            raw.args = task_args(task, _size(task, ctx))
             out[task] = {"pipeline_quiet": quiet[task]}
             for way in ("call", "join"):
                 getattr(raw, way)(task, 0)                      # a first request: sessions, caches
@@ -227,7 +224,7 @@ def bench_request(ctx, run) -> tuple[dict, list[str]]:
                     t = getattr(raw, way)(task, 1 + i)
                     rows.append(_legs(t, srv.timings()[-1]))
                 out[task][way] = {k: run.stats([r[k] for r in rows]) for k in rows[0]}
-            kw = _client_kwargs(task, raw.inputs, Path(ctx.tmp))
+            kw = _client_kwargs(task, raw.args, Path(ctx.tmp))
             client.predict(**kw, seed=0, api_name=f"/{task}")
             srv.timings()
             times, runs = [], []

@@ -22,9 +22,15 @@ import typing
 
 from tqdm.auto import tqdm
 
+from . import hub
+from .catalog import Catalog
+from .compositions import COMPOSITIONS
+from .loading import ModelLoadError
+from .provenance import is_ai_generated, read_parameters, read_watermark
+from .requests import RequestError, load_image
+from .service import Service
+from .stack import ModelStack
 from .tasks import TASKS
-from .xyplot import AXES, Axis, XYPlotRequest, plot
-
 
 UNSET_HELP = {"model": "default: the task's default model (see `python -m ldm_core models`)",
               "hires_model": "default: the catalog's default super-resolution model"}
@@ -61,12 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="task", required=True)
     for task in TASKS.values():
         _add_task(sub, task)
-    if "text2img" in TASKS:
-        xy = _add_task(sub, TASKS["text2img"], "xyplot", "x/y plot: a text2img parameter against another, one grid")
-        xy.add_argument("--x-axis", required=True, help=", ".join(AXES))
-        xy.add_argument("--x-values", required=True, help='comma-separated, e.g. "1, 4, 8"')
-        xy.add_argument("--y-axis", default=None)
-        xy.add_argument("--y-values", default="")
+    for comp in COMPOSITIONS.values():
+        if comp.request is None:       # it rides on its tasks' own options (--hires)
+            continue
+        cp = _add_task(sub, TASKS[comp.tasks[0]], comp.name, comp.help)
+        for o in comp.options:
+            cp.add_argument("--" + o.name.replace("_", "-"), type=o.type, default=o.default,
+                            help=f"{o.help} (default {o.default!r})" if o.help else None)
     sub.add_parser("models")
     dl = sub.add_parser("download", help="fetch hub models now (for offline use, or a Space's start-up)")
     dl.add_argument("names", nargs="*", help="catalog names of hub models")
@@ -78,20 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_request(a: argparse.Namespace):
-    """The request of the chosen task from the parsed arguments (unset options left to the model)."""
-    task = TASKS["text2img" if a.task == "xyplot" else a.task]
+    """The request of the chosen task or composition from the parsed arguments (unset options left
+    to the model)."""
+    comp = COMPOSITIONS.get(a.task)
+    task = TASKS[comp.tasks[0] if comp else a.task]
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(task.request)}
     req = task.request(**{k: v for k, v in values.items() if v is not None})
-    if a.task == "xyplot":
-        return XYPlotRequest(req, Axis(a.x_axis, a.x_values), Axis(a.y_axis, a.y_values) if a.y_axis else None)
-    return req
+    if comp is None:
+        return req
+    return comp.build(req, {o.name: getattr(a, o.name) for o in comp.options})
 
 
 def show_provenance(paths) -> int:
     """One line per image: the watermark, the AI-generated label, the parameters. Exit 1 when
     any image carries no watermark."""
-    from .provenance import is_ai_generated, read_parameters, read_watermark
-    from .validation import RequestError, load_image
     missing = 0
     for path in paths:
         try:
@@ -111,7 +118,6 @@ def show_provenance(paths) -> int:
 
 def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
     """Fetch exactly the files each named hub model needs; say the size before each download."""
-    from . import hub
     hub_models = [e for e in catalog.entries.values() if e.is_hub]
     if everything:
         names = [e.name for e in hub_models]
@@ -140,9 +146,6 @@ def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .catalog import Catalog
-    from .stack import ModelLoadError, ModelStack
-    from .validation import RequestError
     if args.task == "watermark":
         return show_provenance(args.images)
     catalog = Catalog.load(args.models)
@@ -153,7 +156,7 @@ def main(argv=None) -> int:
             for label, _ in catalog.choices(task, prefer_fp16=args.device.startswith("cuda")):
                 print(f"{task:11s} {label}")
         return 0
-    stack = ModelStack(catalog, device=args.device, output_dir=args.outdir)
+    service = Service(ModelStack(catalog, device=args.device, output_dir=args.outdir))
     bar = tqdm(desc=args.task, unit="step")
 
     def on_step(s):
@@ -162,15 +165,13 @@ def main(argv=None) -> int:
         bar.refresh()
 
     try:
-        req = make_request(args)
-        result = (plot(stack, req.base, req.x, req.y, on_step) if isinstance(req, XYPlotRequest)
-                  else stack.run(req, callback=on_step))
+        result = service.run(make_request(args), callback=on_step)
     except (RequestError, ModelLoadError) as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     bar.close()
-    for path in stack.save(result):
+    for path in service.save(result):
         print(path)
     print(json.dumps(result.info), file=sys.stderr)
     return 0

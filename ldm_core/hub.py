@@ -28,6 +28,11 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub._tree_cache import read_tree_cache
+from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.hf_api import RepoFile
+
 SKIP_COMPONENTS = frozenset({"safety_checker", "feature_extractor", "image_encoder"})
 TEXT_SUFFIXES = (".json", ".txt", ".model")           # configs, vocabularies, merges, sentencepiece models
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle")
@@ -63,14 +68,12 @@ def gigabytes(n: int) -> str:
 
 def offline() -> bool:
     """True when huggingface_hub is told not to touch the network (HF_HUB_OFFLINE)."""
-    from huggingface_hub import constants
     return bool(constants.HF_HUB_OFFLINE)
 
 
 @lru_cache(maxsize=1)
 def reachable(timeout: float = 3.0) -> bool:
     """Whether the hub's host answers a TCP connection (once per process)."""
-    from huggingface_hub import constants
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
@@ -81,8 +84,6 @@ def reachable(timeout: float = 3.0) -> bool:
 
 
 def storage_folder(repo_id: str) -> Path:
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
     return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
@@ -90,13 +91,10 @@ def listing(repo_id: str, revision: str, local_only: bool) -> dict[str, int]:
     """{path: bytes} of every file of the repository at `revision` (a commit): the tree listing
     huggingface_hub cached beside the snapshot (its `_tree_cache` module, huggingface-hub 2.4 as
     pinned), else the hub's tree endpoint, else offline what the snapshot folder holds."""
-    from huggingface_hub._tree_cache import read_tree_cache
     entries = read_tree_cache(str(storage_folder(repo_id)), revision)
     if entries is not None:
         return {p: e.lfs_size or e.size for p, e in entries.items()}
     if not local_only:
-        from huggingface_hub import HfApi
-        from huggingface_hub.hf_api import RepoFile
         files = HfApi().list_repo_tree(repo_id, revision=revision, recursive=True)
         return {f.path: (f.lfs.size if f.lfs else f.size) for f in files if isinstance(f, RepoFile)}
     snapshot = storage_folder(repo_id) / "snapshots" / revision   # a cache written without a tree listing
@@ -160,7 +158,6 @@ def model_plan(repo_id: str, revision: str | None, prefer_fp16: bool = False, lo
     """Plan a pinned hub model: its listing and model_index.json (fetched or read from the cache)."""
     if not revision or not COMMIT.match(revision):
         raise HubError(f"{repo_id}: the catalog must pin a 40-hex commit, got revision {revision!r}")
-    from huggingface_hub import hf_hub_download
     why_local = ("" if local_only else "this machine is offline (HF_HUB_OFFLINE)" if offline() else
                  "the hub cannot be reached from here" if not reachable() else "")
     local_only = local_only or bool(why_local)
@@ -182,7 +179,6 @@ def missing(p: Plan) -> dict[str, int]:
 
 def fetch(p: Plan, local_only: bool = False) -> Path:
     """Download the planned files (nothing else) into the cache; returns the snapshot folder."""
-    from huggingface_hub import snapshot_download
     pattern = [glob_escape(f) for f in p.files]
     return Path(snapshot_download(p.repo_id, revision=p.revision, allow_patterns=pattern,
                                   local_files_only=local_only or offline() or not missing(p)))

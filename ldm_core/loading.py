@@ -6,7 +6,10 @@ import logging
 import os
 from pathlib import Path
 
+import diffusers
 import torch
+import transformers
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
 
 from . import hub
 from .catalog import Catalog, ModelEntry
@@ -21,14 +24,11 @@ class ModelLoadError(RuntimeError):
 def component_class(library: str, class_name: str):
     """The class a model_index.json names, from diffusers or transformers only."""
     if class_name == "LDMBertModel":  # the paper's text encoder, shipped inside diffusers' LDM pipeline module
-        from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
         return LDMBertModel
     if library == "diffusers":
-        import diffusers
         if hasattr(diffusers, class_name):
             return getattr(diffusers, class_name)
     if library == "transformers":
-        import transformers
         if "Tokenizer" in class_name:
             return transformers.AutoTokenizer
         if hasattr(transformers, class_name):

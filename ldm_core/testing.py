@@ -10,8 +10,20 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    PNDMScheduler,
+    UNet2DConditionModel,
+    UNet2DModel,
+    VQModel,
+)
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+from transformers import BertTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .grounding import GROUNDING_CHANNELS
+from .hub_mirror import clip_vocab
 from .text import build_tokenizer
 
 
@@ -23,7 +35,6 @@ def _save_index(folder: Path, cls_name: str, components: dict, shared: dict | No
 
 
 def tiny_vae(latent_channels: int = 4, stats: bool = True):
-    from diffusers import AutoencoderKL
     torch.manual_seed(0)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), layers_per_block=1,
@@ -35,7 +46,6 @@ def tiny_vae(latent_channels: int = 4, stats: bool = True):
 
 
 def tiny_cond_unet(in_channels=4, cross_dim=32, attention_type="default", addition_text=False):
-    from diffusers import UNet2DConditionModel
     torch.manual_seed(0)
     kw = dict(addition_embed_type="text", addition_embed_type_num_heads=2) if addition_text else {}
     return UNet2DConditionModel(sample_size=8, in_channels=in_channels, out_channels=4,
@@ -46,7 +56,6 @@ def tiny_cond_unet(in_channels=4, cross_dim=32, attention_type="default", additi
 
 
 def tiny_clip_text(vocab_size: int, max_len: int, hidden: int = 32, pad=0, bos=2, eos=3):
-    from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
     return CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=64,
                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_len,
@@ -60,9 +69,7 @@ def ddpm_config() -> dict:
 
 def _clip_tokenizer(folder: Path, max_len: int):
     """A CLIP BPE tokenizer with a tiny byte-level vocabulary, written from scratch."""
-    from transformers import CLIPTokenizer
 
-    from .hub_mirror import clip_vocab
     vocab = clip_vocab()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
@@ -74,7 +81,6 @@ def _clip_tokenizer(folder: Path, max_len: int):
 
 def write_builtin_like(root: Path) -> dict[str, Path]:
     """Tiny models with the built-in folder layout (shared autoencoder, own tokenizer)."""
-    from diffusers import DDPMScheduler, UNet2DModel
     paths = {}
     vae_dir = root / "tiny-autoencoder"
     tiny_vae().save_pretrained(vae_dir, safe_serialization=True)
@@ -110,9 +116,6 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
 
 def write_hub_like(root: Path) -> dict[str, Path]:
     """Tiny models with the hub checkpoints' own component names, classes and layouts."""
-    from diffusers import DDIMScheduler, UNet2DModel, VQModel
-    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
-    from transformers import BertTokenizer
     paths = {}
     # CompVis/ldm-text2im-large-256: vqvae (AutoencoderKL, scaling 0.18215), bert (LDMBert), BertTokenizer
     d = root / "tiny-compvis-text2im"
@@ -162,7 +165,6 @@ def write_hub_like(root: Path) -> dict[str, Path]:
 
 def _write_sd_like(d: Path, in_ch: int, attn: str, cls_name: str) -> Path:
     """A Stable Diffusion layout (inpainting, GLIGEN): AutoencoderKL, CLIP text, CLIPTokenizer, PNDM."""
-    from diffusers import PNDMScheduler
     vae = tiny_vae(stats=False)
     vae.register_to_config(scaling_factor=0.18215)
     vae.save_pretrained(d / "vae", safe_serialization=True)

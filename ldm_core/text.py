@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
 from .data.shapes import COLORS, SHAPES
 
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
@@ -24,8 +27,6 @@ WORDS = (["a", "an", "and", ",", "left", "right", "of", "above", "below", "the",
 def build_tokenizer(model_max_length: int = 24):
     """A word-level fast tokenizer: lowercase, split on whitespace and punctuation,
     `<bos> ... <eos>` around every text, padded with `<pad>`."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(SPECIALS + LAYOUT_TOKENS + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -48,7 +49,6 @@ class TextEncoderConfig:
 
 
 def build_text_encoder(cfg: TextEncoderConfig, tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
     config = CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.hidden_size * 4,
         num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, max_position_embeddings=cfg.max_length,

@@ -25,10 +25,13 @@ ldm_core.watermark --measure`): see docs/security.md.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from .data.shapes import sample_scene
 
 MARK = "LDS1"                          # 32 bits: Latent Diffusion Studio, mark version 1
 BLOCK = 8
@@ -183,9 +186,7 @@ def _read(rgb: Image.Image, search: bool) -> Reading:
 # ---------------------------------------------------------------- measuring its limits
 def measure(n: int = 8, size: int = 64) -> dict[str, float]:
     """Fraction of Shapes World scenes (at `size`) whose mark is still read after each change."""
-    import io
 
-    from .data.shapes import sample_scene
 
     def jpeg(im, q):
         b = io.BytesIO()

@@ -1,5 +1,7 @@
 """One file per tab, each exposing `build(studio)`, runnable alone; `api.py` adds the plain
-HTTP endpoints. A task's tab is the module named after it (`tabs/<task>.py`)."""
+HTTP endpoints. A task's tab is the module named after it (`tabs/<task>.py`), a composition's
+panel likewise (`tabs/<composition>.py`, added by `panels.py`); `common.py` is the block every
+task tab shares."""
 from __future__ import annotations
 
 import importlib

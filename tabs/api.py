@@ -1,5 +1,6 @@
 """The public HTTP API of docs/api.md: one endpoint per task (`/text2img`, `/layout2img`,
-`/superres`, `/inpaint`, `/img2img`), made from the task modules.
+`/superres`, `/inpaint`, `/img2img`) and per composition with a request of its own (`/xyplot`),
+made from the task and composition registries.
 
 Plain-valued endpoints (no drawing widgets) on hidden components, so `gradio_client` sees
 exactly the contract's keyword parameters, in its order (`Task.api`), with their defaults:
@@ -8,19 +9,21 @@ exactly the contract's keyword parameters, in its order (`Task.api`), with their
 """
 from __future__ import annotations
 
-import inspect
 import json
 import typing
-from contextlib import closing
 from dataclasses import MISSING, fields
 
 import gradio as gr
 
+from ldm_core.compositions import COMPOSITIONS, Composition
+from ldm_core.jobs import Done
 from ldm_core.options import SAMPLER_NAMES
+from ldm_core.service import Service
 from ldm_core.tasks import TASKS, Task
-from ldm_core.xyplot import AXES, Axis, XYPlotRequest
+from server.errors import user_error
+from server.fair_use import client_gone, quota, with_signature
 
-from .common import GPU_CONCURRENCY_ID, Studio, gpu, quota, stream, user_error
+from .common import GPU_CONCURRENCY_ID, gpu
 
 # request fields whose default is the task's default model's (catalog entry attribute)
 FROM_MODEL = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
@@ -33,22 +36,23 @@ NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations ont
          "strength": "0 = the input unchanged, 1 = ignore it"}
 
 
-def _results(studio: Studio, request, client: gr.Request | None = None):
+def _results(studio: Service, request, client: gr.Request | None = None):
     """Generator for an API event: an empty update every UPDATE_SECONDS while it runs (so that
     a client's cancel stops the generation: Gradio can only stop a generator between updates),
     then (paths, info JSON)."""
+    job = studio.start(request, previews=False, abandoned=lambda: client_gone(client))
     try:
-        with closing(stream(studio, request, previews=False, client=client)) as events:  # closed: it stops
-            for ev in events:
-                if isinstance(ev, tuple):
-                    paths, info = ev
-                    yield [str(p) for p in paths], json.dumps(info)
-                    return
-                yield gr.skip(), gr.skip()
+        for ev in job:
+            if isinstance(ev, Done):
+                yield [str(p) for p in ev.paths], json.dumps(ev.info)
+                return
+            yield gr.skip(), gr.skip()
     except gr.Error:
         raise
     except Exception as e:
         raise user_error(e) from None
+    finally:
+        job.cancel()
     raise gr.Error("generation produced no image")
 
 
@@ -73,71 +77,57 @@ def _component(task: Task, name: str, hint, default_entry):
 
 def _one_image(outs):
     """The results generator's updates with its list of paths narrowed to the first (one image back)."""
-    with closing(outs):
+    try:
         for paths, info in outs:
             yield (paths[0] if isinstance(paths, list) else paths), info
+    finally:
+        outs.close()
 
 
-def _named(names: tuple[str, ...], fn):
-    """An event function with the named parameters `names`, then the gr.Request that Gradio passes by its
-    type hint; `fn(values: dict, request)` does the work. (Gradio passes the declared parameters
-    positionally and the request in its place after them.)"""
+def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: bool):
+    """The event function of an endpoint whose parameters are `names`, in the contract's order."""
     def run(*values):
-        request = values[len(names)] if len(values) > len(names) else None
-        yield from fn(dict(zip(names, values[:len(names)])), request)
-
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
-    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                    annotation=gr.Request))
-    run.__signature__ = inspect.Signature(params)
-    run.__annotations__ = {"request": gr.Request}
-    return gpu(run)
-
-
-def endpoint(studio: Studio, task: Task):
-    """The event function of a task's endpoint: the contract's named parameters, in its order."""
-    def run(values: dict, request):
-        outs = _results(studio, task.request(**{k: v for k, v in values.items() if v is not None}), request)
-        yield from (_one_image(outs) if task.returns_one else outs)
-    return _named(task.api, run)
+        client = values[len(names)] if len(values) > len(names) else None
+        try:
+            request = make_request({k: v for k, v in zip(names, values) if v is not None})
+        except Exception as e:
+            raise user_error(e) from None
+        outs = _results(studio, request, client)
+        yield from (_one_image(outs) if returns_one else outs)
+    return gpu(with_signature(run, list(names)))
 
 
-XY_PARAMS = ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "model",
-             "x_axis", "x_values", "y_axis", "y_values")
+def _inputs(studio: Service, task: Task, names: tuple[str, ...]) -> list:
+    hints = typing.get_type_hints(task.request)
+    entry = studio.entry(task.name)
+    return [_component(task, n, hints[n], entry) for n in names]
 
 
-def xyplot_endpoint(studio: Studio):
-    """/xyplot: a text->image parameter against another, one labelled grid image back."""
-    def run(v: dict, request):
-        axes = {k: v.pop(k) for k in ("x_axis", "x_values", "y_axis", "y_values")}
-        base = TASKS["text2img"].request(**{k: x for k, x in v.items() if x is not None})
-        req = XYPlotRequest(base, Axis(axes["x_axis"], axes["x_values"]),
-                            Axis(axes["y_axis"], axes["y_values"]) if axes["y_axis"] else None)
-        yield from _one_image(_results(studio, req, request))
-    return _named(XY_PARAMS, run)
+def _composition(studio: Service, comp: Composition) -> None:
+    """A composition's endpoint: its base task's fields (`comp.api`), then its own options."""
+    task = TASKS[comp.tasks[0]]
+    inputs = _inputs(studio, task, comp.api)
+    inputs += [gr.Textbox(o.default, label=o.name, info=o.help or None) for o in comp.options]
+    names = (*comp.api, *(o.name for o in comp.options))
+    own = {o.name for o in comp.options}
+
+    def make_request(values: dict):
+        base = task.request(**{k: v for k, v in values.items() if k not in own})
+        return comp.build(base, {k: v for k, v in values.items() if k in own})
+    gr.Button(visible=False).click(_event(studio, names, make_request, True), inputs,
+                                   [gr.Image(type="filepath", format="png"), gr.Textbox()], api_name=comp.name,
+                                   concurrency_id=GPU_CONCURRENCY_ID,
+                                   validator=quota(studio.limits.max_jobs_per_client, list(names)))
 
 
-def _xyplot(studio: Studio) -> None:
-    task = TASKS["text2img"]
-    hints, entry = typing.get_type_hints(task.request), studio.default("text2img")
-    inputs = [_component(task, n, hints[n], entry) for n in XY_PARAMS[:9]]
-    inputs += [gr.Textbox("seed", label="x_axis", info=", ".join(AXES)), gr.Textbox("1, 2, 3", label="x_values"),
-               gr.Textbox("", label="y_axis", info="empty: one row"), gr.Textbox("", label="y_values")]
-    gr.Button(visible=False).click(xyplot_endpoint(studio), inputs, [gr.Image(type="filepath", format="png"),
-                                                                      gr.Textbox()],
-                                   api_name="xyplot", concurrency_id=GPU_CONCURRENCY_ID,
-                                   validator=quota(studio, len(inputs)))
-
-
-def build(studio: Studio) -> None:
+def build(studio: Service) -> None:
     with gr.Column(visible=False):
-        if "text2img" in studio.tasks:
-            _xyplot(studio)
+        for comp in COMPOSITIONS.values():
+            if comp.request is not None and comp.tasks[0] in studio.tasks:
+                _composition(studio, comp)
         for task in (TASKS[name] for name in studio.tasks):
-            hints = typing.get_type_hints(task.request)
-            entry = studio.default(task.name)
-            inputs = [_component(task, n, hints[n], entry) for n in task.api]
             result = gr.Image(type="filepath", format="png") if task.returns_one else gr.Gallery(format="png")
-            gr.Button(visible=False).click(endpoint(studio, task), inputs, [result, gr.Textbox()],
+            gr.Button(visible=False).click(_event(studio, task.api, lambda v, t=task: t.request(**v), task.returns_one),
+                                           _inputs(studio, task, task.api), [result, gr.Textbox()],
                                            api_name=task.name, concurrency_id=GPU_CONCURRENCY_ID,
-                                           validator=quota(studio, len(inputs)))
+                                           validator=quota(studio.limits.max_jobs_per_client, list(task.api)))

@@ -1,17 +1,18 @@
-"""The controls tabs share: sampling settings, hires, model defaults, filling controls in from a
+"""The controls tabs share: sampling settings, model defaults, filling controls in from a
 result's info, and reading a gallery's selection."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from ldm_core.catalog import CatalogError
+from ldm_core.catalog import CatalogError, ModelEntry
 from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
+from ldm_core.service import Service
 
-if TYPE_CHECKING:
-    from .common import Studio
+# a catalog entry's defaults, by the request field they fill
+ENTRY_DEFAULTS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
+                  "average": "average"}
 
 
 @dataclass
@@ -26,9 +27,19 @@ class SamplingControls:
     model: gr.Dropdown
 
     def params(self) -> dict:
-        """The controls by request field name (those that exist)."""
+        """The controls a result's info fills in, by request field name (those that exist)."""
         names = ("steps", "guidance_scale", "seed", "width", "height", "sampler", "model")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def inputs(self) -> dict:
+        """The controls a request reads, by request field name."""
+        return {**self.params(), "num_images": self.num_images}
+
+    def follow_model(self, studio: Service, task: str) -> None:
+        """A new model choice sets its defaults (steps, guidance, sampler, size) in the controls."""
+        targets = {n: c for n, c in self.params().items() if n not in ("seed", "model")}
+        self.model.change(lambda name: model_defaults(studio, task, name, targets), self.model,
+                          list(targets.values()), api_visibility="private")
 
 
 def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
@@ -41,9 +52,9 @@ def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
     return [convert.get(n, lambda v: v)(info[n]) if n in info else gr.skip() for n in params]
 
 
-def sampling_controls(studio: Studio, task: str, size: bool = True, guidance: bool = True,
+def sampling_controls(studio: Service, task: str, size: bool = True, guidance: bool = True,
                       batch: bool = True) -> SamplingControls:
-    entry = studio.default(task)
+    entry = studio.entry(task)
     lim = studio.limits
     model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model",
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
@@ -65,32 +76,26 @@ def sampling_controls(studio: Studio, task: str, size: bool = True, guidance: bo
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
 
 
-def hires_controls(studio: Studio, task: str) -> tuple[gr.Checkbox, gr.Dropdown]:
-    """"Hires": each result upscaled 4x by a super-resolution model in the same request."""
-    choices = studio.choices("superres") if "superres" in studio.tasks else []
-    with gr.Row(visible=bool(choices)):
-        on = gr.Checkbox(False, label="Hires: then 4× super-resolution of each image", elem_id=f"{task}-hires")
-        model = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Super-resolution model",
-                            elem_id=f"{task}-hires-model")
-    return on, model
-
-
-def sampler_choices(studio: Studio, entry) -> list[tuple[str, str]]:
+def sampler_choices(studio: Service, entry: ModelEntry) -> list[tuple[str, str]]:
     """The sampler dropdown for a model: its own published scheduler named ("Model default (PNDM)")."""
     own = studio.published_scheduler(entry)
     label = f"{MODEL_DEFAULT} ({own.removesuffix('Scheduler')})" if own else MODEL_DEFAULT
     return [(label if name == MODEL_DEFAULT else name, name) for name in SAMPLER_NAMES]
 
 
-def model_defaults(studio: Studio, task: str, name: str):
-    """Updates for steps, guidance, sampler, width, height when the model changes."""
+def model_defaults(studio: Service, task: str, name: str, targets: dict) -> dict:
+    """{control: update} for the named `targets` when the model changes to `name`."""
     try:
         e = studio.entry(task, name)
     except CatalogError:
-        return [gr.skip()] * 5
-    return [gr.update(value=e.steps), gr.update(value=e.guidance),
-            gr.update(choices=sampler_choices(studio, e), value=e.sampler),
-            gr.update(value=e.width), gr.update(value=e.height)]
+        return {c: gr.skip() for c in targets.values()}
+    out = {}
+    for field, control in targets.items():
+        if field == "sampler":
+            out[control] = gr.update(choices=sampler_choices(studio, e), value=e.sampler)
+        else:
+            out[control] = gr.update(value=getattr(e, ENTRY_DEFAULTS.get(field, field)))
+    return out
 
 
 def item_path(item) -> str | None:

@@ -3,15 +3,15 @@ parameters; "Reuse these settings" fills its tab in, "Send to …" passes the im
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
 
-from ldm_core.stack import ModelStack
+from ldm_core.service import Service
 from ldm_core.tasks import TASKS
 
-from .common import Studio, studio
+from .common import standalone
 
 SHOWN = 120          # results in the gallery
 
@@ -28,7 +28,7 @@ class HistoryTab:
     load: Callable                # () -> (gallery value, entries): the newest results
 
 
-def build(studio: Studio) -> HistoryTab:
+def build(studio: Service) -> HistoryTab:
     with gr.Row():
         with gr.Column(scale=3):
             refresh = gr.Button("Refresh", size="sm", elem_id="history-refresh")
@@ -41,7 +41,7 @@ def build(studio: Studio) -> HistoryTab:
             with gr.Row():
                 send = {t.name: gr.Button(f"Send image to {t.title.lower()}", size="sm",
                                           elem_id=f"history-send-{t.name}")
-                        for t in map(TASKS.get, studio.tasks) if "image" in {f.name for f in fields(t.request)}}
+                        for t in map(TASKS.get, studio.tasks) if t.takes_image}
             raw = gr.Code(label="Parameters", language="json", elem_id="history-params")
     entries = gr.State([])
     params, path = gr.State(None), gr.State(None)
@@ -63,6 +63,4 @@ def build(studio: Studio) -> HistoryTab:
 
 
 if __name__ == "__main__":
-    with gr.Blocks(title="History") as demo:
-        build(studio(ModelStack.from_catalog()))
-    demo.queue().launch()
+    standalone(build, "History")

@@ -5,21 +5,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ldm_core.stack import ModelStack
+from ldm_core.service import Service
 from ldm_core.tasks.img2img import Img2ImgRequest
 
-from .common import (
-    GPU_CONCURRENCY_ID,
-    SamplingControls,
-    Studio,
-    gpu,
-    model_defaults,
-    quota,
-    run_with_progress,
-    sampling_controls,
-    stopped,
-    studio,
-)
+from .common import buttons, results, standalone, wire
+from .controls import SamplingControls, sampling_controls
 
 
 @dataclass
@@ -37,7 +27,7 @@ class Img2ImgTab:
                 **self.controls.params()}
 
 
-def build(studio: Studio) -> Img2ImgTab:
+def build(studio: Service) -> Img2ImgTab:
     with gr.Row():
         with gr.Column(scale=2):
             image = gr.Image(label="Input image", type="filepath", image_mode="RGB", height=320, elem_id="i2i-input")
@@ -46,35 +36,16 @@ def build(studio: Studio) -> Img2ImgTab:
             negative = gr.Textbox(label="Negative prompt", lines=1)
             strength = gr.Slider(0, 1, value=0.75, step=0.05, elem_id="i2i-strength",
                                  label="Strength (0 = the input unchanged, 1 = ignore it)")
-            with gr.Row():
-                generate = gr.Button("Redraw", variant="primary", elem_id="i2i-generate")
-                stop = gr.Button("Stop", variant="stop")
+            generate, stop = buttons("i2i", "Redraw")
             controls = sampling_controls(studio, "img2img", size=False)
         with gr.Column(scale=3):
-            preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="i2i-gallery",
-                                 object_fit="contain", interactive=False)
-            info = gr.Code(label="Parameters used", language="json")
-
-    @gpu
-    def run(image, prompt, negative_prompt, strength, steps, guidance_scale, seed, num_images, sampler, model,
-            request: gr.Request, progress=gr.Progress()):
-        req = Img2ImgRequest(image=image, prompt=prompt, negative_prompt=negative_prompt, strength=strength,
-                             steps=steps, guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                             sampler=sampler, model=model)
-        yield from run_with_progress(studio, req, progress, request)
-
-    c = controls
-    inputs = [image, prompt, negative, strength, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler, c.model]
-    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(studio, len(inputs)))
-    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(studio, "img2img", m)[:3], c.model,
-                   [c.steps, c.guidance_scale, c.sampler], api_visibility="private")
-    return Img2ImgTab(image, prompt, negative, strength, controls, gallery)
+            shown = results("i2i")
+    inputs = {"image": image, "prompt": prompt, "negative_prompt": negative, "strength": strength,
+              **controls.inputs()}
+    wire(studio, generate, stop, inputs, lambda values: Img2ImgRequest(**values), shown)
+    controls.follow_model(studio, "img2img")
+    return Img2ImgTab(image, prompt, negative, strength, controls, shown.gallery)
 
 
 if __name__ == "__main__":
-    with gr.Blocks(title="Image → Image") as demo:
-        build(studio(ModelStack.from_catalog()))
-    demo.queue().launch()
+    standalone(build, "Image → Image")

@@ -11,25 +11,14 @@ from gradio.components.base import server
 from PIL import Image
 
 from ldm_core.limits import Limits
-from ldm_core.pipelines.common import MASK_DOWNSAMPLING
-from ldm_core.stack import ModelStack
+from ldm_core.options import MASK_DOWNSAMPLING
+from ldm_core.requests import RequestError
+from ldm_core.service import Service
 from ldm_core.tasks.inpaint import MAX_MASK_BLUR, SIDES, InpaintRequest
-from ldm_core.validation import RequestError
+from server.errors import refuse
 
-from .common import (
-    GPU_CONCURRENCY_ID,
-    SamplingControls,
-    Studio,
-    gpu,
-    model_defaults,
-    quota,
-    refuse,
-    run_with_progress,
-    sampling_controls,
-    stopped,
-    studio,
-    user_error,
-)
+from .common import buttons, results, standalone, wire
+from .controls import SamplingControls, sampling_controls
 
 # the painted mask shows as a translucent dark shade: visible on white and over every colour of
 # Shapes World (a white brush could not be seen on its white canvas); what counts is where it is
@@ -143,7 +132,14 @@ class InpaintTab:
                 "mask_blur": self.mask_blur, **self.extend}
 
 
-def build(studio: Studio) -> InpaintTab:
+def make_request(values: dict) -> InpaintRequest:
+    """The request from the tab's named inputs: the editor's picture and painted mask."""
+    pads = {f"extend_{side}": int(values.pop(f"extend_{side}")) for side in SIDES}
+    image, mask = editor_to_image_and_mask(values.pop("editor"), outpainting=any(pads.values()))
+    return InpaintRequest(image=image, mask=mask, **{**values, "keep_unmasked": bool(values["keep_unmasked"])}, **pads)
+
+
+def build(studio: Service) -> InpaintTab:
     with gr.Row():
         with gr.Column(scale=3):
             editor = bounded(gr.ImageEditor(label="Image: paint the region to repaint", type="pil",
@@ -155,9 +151,7 @@ def build(studio: Studio) -> InpaintTab:
             prompt = gr.Textbox(label="Prompt (what to paint; empty = fill plausibly)", lines=1,
                                 elem_id="inpaint-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
-            with gr.Row():
-                generate = gr.Button("Inpaint", variant="primary", elem_id="inpaint-generate")
-                stop = gr.Button("Stop", variant="stop")
+            generate, stop = buttons("inpaint", "Inpaint")
             controls = sampling_controls(studio, "inpaint", size=False)
             mask_blur = gr.Slider(0, MAX_MASK_BLUR, value=2, step=0.5, elem_id="inpaint-mask-blur",
                                   label="Mask blur (px): a soft seam inside the mask; 0 = a hard edge")
@@ -172,37 +166,14 @@ def build(studio: Studio) -> InpaintTab:
                 mask_downsampling = gr.Radio(list(MASK_DOWNSAMPLING), value="max", label="Mask on the latent grid: "
                                              "max (thin strokes kept) or nearest (as diffusers)",
                                              elem_id="inpaint-mask-downsampling")
-            preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=2, height="auto", format="png", elem_id="inpaint-gallery",
-                                 object_fit="contain", interactive=False)
-            info = gr.Code(label="Parameters used", language="json")
-
-    @gpu
-    def run(value, prompt, negative_prompt, steps, guidance_scale, seed, num_images, sampler, model, keep_unmasked,
-            mask_downsampling, mask_blur, left, top, right, bottom, request: gr.Request, progress=gr.Progress()):
-        pads = dict(extend_left=int(left), extend_top=int(top), extend_right=int(right), extend_bottom=int(bottom))
-        try:
-            image, mask = editor_to_image_and_mask(value, outpainting=any(pads.values()))
-        except RequestError as e:
-            raise user_error(e) from None
-        req = InpaintRequest(image=image, mask=mask, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
-                             guidance_scale=guidance_scale, seed=seed, num_images=num_images, sampler=sampler,
-                             model=model, keep_unmasked=bool(keep_unmasked), mask_downsampling=mask_downsampling,
-                             mask_blur=mask_blur, **pads)
-        yield from run_with_progress(studio, req, progress, request)
-
-    c = controls
-    inputs = [editor, prompt, negative, c.steps, c.guidance_scale, c.seed, c.num_images, c.sampler, c.model,
-              keep_unmasked, mask_downsampling, mask_blur, *extend.values()]
-    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=quota(studio, len(inputs)))
-    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(studio, "inpaint", m)[:3], c.model, [c.steps, c.guidance_scale, c.sampler],
-                   api_visibility="private")
-    return InpaintTab(editor, prompt, negative, controls, gallery, keep_unmasked, mask_downsampling, mask_blur, extend)
+            shown = results("inpaint", columns=2)
+    inputs = {"editor": editor, "prompt": prompt, "negative_prompt": negative, **controls.inputs(),
+              "keep_unmasked": keep_unmasked, "mask_downsampling": mask_downsampling, "mask_blur": mask_blur, **extend}
+    wire(studio, generate, stop, inputs, make_request, shown)
+    controls.follow_model(studio, "inpaint")
+    return InpaintTab(editor, prompt, negative, controls, shown.gallery, keep_unmasked, mask_downsampling, mask_blur,
+                      extend)
 
 
 if __name__ == "__main__":
-    with gr.Blocks(title="Inpainting") as demo:
-        build(studio(ModelStack.from_catalog()))
-    demo.queue().launch()
+    standalone(build, "Inpainting")

@@ -11,24 +11,13 @@ from gradio_image_annotation import image_annotator
 
 from ldm_core.data.shapes import COLORS, SHAPES
 from ldm_core.grounding import parse_label
-from ldm_core.stack import ModelStack
+from ldm_core.requests import RequestError
+from ldm_core.service import Service
 from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
-from ldm_core.validation import RequestError
 
-from .common import (
-    GPU_CONCURRENCY_ID,
-    SamplingControls,
-    Studio,
-    gpu,
-    hires_controls,
-    model_defaults,
-    quota,
-    refuse,
-    run_with_progress,
-    sampling_controls,
-    stopped,
-    studio,
-)
+from .common import Form, buttons, results, standalone, wire
+from .controls import SamplingControls, sampling_controls
+from .panels import add_panels
 
 CANVAS = 512  # drawing canvas, pixels; boxes are normalised by it
 LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
@@ -168,25 +157,23 @@ class Layout2ImgTab:
     annotator: image_annotator
     controls: SamplingControls
     gallery: gr.Gallery
-
-    hires: gr.Checkbox
-    hires_model: gr.Dropdown
+    panels: dict                  # composition -> {field: control} (hires)
     convert = {"boxes": boxes_to_annotation, "hires": bool}    # info value -> control value
 
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "boxes": self.annotator,
-                **self.controls.params(), "hires": self.hires, "hires_model": self.hires_model}
+                **self.controls.params(), **self.panels.get("hires", {})}
 
 
-def _pipeline(studio: Studio, model: str | None) -> str | None:
+def _pipeline(studio: Service, model: str | None) -> str | None:
     try:
         return studio.entry("layout2img", model or None).pipeline
     except Exception:  # an unknown name: the request's own check says so
         return None
 
 
-def layout_problem(studio: Studio, annotation: dict | None, model: str | None) -> str | None:
+def layout_problem(studio: Service, annotation: dict | None, model: str | None) -> str | None:
     """What stops these boxes from being drawn, in words for the user (None: nothing)."""
     try:
         annotation_to_boxes(annotation)
@@ -214,7 +201,7 @@ def _canvas():
     return annotator, status, boxes_json
 
 
-def status_text(studio: Studio, value, model) -> str:
+def status_text(studio: Service, value, model) -> str:
     n = len((value or {}).get("boxes") or [])
     if not n:
         return "No boxes yet: drag on the canvas to draw one."
@@ -222,75 +209,46 @@ def status_text(studio: Studio, value, model) -> str:
     return f"**Not ready:** {problem}." if problem else f"{n} box{'es' * (n > 1)}, ready to generate."
 
 
-def _validator(studio: Studio, inputs: list, annotator, model):
-    """Before the job is queued: the client's quota, and boxes the model cannot draw refused with what to do."""
-    check_quota = quota(studio, len(inputs))
-    at_annotation, at_model = inputs.index(annotator), inputs.index(model)
-
-    def validate(*args):
-        annotation, name = args[at_annotation], args[at_model]
-        problem = layout_problem(studio, annotation, name) if isinstance(annotation, dict) else None
-        if problem:
-            raise refuse(problem)
-        return check_quota(*args)
-
-    validate.__signature__ = check_quota.__signature__
-    validate.__annotations__ = check_quota.__annotations__
-    return validate
+def make_request(values: dict) -> Layout2ImgRequest:
+    """The request from the tab's named inputs: the boxes drawn on the annotator."""
+    boxes = annotation_to_boxes(values.pop("boxes"))
+    return Layout2ImgRequest(boxes=boxes, **{**values, "hires": bool(values.get("hires"))})
 
 
-def build(studio: Studio) -> Layout2ImgTab:
+def build(studio: Service) -> Layout2ImgTab:
     with gr.Row():
         with gr.Column(scale=3):
             annotator, status, boxes_json = _canvas()
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="layout-generate")
-                stop = gr.Button("Stop", variant="stop")
+            generate, stop = buttons("layout")
             controls = sampling_controls(studio, "layout2img")
-            hires, hires_model = hires_controls(studio, "layout2img")
-            preview = gr.Image(label="Preview", height=160, interactive=False)
-            gallery = gr.Gallery(label="Images", columns=4, height="auto", format="png", elem_id="layout-gallery",
-                                 object_fit="contain", interactive=False)
-            info = gr.Code(label="Parameters used", language="json")
+            settings = gr.Column()
+            shown = results("layout")
+    with settings:
+        form = Form("layout2img", {"prompt": prompt, "negative_prompt": negative, "boxes": annotator,
+                                   **controls.inputs()}, make_request, shown, stop)
+        panels = add_panels(studio, form)
 
     def show_boxes(value, model):
         fixed = recoloured(value)
         return boxes_text(value), status_text(studio, value, model), (gr.skip() if fixed is None else fixed)
 
-    inputs = [prompt, negative, annotator, *(getattr(controls, k) for k in (
-        "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")), hires, hires_model]
-    validate = _validator(studio, inputs, annotator, controls.model)
+    def check(values: dict) -> str | None:
+        """Boxes the model cannot draw, refused with what to do before the job is queued."""
+        annotation = values["boxes"]
+        return layout_problem(studio, annotation, values["model"]) if isinstance(annotation, dict) else None
 
-    @gpu
-    def run(prompt, negative_prompt, annotation, steps, guidance_scale, seed, num_images, width, height, sampler,
-            model, hires, hires_model, request: gr.Request, progress=gr.Progress()):
-        problem = layout_problem(studio, annotation, model)
-        if problem:
-            raise refuse(problem)
-        req = Layout2ImgRequest(prompt=prompt, boxes=annotation_to_boxes(annotation), negative_prompt=negative_prompt,
-                                steps=steps, guidance_scale=guidance_scale, seed=seed, num_images=num_images,
-                                width=width, height=height, sampler=sampler, model=model, hires=bool(hires),
-                                hires_model=hires_model)
-        yield from run_with_progress(studio, req, progress, request)
-
-    c = controls
     # a typed label keeps the box's old colour in the annotator: the server sends it back in its label's colour
-    annotator.change(show_boxes, [annotator, c.model], [boxes_json, status, annotator], api_visibility="private",
-                     show_progress="hidden", queue=False)
-    ev = generate.click(run, inputs, [gallery, preview, info], concurrency_id=GPU_CONCURRENCY_ID,
-                        api_visibility="private", validator=validate)
-    stop.click(stopped, None, preview, cancels=[ev], api_visibility="private")
-    c.model.change(lambda m: model_defaults(studio, "layout2img", m), c.model,
-                   [c.steps, c.guidance_scale, c.sampler, c.width, c.height], api_visibility="private")
-    c.model.change(lambda v, m: status_text(studio, v, m), [annotator, c.model], status, api_visibility="private",
-                   show_progress="hidden")
-    return Layout2ImgTab(prompt, negative, annotator, controls, gallery, hires, hires_model)
+    annotator.change(show_boxes, [annotator, controls.model], [boxes_json, status, annotator],
+                     api_visibility="private", show_progress="hidden", queue=False)
+    wire(studio, generate, stop, form.inputs, make_request, shown, check=check)
+    controls.follow_model(studio, "layout2img")
+    controls.model.change(lambda v, m: status_text(studio, v, m), [annotator, controls.model], status,
+                          api_visibility="private", show_progress="hidden")
+    return Layout2ImgTab(prompt, negative, annotator, controls, shown.gallery, panels)
 
 
 if __name__ == "__main__":
-    with gr.Blocks(title="Layout → Image") as demo:
-        build(studio(ModelStack.from_catalog()))
-    demo.queue().launch()
+    standalone(build, "Layout → Image")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ldm_core.provenance import a1111_text, read_parameters, read_watermark
-from ldm_core.validation import RequestError, load_image
+from ldm_core.requests import RequestError, load_image
 
 
 @dataclass

@@ -31,6 +31,12 @@ def stack(tiny_catalog, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def service(stack):
+    from ldm_core.service import Service
+    return Service(stack)
+
+
+@pytest.fixture(scope="session")
 def hub_mirrors(tmp_path_factory):
     """Every hub repository of the catalog, mirrored (tiny widths, real layout) into this session's
     Hugging Face cache. Returns the marker file that any unpickled booby-trapped pickle creates."""

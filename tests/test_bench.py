@@ -68,7 +68,7 @@ def test_previews_are_decoded_only_within_their_time_budget(tiny_catalog, monkey
     sizes = []
 
     def cb(step):
-        sizes.append(s.preview(req, step.latents).size)
+        sizes.append(s.preview("tiny-text2img", step.latents).size)
 
     s.run(req, callback=cb)
     assert sizes[0] == (32, 32)                                # first: decoded (its cost is measured)

@@ -9,7 +9,8 @@ from ldm_core.catalog import Catalog
 from ldm_core.limits import DEFAULT_LIMITS as L
 from ldm_core.tasks.layout2img import parse_boxes
 from ldm_core.tasks.text2img import Text2ImgRequest
-from ldm_core.validation import RequestError, validate
+from ldm_core.requests import RequestError
+from ldm_core.validation import validate
 
 anything = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30))
@@ -25,7 +26,8 @@ def test_text2img_validation_never_crashes(tiny_catalog, prompt, steps, guidance
     req = Text2ImgRequest(prompt=prompt, steps=steps, guidance_scale=guidance, seed=seed, num_images=n, width=width,
                           height=height, sampler=sampler, model=model)
     try:
-        ok, entry = validate(req, cat)
+        checked = validate(req, cat)
+        ok, entry = checked.request, checked.entry
     except RequestError:
         return
     assert ok.prompt and L.min_steps <= ok.steps <= L.max_steps and 1 <= ok.num_images <= L.max_images

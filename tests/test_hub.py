@@ -246,8 +246,9 @@ def test_plan_rules_on_a_made_up_listing():
 
 
 def test_the_sampler_dropdown_names_each_models_own_scheduler(stack, hub_mirrors):
-    from tabs.common import sampler_choices, studio
-    ui = studio(stack)
+    from ldm_core.service import Service
+    from tabs.controls import sampler_choices
+    ui = Service(stack)
     labels = dict((v, k) for k, v in sampler_choices(ui, HUB["gligen-1-4-generation-text-box"]))
     assert labels["Model default"] == "Model default (PNDM)" and labels["DDIM"] == "DDIM"
     assert dict((v, k) for k, v in sampler_choices(ui, CATALOG.entries["shapes-text2img"]))["Model default"] \

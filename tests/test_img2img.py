@@ -7,7 +7,7 @@ from PIL import Image
 from ldm_core.pipelines.img2img import start_step
 from ldm_core.tasks.img2img import Img2ImgRequest
 from ldm_core.tasks.text2img import Text2ImgRequest
-from ldm_core.validation import RequestError
+from ldm_core.requests import RequestError
 
 
 def arr(img):

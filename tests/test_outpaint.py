@@ -7,7 +7,7 @@ from ldm_core.__main__ import main
 from ldm_core.eval.seam import border_pairs, seam_step
 from ldm_core.provenance import read_parameters
 from ldm_core.tasks.inpaint import InpaintRequest
-from ldm_core.validation import RequestError
+from ldm_core.requests import RequestError
 
 
 def picture(w=32, h=32):

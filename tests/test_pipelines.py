@@ -9,7 +9,7 @@ from ldm_core.tasks.inpaint import InpaintRequest
 from ldm_core.tasks.layout2img import Layout2ImgRequest
 from ldm_core.tasks.superres import SuperResRequest
 from ldm_core.tasks.text2img import Text2ImgRequest
-from ldm_core.validation import RequestError
+from ldm_core.requests import RequestError
 
 TEXT_MODELS = ["tiny-text2img", "tiny-compvis-text2im"]
 BOXES = '[{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]'
@@ -40,6 +40,18 @@ def test_negative_prompt_and_guidance_change_the_image(stack):
     b = stack.run(Text2ImgRequest(prompt="a red circle", seed=5, guidance_scale=7.0, negative_prompt="blue")).images[0]
     c = stack.run(Text2ImgRequest(prompt="a red circle", seed=5, guidance_scale=1.0)).images[0]
     assert np.abs(arr(a) - arr(b)).max() > 0 and np.abs(arr(a) - arr(c)).max() > 0
+
+
+def test_every_sampler_name_has_an_implementation():
+    """ldm_core.options types the sampler names; common.SAMPLERS maps each, in that order, to a scheduler."""
+    from diffusers import DDIMScheduler
+
+    from ldm_core.options import SAMPLER_NAMES
+    from ldm_core.pipelines.common import make_scheduler
+    assert tuple(SAMPLERS) == SAMPLER_NAMES
+    published = {**DDIMScheduler().config, "_class_name": "DDIMScheduler"}
+    for name in SAMPLER_NAMES:
+        assert hasattr(make_scheduler(published, name), "step"), name
 
 
 @pytest.mark.parametrize("sampler", list(SAMPLERS))

@@ -238,7 +238,7 @@ def test_bad_boxes_and_images_get_clear_errors(studio):
 def test_the_cache_janitor_bounds_age_and_size(tmp_path):
     import os
 
-    from tabs.security import clean_cache
+    from server.security import clean_cache
     now = time.time()
     for i, (age_h, size) in enumerate([(30, 10), (2, 400), (1, 400), (0, 400)]):
         f = tmp_path / f"d{i}" / "f.png"

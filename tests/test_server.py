@@ -317,7 +317,7 @@ def test_uploads_are_never_served_as_pages(studio):
 
 # ---------------------------------------------------------------- cancel
 def test_cancel_stops_the_generation_at_its_next_update_and_the_server_goes_on(client, studio):
-    from tabs.common import FIRST_UPDATE_SECONDS, UPDATE_SECONDS
+    from ldm_core.jobs import FIRST_UPDATE_SECONDS, UPDATE_SECONDS
     submitted = time.time()
     job = client.submit(prompt="a long one", steps=150, width=512, height=512, seed=3, api_name="/text2img")
     deadline = time.time() + 120
@@ -361,7 +361,7 @@ def test_the_queue_polls_less_often_than_gradios_default():
     import gradio as gr
     from gradio.queueing import Queue
 
-    from tabs.common import QUEUE_POLL_SECONDS, calm_queue
+    from server.fair_use import QUEUE_POLL_SECONDS, calm_queue
     source = inspect.getsource(Queue)
     assert "self.sleep_when_free" in source and "self.progress_update_sleep_when_free" in source
     with gr.Blocks() as demo:

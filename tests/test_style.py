@@ -35,7 +35,7 @@ def test_every_task_has_its_module_pipeline_tab_and_catalog_models():
         assert (ROOT / "ldm_core" / "pipelines" / f"{name}.py").is_file(), name
         assert hasattr(tabs[name], "build"), name
         entries = catalog.for_task(name)
-        assert entries and all(e.pipeline in task.pipelines() for e in entries), name
+        assert entries and all(e.pipeline in task.pipelines for e in entries), name
 
 
 def test_nothing_retypes_the_task_list():

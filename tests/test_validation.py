@@ -11,7 +11,8 @@ from ldm_core.tasks.inpaint import InpaintRequest, load_mask
 from ldm_core.tasks.layout2img import Layout2ImgRequest, parse_boxes
 from ldm_core.tasks.superres import SuperResRequest
 from ldm_core.tasks.text2img import Text2ImgRequest
-from ldm_core.validation import RequestError, load_image, validate
+from ldm_core.requests import RequestError, load_image
+from ldm_core.validation import validate
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,8 @@ def png_bytes(img, fmt="PNG"):
 
 
 def test_defaults_come_from_the_catalog(catalog):
-    req, entry = validate(Text2ImgRequest(prompt="a red circle"), catalog)
+    checked = validate(Text2ImgRequest(prompt="a red circle"), catalog)
+    req, entry = checked.request, checked.entry
     assert entry.name == "tiny-text2img" and req.model == "tiny-text2img"
     assert (req.steps, req.guidance_scale, req.width, req.height, req.sampler) == (4, 3.0, 32, 32, "DPM++ 2M")
 
@@ -71,7 +73,7 @@ def test_bad_boxes(boxes, message):
 
 
 def test_good_boxes(catalog):
-    req, _ = validate(Layout2ImgRequest(boxes='[{"label": "red circle", "box": [0, 0, 1, 0.5]}]'), catalog)
+    req = validate(Layout2ImgRequest(boxes='[{"label": "red circle", "box": [0, 0, 1, 0.5]}]'), catalog).request
     assert req.boxes[0].label == "red circle" and req.boxes[0].box == (0.0, 0.0, 1.0, 0.5)
     with pytest.raises(RequestError, match="at least one box"):
         validate(Layout2ImgRequest(boxes="[]"), catalog)
@@ -116,7 +118,7 @@ def test_inpaint_and_superres_requests(catalog):
     img = png_bytes(Image.new("RGB", (32, 32)))
     mask = Image.new("L", (32, 32), 0)
     mask.paste(255, (0, 0, 8, 8))
-    req, _ = validate(InpaintRequest(image=img, mask=png_bytes(mask)), catalog)
+    req = validate(InpaintRequest(image=img, mask=png_bytes(mask)), catalog).request
     assert req.image.size == (32, 32) and req.mask.size == (32, 32)
     with pytest.raises(RequestError, match="no image"):
         validate(InpaintRequest(image=None, mask=png_bytes(mask)), catalog)
@@ -160,7 +162,7 @@ def test_the_compute_budget_names_itself(catalog):
     with pytest.raises(RequestError, match=r"asks for 4\.1 megapixel-steps \(32x32 pixels x 500 steps x 8 images\)"
                                            r"; this server's compute budget is 1 per request"):
         validate(Text2ImgRequest(prompt="a", steps=500, num_images=8), catalog, Limits(max_steps=1000, max_work=1.0))
-    assert validate(Text2ImgRequest(prompt="a"), catalog, tight)[0].steps == 4      # within it
+    assert validate(Text2ImgRequest(prompt="a"), catalog, tight).request.steps == 4      # within it
     sr = SuperResRequest(image=Image.new("RGB", (64, 64), "red"), steps=10, average=8, model="tiny-superres")
     with pytest.raises(RequestError, match=r"x 8 samples averaged.*or fewer samples averaged"):
         validate(sr, catalog, tight)

@@ -7,10 +7,10 @@ import pytest
 from ldm_core.__main__ import main
 from ldm_core.limits import DEFAULT_LIMITS
 from ldm_core.provenance import read_parameters
-from ldm_core.stack import ModelStack
+from ldm_core.service import Service
 from ldm_core.tasks.text2img import Text2ImgRequest
-from ldm_core.validation import RequestError
-from ldm_core.xyplot import MIN_CELL, Axis, cells, plot
+from ldm_core.compositions.xyplot import MIN_CELL, Axis, XYPlotRequest, cells
+from ldm_core.requests import RequestError
 
 BASE = Text2ImgRequest(prompt="a red circle", model="tiny-text2img", seed=4)
 
@@ -33,8 +33,8 @@ def test_bad_axes_say_what_is_wrong(x, y, match):
         cells(BASE, x, y)
 
 
-def test_the_grid_holds_every_cell_and_records_the_axes(stack, tmp_path):
-    r = plot(stack, BASE, Axis("steps", "1, 2, 3"), Axis("seed", "7, 8"))
+def test_the_grid_holds_every_cell_and_records_the_axes(service, stack, tmp_path):
+    r = service.run(XYPlotRequest(BASE, Axis("steps", "1, 2, 3"), Axis("seed", "7, 8")))
     grid = r.images[0]
     assert grid.width >= 3 * MIN_CELL and grid.height >= 2 * MIN_CELL
     assert r.info["xyplot"] == {"x_axis": "steps", "x_values": [1, 2, 3], "y_axis": "seed", "y_values": [7, 8],
@@ -46,11 +46,11 @@ def test_the_grid_holds_every_cell_and_records_the_axes(stack, tmp_path):
 
 
 def test_a_plot_over_the_compute_budget_is_refused_before_any_cell_runs(tiny_catalog):
-    s = ModelStack.from_catalog(tiny_catalog, device="cpu", limits=replace(DEFAULT_LIMITS, max_work=0.01))
+    s = Service.from_catalog(tiny_catalog, device="cpu", limits=replace(DEFAULT_LIMITS, max_work=0.01))
     assert 4 * 32 * 32 * 4 / 1e6 > 0.01 > 32 * 32 * 4 / 1e6        # each cell fits, the four do not
-    with pytest.raises(RequestError, match="its 4 cells ask for"):
-        plot(s, BASE, Axis("seed", "1, 2, 3, 4"))
-    assert not s._resident                                          # nothing was loaded, let alone run
+    with pytest.raises(RequestError, match=r"asks for 0\.0\d* megapixel-steps \(4 cells of 32x32"):
+        s.run(XYPlotRequest(BASE, Axis("seed", "1, 2, 3, 4")))
+    assert not s.stack._resident                                          # nothing was loaded, let alone run
 
 
 def test_xyplot_from_the_command_line(tiny_catalog, tmp_path, capsys):

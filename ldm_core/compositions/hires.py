@@ -7,6 +7,7 @@ from ..catalog import Catalog, CatalogError
 from ..limits import Limits
 from ..requests import RequestError
 from ..results import Result
+from ..tasks import TASKS
 from ..tasks.superres import SuperResRequest
 from ..validation import Work, validate
 from .base import Composition, Plan
@@ -64,7 +65,7 @@ COMPOSITION = Composition(
     applies=applies,
     plan=plan,
     run=run,
-    tasks=("text2img", "layout2img"),
+    tasks=tuple(name for name, t in TASKS.items() if "hires" in t.request.__dataclass_fields__),
     needs=("superres",),
     help="each image of a text or layout request upscaled 4x by a super-resolution model",
 )

@@ -25,16 +25,16 @@ VAL = ("motorcycle", "gradio:media_assets/images/tower.jpg", "gradio:media_asset
 
 def _load(name: str) -> np.ndarray | None:
     if name == "grace_hopper":
-        import matplotlib.cbook
+        import matplotlib.cbook  # lazy: matplotlib: only for plots, and slow to import
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
     if name.startswith("gradio:"):
-        import gradio
+        import gradio  # lazy: gradio: only for its bundled sample pictures
         try:
             return np.asarray(Image.open(os.path.join(os.path.dirname(gradio.__file__), name[7:])).convert("RGB"))
         except OSError:  # another gradio version without this asset
             return None
-    import skimage.data
+    import skimage.data  # lazy: scikit-image: only for its sample photographs
     try:
         im = np.asarray(skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)())
     except Exception:  # an image that would need a download: skip it

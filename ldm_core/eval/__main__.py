@@ -23,22 +23,42 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from diffusers import AutoencoderKL
+
+from ldm_core.stack import ModelStack
+from ldm_core.tasks import TASKS
+
+from ..data.detector import detect, match
+from ..data.images import from_uint8, save_grid, to_uint8
+from ..data.images import psnr as psnr_db
+from ..data.shapes import render_batch
+from ..pipelines.latents import vae_scale_factor
+from .detector import validate
+from .evaluate import (
+    FLOOR_SEED0,
+    TEXT_SEED0,
+    evaluate_layout2img,
+    evaluate_text2img,
+    guidance_sweep,
+    relayout,
+    text2img_prompts,
+)
+from .features import features, fid, train_classifier
+from .restore import evaluate_inpaint, evaluate_inpaint_wide, evaluate_superres
+from .sizes import evaluate_sizes
 
 # --- adapters from the model stack to plain generate() callables ---------------------------
 # The only code that knows the stack's API; everything else takes generate() callables.
-# Assumed: ModelStack.from_catalog().run(request) -> result with .images[0] a PIL image.
-
-
-def _import_stack(task: str):
-    """The stack class and the request class of `task` (imported here: the eval's metrics need no torch)."""
-    from ldm_core.stack import ModelStack
-    from ldm_core.tasks import TASKS
-    return ModelStack, TASKS[task].request
+# ModelStack.from_catalog().run(request) -> a result whose .images[0] is a PIL image.
+Text2ImgRequest = TASKS["text2img"].request
+Layout2ImgRequest = TASKS["layout2img"].request
+InpaintRequest = TASKS["inpaint"].request
+SuperResRequest = TASKS["superres"].request
 
 
 def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
-    ModelStack, Text2ImgRequest = _import_stack("text2img")
     stack = ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
@@ -50,7 +70,6 @@ def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
 def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None, stack=None, size: int | None = None):
     """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}]);
     size: a size × size canvas (default: the model's own size)."""
-    ModelStack, Layout2ImgRequest = _import_stack("layout2img")
     stack = stack or ModelStack.from_catalog(catalog)
 
     def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
@@ -62,7 +81,6 @@ def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None, st
 
 def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = None):
     """generate(prompt, seed, guidance) -> (64, 64, 3) uint8, for guidance sweeps."""
-    ModelStack, Text2ImgRequest = _import_stack("text2img")
     stack = ModelStack.from_catalog(catalog)
     return lambda prompt, seed, g: np.asarray(stack.run(Text2ImgRequest(
         prompt=prompt, seed=seed, steps=steps, model=model, guidance_scale=g)).images[0].convert("RGB"))
@@ -70,7 +88,6 @@ def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = Non
 
 def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
     """inpaint(prompt, image, mask, seed) -> PIL image, via ModelStack + InpaintRequest."""
-    ModelStack, InpaintRequest = _import_stack("inpaint")
     stack = ModelStack.from_catalog(catalog)
     return lambda prompt, image, mask, seed: stack.run(
         InpaintRequest(prompt=prompt, image=image, mask=mask, seed=seed, steps=steps, model=model)).images[0]
@@ -78,7 +95,6 @@ def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
 
 def stack_superres(model: str, steps: int = 25, catalog: str | None = None):
     """upscale(image, seed) -> PIL image, via ModelStack + SuperResRequest."""
-    ModelStack, SuperResRequest = _import_stack("superres")
     stack = ModelStack.from_catalog(catalog)
     return lambda image, seed: stack.run(SuperResRequest(image=image, seed=seed, steps=steps, model=model)).images[0]
 
@@ -96,7 +112,6 @@ def _write(out: Path, report: str, results: dict, grid=None) -> None:
 
 
 def task_detector(a) -> None:
-    from .detector import validate
     rows = []
     for blur, noise in [(0.0, 0.0), (a.blur, a.noise / 255)]:
         t = time.monotonic()
@@ -112,7 +127,6 @@ def task_detector(a) -> None:
 
 
 def task_train_classifier(a) -> None:
-    from .features import train_classifier
     t = time.monotonic()
     cfg = train_classifier(a.out or "models/eval-classifier", steps=a.steps, seed=a.seed)
     print("held-out:", json.dumps(cfg["heldout"]))
@@ -121,9 +135,6 @@ def task_train_classifier(a) -> None:
 
 
 def task_fid_floor(a) -> None:
-    from ..data.shapes import render_batch
-    from .evaluate import FLOOR_SEED0, TEXT_SEED0, relayout, text2img_prompts
-    from .features import features, fid
     f_a = features(render_batch(range(TEXT_SEED0, TEXT_SEED0 + a.n))[0])
     f_b = features(render_batch(range(FLOOR_SEED0, FLOOR_SEED0 + a.n))[0])
     blank = features(np.full((a.n, 64, 64, 3), 255, np.uint8))
@@ -143,18 +154,12 @@ AUTOENCODER_SEED0 = 21_000_000
 
 
 def task_autoencoder(a) -> None:
-    import torch
 
-    from ..data.detector import detect, match
-    from ..data.images import from_uint8, save_grid, to_uint8
-    from ..data.images import psnr as psnr_db
-    from ..data.shapes import render_batch
 
     path = Path(a.model)
     if not (path / "config.json").exists():
         raise SystemExit(f"no autoencoder at {path} (expected {path}/config.json); train it with "
                          "`python -m ldm_core.train autoencoder` and export it there first")
-    from diffusers import AutoencoderKL
     vae = AutoencoderKL.from_pretrained(str(path)).float().eval()
     images, scenes = render_batch(range(AUTOENCODER_SEED0, AUTOENCODER_SEED0 + a.n))
     recon = []
@@ -180,7 +185,6 @@ def task_autoencoder(a) -> None:
 
 
 def task_text2img(a) -> None:
-    from .evaluate import evaluate_text2img
     generate = stack_text2img(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_text2img(generate, n_per_form=a.n_per_form, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), f"## text2img: {a.model}\n\n{table}", res, grid)
@@ -189,7 +193,6 @@ def task_text2img(a) -> None:
 def task_layout2img(a) -> None:
     if a.size:
         return task_layout2img_sizes(a)
-    from .evaluate import evaluate_layout2img
     generate = stack_layout2img(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_layout2img(generate, n=a.n, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
@@ -197,9 +200,7 @@ def task_layout2img(a) -> None:
 
 def task_layout2img_sizes(a) -> None:
     """The same layouts and seeds at each --size (paper §4.3.2), judged after a box-filter downsample to 64²."""
-    from .sizes import evaluate_sizes
-    from ..pipelines.latents import vae_scale_factor
-    stack = _import_stack("layout2img")[0].from_catalog(a.catalog)
+    stack = ModelStack.from_catalog(a.catalog)
     f = vae_scale_factor(stack.load(a.model).vae)
     table, grid, res = evaluate_sizes(lambda size: stack_layout2img(a.model, a.steps, stack=stack, size=size),
                                       a.size, n=a.n, seed=a.seed, latent_factor=f)
@@ -209,26 +210,22 @@ def task_layout2img_sizes(a) -> None:
 
 
 def task_guidance_sweep(a) -> None:
-    from .evaluate import guidance_sweep
     table, res = guidance_sweep(stack_text2img_guided(a.model, a.steps, a.catalog), a.guidance, a.n_per_form)
     _write(Path(a.out or f"outputs/eval/guidance-{a.model}"), f"## guidance sweep: {a.model}\n\n{table}", res)
 
 
 def task_inpaint(a) -> None:
-    from .restore import evaluate_inpaint
     table, grid, res = evaluate_inpaint(stack_inpaint(a.model, a.steps, a.catalog), n=a.n, seed=a.seed)
     _write(Path(a.out or f"outputs/eval/inpaint-{a.model}"), f"## inpaint: {a.model}\n\n{table}", res, grid)
 
 
 def task_inpaint_wide(a) -> None:
-    from .restore import evaluate_inpaint_wide
     table, grid, res = evaluate_inpaint_wide(stack_inpaint(a.model, a.steps, a.catalog), a.n_scenes, a.seeds)
     _write(Path(a.out or f"outputs/eval/inpaint-wide-{a.model}"), f"## inpaint, wider eval: {a.model}\n\n{table}",
            res, grid)
 
 
 def task_superres(a) -> None:
-    from .restore import evaluate_superres
     up = stack_superres(a.model, a.steps, a.catalog)
     table, grid, res = evaluate_superres(up, n=a.n, n_photos=a.n_photos, seed=a.seed,
                                          large=None if a.no_large else up)
@@ -266,8 +263,11 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
     p.add_argument("--n-per-form", type=int, default=24)
-    for name, fn in [("text2img", task_text2img), ("layout2img", task_layout2img), ("inpaint", task_inpaint),
-                     ("inpaint-wide", task_inpaint_wide), ("superres", task_superres)]:
+    # each registered task's model evaluations (ldm_core.tasks), in the tasks' order
+    evaluations = {"text2img": [("text2img", task_text2img)], "layout2img": [("layout2img", task_layout2img)],
+                   "inpaint": [("inpaint", task_inpaint), ("inpaint-wide", task_inpaint_wide)],
+                   "superres": [("superres", task_superres)]}
+    for name, fn in (e for task in TASKS for e in evaluations.get(task, ())):
         p = add(name, fn, f"evaluate a {name} model from the catalog")
         p.add_argument("--model", required=True, help="catalog model name")
         p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
@@ -290,7 +290,6 @@ def main(argv=None) -> None:
             p.add_argument("--no-large", action="store_true", help="skip the 256² -> 1024² timing")
 
     a = parser.parse_args(argv)
-    import torch
     torch.set_num_threads(a.threads)
     a.fn(a)
 

@@ -24,8 +24,10 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..data.detector import as_rgb_uint8, degrade
 from ..data.judge import judge_caption, judge_layout
 from ..data.shapes import CAPTION_FORMS, Scene, draw_objects, place_objects, relation_holds, sample_scene
+from .features import DEFAULT_DIR, features, fid
 from .metrics import caption_summary, layout_summary
 
 TEXT_SEED0 = 20_000_000
@@ -49,7 +51,6 @@ def layout2img_prompts(n: int = 100) -> list[Scene]:
 
 def to_64(img) -> np.ndarray:
     """Any image (PIL, float or uint8 array, any size) -> (64, 64, 3) uint8."""
-    from ..data.detector import as_rgb_uint8
     x = as_rgb_uint8(img)
     if x.shape[:2] != (64, 64):
         x = np.asarray(Image.fromarray(x).resize((64, 64), Image.BOX))
@@ -80,8 +81,6 @@ def relayout(scene: Scene, seed: int, tries: int = 1000) -> np.ndarray:
 
 def _fids(generated: np.ndarray, scenes: list[Scene], classifier, floor: bool = True) -> dict:
     """FID of generated vs GT renders of the same scenes; the perfect-model floor; a degraded-GT reference."""
-    from ..data.detector import degrade
-    from .features import features, fid
     gt = np.stack([s.image for s in scenes])
     f_gt = features(gt, classifier)
     degraded = np.stack([degrade(im, seed=k) for k, im in enumerate(gt)])
@@ -188,7 +187,6 @@ def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, bat
 
 
 def _default_classifier():
-    from .features import DEFAULT_DIR
     return DEFAULT_DIR
 
 

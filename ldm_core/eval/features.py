@@ -25,8 +25,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from scipy import linalg
 
+from ..data.detector import degrade
 from ..data.shapes import COLORS, SHAPES, render_batch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +97,6 @@ def multilabel_accuracy(model: TinyCNN, n: int = 2000, seed0: int = HELDOUT_SEED
 
     degraded: blur sigma 0.7 px + noise 5/255 (detector.degrade) on every image first.
     """
-    from ..data.detector import degrade
     imgs, scenes = render_batch(range(seed0, seed0 + n))
     if degraded:
         imgs = np.stack([degrade(im, seed=i) for i, im in enumerate(imgs)])
@@ -108,7 +109,6 @@ def multilabel_accuracy(model: TinyCNN, n: int = 2000, seed0: int = HELDOUT_SEED
 def train_classifier(out_dir: str | Path = DEFAULT_DIR, steps: int = 3000, seed: int = 0,
                      batch: int = 64, lr: float = 2e-3) -> dict:
     """Train TinyCNN on fresh renders (seeded), save fp16 safetensors + config; returns the config."""
-    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -146,7 +146,6 @@ def train_classifier(out_dir: str | Path = DEFAULT_DIR, steps: int = 3000, seed:
 
 @lru_cache(maxsize=4)
 def load_classifier(path: str | Path = DEFAULT_DIR) -> TinyCNN:
-    from safetensors.torch import load_file
 
     path = Path(path)
     weights = path / "model.safetensors"

@@ -25,6 +25,7 @@ the ground truth beside bicubic upsampling of the same input.
 from __future__ import annotations
 
 import random
+import resource
 import time
 from typing import Callable
 
@@ -37,6 +38,7 @@ from ..data.masks import OBJECT_MASK_STYLES, object_mask, random_mask
 from ..data.photos import heldout_crops
 from ..data.shapes import CAPTION_FORMS, sample_scene
 from .evaluate import _grid
+from .features import DEFAULT_DIR, features, fid
 
 INPAINT_SEED0 = 21_000_000
 INPAINT_WIDE_SEED0 = 21_200_000
@@ -53,7 +55,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import structural_similarity  # lazy: scikit-image: only for its sample photographs
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
 
 
@@ -88,7 +90,6 @@ def evaluate_inpaint(inpaint: InpaintFn, n: int = 100, seed: int = 0, with_fid: 
              f"| outside the mask, worst image | {_db(res['outside_psnr_min'])} "
              f"({res['outside_exact']} / {n} bit-identical) |"]
     if with_fid:
-        from .features import DEFAULT_DIR, features, fid
         clf = classifier or DEFAULT_DIR
         f_gt = features(np.stack([s.image for s in scenes]), clf)
         res["fid_empty_prompt"] = fid(features(np.stack(empty), clf), f_gt)
@@ -187,7 +188,6 @@ def evaluate_superres(upscale: UpscaleFn, n: int = 100, n_photos: int = 64, seed
         rows += [(f"{name}: ground truth", gts[:8], [None] * 8), (f"{name}: bicubic", bic[:8], [None] * 8),
                  (f"{name}: super-resolved", sr[:8], [None] * 8)]
     if large is not None:
-        import resource
         photo = Image.fromarray(heldout_crops(1, seed=1)[0]).resize((256, 256), Image.BICUBIC)
         t = time.monotonic()
         big = large(photo, seed)

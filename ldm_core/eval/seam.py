@@ -19,6 +19,8 @@ from PIL import Image
 
 from ..data.masks import random_mask
 from ..data.shapes import sample_scene
+from ..stack import ModelStack
+from ..tasks.inpaint import InpaintRequest
 from .restore import INPAINT_SEED0
 
 
@@ -56,7 +58,6 @@ def cases(n: int) -> list[tuple[str, str, np.ndarray, np.ndarray, dict]]:
 
 
 def measure(stack, blurs, n: int, model: str | None = None, steps: int = 25) -> dict:
-    from ..tasks.inpaint import InpaintRequest
     res: dict = {}
     for kind, caption, truth, mask, extra in cases(n):
         image = Image.fromarray(truth[:, :48] if extra else truth)
@@ -89,7 +90,6 @@ def main(argv=None) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     a = p.parse_args(argv)
-    from ..stack import ModelStack
     results = measure(ModelStack(device="cpu"), a.blurs, a.n, a.model, a.steps)
     print(table(results))
     if a.out:

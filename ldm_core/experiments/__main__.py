@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 
 from ..cli_util import add_dataclass_args, dataclass_from_args
+from . import f_tradeoff, report
+from .f_tradeoff import FTradeoffConfig
 
 
 def main(argv=None) -> None:
-    from .f_tradeoff import FTradeoffConfig
     parser = argparse.ArgumentParser(prog="python -m ldm_core.experiments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="experiment", required=True)
@@ -23,7 +24,6 @@ def main(argv=None) -> None:
     add_dataclass_args(p, FTradeoffConfig)
     p.add_argument("--docs", default=None, help="also write the table and plots into this folder (e.g. docs)")
     ns = parser.parse_args(argv)
-    from . import f_tradeoff, report
     f_tradeoff.run(dataclass_from_args(FTradeoffConfig, ns))
     print(report.write(ns.out, ns.docs))
 

@@ -43,9 +43,9 @@ def table(rows: list[dict]) -> str:
 
 
 def plots(rows: list[dict], progress_png: Path, speed_png: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib: only for plots, and slow to import
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib: only for plots, and slow to import
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in rows:

@@ -27,6 +27,9 @@ import hashlib
 import os
 from pathlib import Path
 
+from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
+from huggingface_hub.file_download import repo_folder_name
+
 from .specs import (  # noqa: F401  (re-exported: the public names and the shared configs)
     _ADDED,
     _CLIP_PREPROCESSOR,
@@ -55,8 +58,6 @@ from .writers import _model, _trap, _write_files, bert_vocab, clip_vocab, mirror
 def write_mirror(cache_dir: str | os.PathLike, spec: RepoSpec, marker: str | os.PathLike, scale: str = "tiny",
                  prefer_fp16: bool = False) -> Path:
     """Lay `spec` out in the Hugging Face cache at `cache_dir`; returns the snapshot folder."""
-    from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
-    from huggingface_hub.file_download import repo_folder_name
     storage = Path(cache_dir) / repo_folder_name(repo_id=spec.repo_id, repo_type="model")
     snapshot = storage / "snapshots" / spec.commit
     blobs = storage / "blobs"

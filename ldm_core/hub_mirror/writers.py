@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
 from pathlib import Path
 
+import diffusers
+import torch
+from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from ..hub import SKIP_COMPONENTS, plan
 from .specs import SHRINK, RepoSpec
 
 
@@ -56,15 +64,11 @@ def mirror_config(class_name: str, config: dict, scale: str) -> dict:
 
 
 def _model(class_name: str, config: dict):
-    import diffusers
-    import torch
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     torch.manual_seed(0)
     if class_name == "LDMBertModel":
-        from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
         return LDMBertModel(LDMBertConfig(**cfg))
     if class_name == "CLIPTextModel":
-        from transformers import CLIPTextConfig, CLIPTextModel
         return CLIPTextModel(CLIPTextConfig(**cfg))
     return getattr(diffusers, class_name).from_config(cfg)
 
@@ -79,12 +83,8 @@ def _trap(marker: Path) -> bytes:
 
 def _write_files(spec: RepoSpec, scale: str, marker: Path, prefer_fp16: bool = False) -> dict[str, bytes | Path]:
     """Contents of every file of the listing (bytes, or a path to a file already written)."""
-    import tempfile
 
-    import torch
-    from safetensors.torch import save_file
 
-    from ..hub import SKIP_COMPONENTS, plan
     index = spec.configs["model_index.json"]
     wanted = plan(spec.repo_id, spec.commit, index, spec.files, prefer_fp16, spec.pickle_weights)
     tmp = Path(tempfile.mkdtemp(prefix="hub-mirror-"))

@@ -226,15 +226,15 @@ def encode_guided(tokenizer, text_encoder, prompts, negative_prompts, do_cfg: bo
     return torch.cat([uncond, cond]), warnings  # (2B, L, D)
 
 
-def input_width(latent_channels: int, *, grounding: bool = False, coords: bool = False) -> int:
-    """Input channels of a text-conditioned UNet: latents (C), a box grounding map (G) when it was
-    trained with one, and (x, y) coordinate maps when it takes them."""
-    return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+def input_width(c: int, *, grounding: bool = False, coords: bool = False) -> int:
+    """Input channels of a text-conditioned UNet on c latent channels: the latents, a box grounding
+    map (G) when it was trained with one, and (x, y) coordinate maps when it takes them."""
+    return c + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
 
 
-def takes_grounding(unet_in_channels: int, latent_channels: int) -> bool:
-    """Whether a text-conditioned UNet reads a grounding map after the latents."""
-    return unet_in_channels - latent_channels in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+def takes_grounding(in_channels: int, c: int) -> bool:
+    """Whether a text-conditioned UNet of `in_channels` inputs on c latent channels reads a grounding map."""
+    return in_channels - c in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
 
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (scaled input (B, C, h, w), t) -> noise prediction

@@ -7,7 +7,6 @@ text -> image pipeline runs, on the same weights (the stack holds them once).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
@@ -22,15 +21,19 @@ from .common import (
     check_unet_channels,
     denoise,
     encode_guided,
+    guided,
+    input_width,
     make_generators,
     make_scheduler,
     per_image_noise,
+    takes_grounding,
 )
 from .latents import (
-    COORD_CHANNELS,
     decode_latents,
     encode_latents,
     latent_channels,
+    pad_edges,
+    pad_multiple,
     pil_to_tensor,
     to_pil,
     vae_scale_factor,
@@ -52,20 +55,25 @@ class Img2ImgPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.published_scheduler_config = dict(scheduler.config)   # each call samples with a fresh scheduler
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.unet_in_channels
     @staticmethod
     def unet_in_channels(latent_channels: int, *, grounding: bool = False, coords: bool = False) -> int:
-        """As text -> image: latents (C), an empty grounding map for a grounded UNet, coordinate maps."""
-        return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+        """The UNet input this pipeline feeds: latents (C), a box grounding map (G, empty without
+        boxes) when the UNet was trained with one, and (x, y) coordinate maps when it takes them."""
+        return input_width(latent_channels, grounding=grounding, coords=coords)
+
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.accepted_widths
+    def accepted_widths(self) -> dict[int, str]:
+        c = latent_channels(self.vae)
+        return {self.unet_in_channels(c, grounding=g, coords=k): "latents" + " + a grounding map" * g
+                + " + coordinate maps" * k for g in (False, True) for k in (False, True)}
 
     def check_inputs(self, prompts, negative_prompts, height, width, steps, guidance_scale, seeds, strength):
         check_common(prompts, negative_prompts, seeds, height, width, steps, guidance_scale,
                      vae_scale_factor(self.vae))
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
-        c = latent_channels(self.vae)
-        check_unet_channels(self.unet, {self.unet_in_channels(c, grounding=g, coords=k): "latents"
-                                        + " + a grounding map" * g + " + coordinate maps" * k
-                                        for g in (False, True) for k in (False, True)}, "text-to-image")
+        check_unet_channels(self.unet, self.accepted_widths(), "text-to-image")
 
     def prepare_latents(self, scheduler, image: Image.Image, timestep, generators, dtype):
         """The input's latents taken forward to `timestep`: (B, C, h, w), image i noised by generator i."""
@@ -77,8 +85,10 @@ class Img2ImgPipeline(DiffusionPipeline):
 
     # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.unet_model
     def unet_model(self, cond: torch.Tensor):
-        c, n = latent_channels(self.vae), self.unet.config.in_channels
-        grounded = n - c in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+        """The UNet as the denoising loop calls it: the latents, an empty grounding map for a
+        grounded UNet, coordinate maps for a UNet that takes them; the text through cross-attention."""
+        n = self.unet.config.in_channels
+        grounded = takes_grounding(n, latent_channels(self.vae))
 
         def model(x, t):
             if grounded:
@@ -98,8 +108,7 @@ class Img2ImgPipeline(DiffusionPipeline):
         image = image.convert("RGB")
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
-        m = max(8, vae_scale_factor(self.vae))
-        work = Image.fromarray(np.pad(np.asarray(image), ((0, -height % m), (0, -width % m), (0, 0)), mode="edge"))
+        work = pad_edges(image, pad_multiple(self.vae))
         prompts, negs, seeds = batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, work.height, work.width, num_inference_steps, guidance_scale, seeds,
                           strength)
@@ -113,15 +122,17 @@ class Img2ImgPipeline(DiffusionPipeline):
             scheduler.set_begin_index(first)
         generators = make_generators(seeds)
         # 2. conditioning
-        do_cfg = guidance_scale > 1.0
+        do_cfg = guided(guidance_scale)
         cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
         # 3. latents: the input, noised to the first timestep that runs
         latents = self.prepare_latents(scheduler, work, timesteps[:1], generators, cond.dtype)
         # 4. denoising loop, from there
         latents = denoise(self.unet_model(cond), scheduler, latents, timesteps, guidance_scale, generators, callback)
         # 5. decode and crop the padding off
+        # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__call__: decode
         name = type(scheduler).__name__
         if output_type == "latent":
             return PipelineOutput(latents, seeds, warnings, name)
         images = to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))
+        # End copy
         return PipelineOutput([im.crop((0, 0, width, height)) for im in images], seeds, warnings, name)

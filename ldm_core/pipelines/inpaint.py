@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image, ImageFilter
 
+from ..options import MASK_DOWNSAMPLING, MASK_MAX, MASK_NEAREST
 from .common import (
     DEFAULT_SAMPLER,
-    MASK_DOWNSAMPLING,
     PipelineOutput,
     StepCallback,
     batch_inputs,
@@ -24,6 +24,7 @@ from .common import (
     check_unet_channels,
     denoise,
     encode_guided,
+    guided,
     make_generators,
     make_scheduler,
     per_image_noise,
@@ -33,20 +34,25 @@ from .latents import (
     decode_latents,
     encode_latents,
     latent_channels,
+    latent_shape,
+    pad_edges,
+    pad_multiple,
     pil_to_tensor,
     to_pil,
     vae_scale_factor,
     with_coords,
 )
 
+MASK_THRESHOLD = 0.5   # a mask pixel above this (of 1 = white) is repainted
 
-def mask_latents(mask: torch.Tensor, size, mode: str = "max") -> torch.Tensor:
+
+def mask_latents(mask: torch.Tensor, size, mode: str = MASK_MAX) -> torch.Tensor:
     """(B, 1, H, W) binary mask -> (B, 1, h, w). "max": a latent cell is "repaint" when any of
     its pixels is (max-pooling, so thin brush strokes are never lost); "nearest": one pixel per
     cell decides, as diffusers' StableDiffusionInpaintPipeline does."""
-    if mode == "max":
+    if mode == MASK_MAX:
         return F.adaptive_max_pool2d(mask, tuple(size))
-    if mode == "nearest":
+    if mode == MASK_NEAREST:
         return F.interpolate(mask, size=tuple(size))
     raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, got {mode!r}")
 
@@ -58,9 +64,8 @@ def pad_to_multiple(image: Image.Image, mask: Image.Image, multiple: int) -> tup
     pw, ph = -w % multiple, -h % multiple
     if not pw and not ph:
         return image, mask
-    a = np.pad(np.asarray(image), ((0, ph), (0, pw), (0, 0)), mode="edge")
     m = np.pad(np.asarray(mask), ((0, ph), (0, pw)), constant_values=0)
-    return Image.fromarray(a), Image.fromarray(m)
+    return pad_edges(image, multiple), Image.fromarray(m)
 
 
 def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Image.Image, mask_blur: float
@@ -70,12 +75,12 @@ def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Imag
     m = np.asarray(mask, dtype=np.float32) / 255.0  # (H, W) 1 = repaint
     if mask_blur > 0:
         soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(mask_blur)), dtype=np.float32) / 255.0
-        alpha = np.where(m > 0.5, np.clip(2 * soft - 1, 0, 1) * 0.5 + 0.5, 0.0)  # 0.5 at the seam -> 1 inside
+        alpha = np.where(m > MASK_THRESHOLD, np.clip(2 * soft - 1, 0, 1) * 0.5 + 0.5, 0.0)  # seam 0.5 -> 1 inside
     else:
         alpha = m
     o, g = np.asarray(original, dtype=np.float32), np.asarray(generated, dtype=np.float32)
     out = o * (1 - alpha[..., None]) + g * alpha[..., None]
-    return Image.fromarray(np.where(m[..., None] > 0.5, out, o).round().clip(0, 255).astype(np.uint8))
+    return Image.fromarray(np.where(m[..., None] > MASK_THRESHOLD, out, o).round().clip(0, 255).astype(np.uint8))
 
 
 class InpaintPipeline(DiffusionPipeline):
@@ -102,14 +107,20 @@ class InpaintPipeline(DiffusionPipeline):
             raise ValueError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
                              f"got {mask_downsampling!r}")
 
-    def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype, downsampling: str = "max"):
+    def prepare_mask_latents(self, image: Image.Image, mask: Image.Image, n: int, dtype,
+                             downsampling: str = MASK_MAX):
         img = pil_to_tensor(image).to(self.device, self.vae.dtype)      # (1, 3, H, W)
         m = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None].to(self.device)
-        m = (m > 0.5).to(img.dtype)                                      # (1, 1, H, W), 1 = repaint
+        m = (m > MASK_THRESHOLD).to(img.dtype)                           # (1, 1, H, W), 1 = repaint
         masked = img * (1 - m)                                           # repaint region set to 0 (grey)
         masked_latents = encode_latents(self.vae, masked).to(dtype)      # (1, C, h, w): the posterior's mode
         m_lat = mask_latents(m, masked_latents.shape[-2:], downsampling).to(dtype)
         return m_lat.expand(n, -1, -1, -1), masked_latents.expand(n, -1, -1, -1)
+
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.prepare_latents
+    def prepare_latents(self, scheduler, n, height, width, generators, dtype):
+        shape = latent_shape(self.vae, n, height, width)
+        return per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma  # (B, C, h, w)
 
     def unet_model(self, cond: torch.Tensor, mask: torch.Tensor, masked_latents: torch.Tensor, do_cfg: bool):
         """The UNet as the denoising loop calls it: [latents | mask | masked-image latents] (B, 2C+1, h, w)."""
@@ -125,37 +136,38 @@ class InpaintPipeline(DiffusionPipeline):
                  num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
                  sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None, mask_blur: float = 2.0,
                  output_type: str = "pil", keep_unmasked: bool = True,
-                 mask_downsampling: str = "max") -> PipelineOutput:
+                 mask_downsampling: str = MASK_MAX) -> PipelineOutput:
         # 1. inputs: work at (width, height), default the image's own size, padded to what the
-        #    autoencoder needs (multiples of 8) and cropped back at the end
+        #    autoencoder needs and cropped back at the end
         width, height = width or image.width, height or image.height
         if image.size != (width, height):
             image = image.resize((width, height), Image.LANCZOS)
         if mask_image.size != (width, height):
             mask_image = mask_image.resize((width, height), Image.NEAREST)
-        work, work_mask = pad_to_multiple(image, mask_image, max(8, vae_scale_factor(self.vae)))
+        work, work_mask = pad_to_multiple(image, mask_image, pad_multiple(self.vae))
         prompts, negs, seeds = batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, work.height, work.width, num_inference_steps, guidance_scale, seeds,
                           mask_downsampling)
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning: text, and mask + masked image concatenated to the latents
-        do_cfg = guidance_scale > 1.0
+        do_cfg = guided(guidance_scale)
         cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
         mask, masked_latents = self.prepare_mask_latents(work, work_mask, len(prompts), cond.dtype, mask_downsampling)
         # 3. latents
-        f = vae_scale_factor(self.vae)
-        shape = (len(prompts), latent_channels(self.vae), work.height // f, work.width // f)
-        latents = per_image_noise(shape, generators, self.device, cond.dtype) * scheduler.init_noise_sigma
+        latents = self.prepare_latents(scheduler, len(prompts), work.height, work.width, generators, cond.dtype)
         # 4. denoising loop
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = denoise(self.unet_model(cond, mask, masked_latents, do_cfg), scheduler, latents,
                           scheduler.timesteps, guidance_scale, generators, callback)
+        # 5. decode, crop the padding off, then keep every pixel outside the mask
+        # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__call__: decode
         name = type(scheduler).__name__
         if output_type == "latent":
             return PipelineOutput(latents, seeds, warnings, name)
-        # 5. decode, crop the padding off, then keep every pixel outside the mask
-        images = [im.crop((0, 0, width, height)) for im in to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))]
+        images = to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))
+        # End copy
+        images = [im.crop((0, 0, width, height)) for im in images]
         if keep_unmasked:
             images = [blend_outside_mask(image, im, mask_image, mask_blur) for im in images]
         return PipelineOutput(images, seeds, warnings, name)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from diffusers import DiffusionPipeline
 
-from ..grounding import GROUNDING_CHANNELS, MAX_BOXES, grounding_map
+from ..grounding import MAX_BOXES, grounding_map
 from ..text import layout_text
 from .common import (
     DEFAULT_SAMPLER,
@@ -28,14 +28,18 @@ from .common import (
     check_unet_channels,
     denoise,
     encode_guided,
+    guided,
+    input_width,
     make_generators,
     make_scheduler,
     per_image_noise,
     report_step,
+    seeds_or_default,
+    takes_grounding,
     text_limit,
     truncation_warnings,
 )
-from .latents import COORD_CHANNELS, decode_latents, latent_channels, to_pil, vae_scale_factor, with_coords
+from .latents import decode_latents, latent_channels, latent_shape, to_pil, vae_scale_factor, with_coords
 
 Boxes = list[tuple[str, tuple[float, float, float, float]]]
 
@@ -52,13 +56,12 @@ class Layout2ImgPipeline(DiffusionPipeline):
     @staticmethod
     def unet_in_channels(latent_channels: int, *, grounding: bool = True, coords: bool = False) -> int:
         """latents (C), the box grounding map (G; without it, boxes go in as tokens), (x, y) maps."""
-        return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+        return input_width(latent_channels, grounding=grounding, coords=coords)
 
     @property
     def grounded(self) -> bool:
         """Whether the UNet takes a box grounding map after the latents (the built-in layout model)."""
-        extra = self.unet.config.in_channels - latent_channels(self.vae)
-        return extra in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+        return takes_grounding(self.unet.config.in_channels, latent_channels(self.vae))
 
     def check_inputs(self, text, boxes, negs, height, width, steps, guidance_scale, seeds):
         if len(boxes) > MAX_BOXES:
@@ -70,11 +73,17 @@ class Layout2ImgPipeline(DiffusionPipeline):
                                         ("latents + a grounding map" if g else "latents, boxes as tokens")
                                         + " + coordinate maps" * k for g in (True, False) for k in (False, True)},
                             "layout-to-image")
-        n_tokens, limit = len(self.tokenizer(text).input_ids), text_limit(self.tokenizer, self.text_encoder)
+        n_tokens = len(self.tokenizer(text).input_ids)
+        limit = text_limit(self.tokenizer, self.text_encoder)
         if n_tokens > limit:
             what = "the caption takes" if self.grounded else "caption and boxes take"
             raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {limit}: "
                              f"shorten the caption" + ("" if self.grounded else " or use fewer boxes"))
+
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.prepare_latents
+    def prepare_latents(self, scheduler, n, height, width, generators, dtype):
+        shape = latent_shape(self.vae, n, height, width)
+        return per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma  # (B, C, h, w)
 
     def unet_model(self, cond: torch.Tensor, grounding: torch.Tensor | None, do_cfg: bool):
         """The UNet as the denoising loop calls it: the latents, the grounding map (empty in the
@@ -102,7 +111,7 @@ class Layout2ImgPipeline(DiffusionPipeline):
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning: the text, and the boxes' grounding map (B, G, h, w)
-        do_cfg = guidance_scale > 1.0
+        do_cfg = guided(guidance_scale)
         cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
         f = vae_scale_factor(self.vae)
         grounding = None
@@ -110,17 +119,19 @@ class Layout2ImgPipeline(DiffusionPipeline):
             grounding = grounding_map(boxes, height // f, width // f)[None].expand(len(seeds), -1, -1, -1)
             grounding = grounding.to(self.device)
         # 3. latents
-        shape = (len(seeds), latent_channels(self.vae), height // f, width // f)
-        latents = per_image_noise(shape, generators, self.device, cond.dtype) * scheduler.init_noise_sigma
+        latents = self.prepare_latents(scheduler, len(seeds), height, width, generators, cond.dtype)
         # 4. denoising loop
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = denoise(self.unet_model(cond, grounding, do_cfg), scheduler, latents, scheduler.timesteps,
                           guidance_scale, generators, callback)
         # 5. decode
+        # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__call__: decode
         name = type(scheduler).__name__
         if output_type == "latent":
             return PipelineOutput(latents, seeds, warnings, name)
-        return PipelineOutput(to_pil(decode_latents(self.vae, latents.to(self.vae.dtype))), seeds, warnings, name)
+        images = to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))
+        # End copy
+        return PipelineOutput(images, seeds, warnings, name)
 
 
 class GligenLayoutPipeline:
@@ -159,22 +170,20 @@ class GligenLayoutPipeline:
                  output_type: str = "pil") -> PipelineOutput:
         if not boxes:
             raise ValueError("GLIGEN needs at least one box")
-        seeds = seeds if seeds is not None else [0]
+        seeds = seeds_or_default(seeds)
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         base = self.pipe     # this call's own diffusers pipeline on the shared modules (attention slicing kept)
         pipe = self._diffusers({k: getattr(base, k) for k in ("vae", "text_encoder", "tokenizer", "unet")}, scheduler)
         generators = make_generators(seeds)
-        f = vae_scale_factor(pipe.vae)
-        shape = (len(seeds), latent_channels(pipe.vae), height // f, width // f)
-        dtype = pipe.unet.dtype
-        latents = per_image_noise(shape, generators, pipe.device, dtype)  # scaled by init sigma inside diffusers
+        shape = latent_shape(pipe.vae, len(seeds), height, width)
+        latents = per_image_noise(shape, generators, pipe.device, pipe.unet.dtype)  # diffusers scales by init sigma
 
         def on_step(i, t, lat):
             report_step(callback, i + 1, num_inference_steps, t, lat)
 
         limit = text_limit(pipe.tokenizer, pipe.text_encoder)
         warnings = truncation_warnings(pipe.tokenizer, limit, [prompt])
-        if guidance_scale > 1:
+        if guided(guidance_scale):
             warnings += truncation_warnings(pipe.tokenizer, limit, [negative_prompt], "negative prompt")
         out = pipe(prompt=[prompt or ""] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
                    gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],

@@ -32,7 +32,17 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from .common import PipelineOutput, StepCallback, denoise, make_generators, make_scheduler, per_image_noise
+from ..options import DDIM
+from .common import (
+    PipelineOutput,
+    StepCallback,
+    check_steps,
+    denoise,
+    make_generators,
+    make_scheduler,
+    per_image_noise,
+    seeds_or_default,
+)
 from .latents import decode_latents, encode_latents, latent_channels, pil_to_tensor, to_pil, vae_scale_factor
 
 
@@ -44,6 +54,13 @@ def _tiles(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def _windows(h: int, w: int, tile: int, overlap: int):
+    """(top, left, height, width) of each overlapping tile of an h x w latent, row by row."""
+    for y in _tiles(h, tile, overlap):
+        for x in _tiles(w, tile, overlap):
+            yield y, x, min(tile, h), min(tile, w)
+
+
 def _ramp(n: int, overlap: int, device) -> torch.Tensor:
     """1-D weights rising over `overlap` at both ends (never 0, so every pixel is covered)."""
     w = torch.ones(n, device=device)
@@ -53,10 +70,16 @@ def _ramp(n: int, overlap: int, device) -> torch.Tensor:
     return w
 
 
+def _window_weight(h: int, w: int, overlap: int, device, dtype) -> torch.Tensor:
+    """(1, 1, h, w) blending weights of one tile: ramps over `overlap` at its four edges."""
+    return (_ramp(h, overlap, device)[:, None] * _ramp(w, overlap, device)[None, :]).to(dtype)[None, None]
+
+
 def back_project(images: torch.Tensor, low: torch.Tensor, iterations: int) -> torch.Tensor:
     """(B, 3, H, W) images, (B, 3, h, w) their low-resolution input, both in [-1, 1] -> images whose
     bicubic (antialiased) downsampling matches `low`: x <- x + up(low - down(x)), `iterations` times."""
-    x, low = images.float(), low.float()
+    x = images.float()
+    low = low.float()
     for _ in range(iterations):
         down = F.interpolate(x, size=low.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
         x = x + F.interpolate(low - down, size=x.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
@@ -112,8 +135,7 @@ class SuperResPipeline(DiffusionPipeline):
             raise ValueError(f"this UNet takes {self.unet.config.in_channels} channels; a super-resolution UNet "
                              f"takes {c + 3} (latents + low-resolution RGB) or {2 * c + 3} (and the latent of "
                              f"the bicubic upsampling)")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
+        check_steps(steps)
         if average < 1:
             raise ValueError(f"average is a number of samples per output (1 = one sample), got {average}")
         if back_projection < 0:
@@ -138,13 +160,10 @@ class SuperResPipeline(DiffusionPipeline):
             return self._unet(x, t)
         out = torch.zeros_like(latents)
         weight = torch.zeros((1, 1, h, w), device=latents.device, dtype=latents.dtype)
-        for y in _tiles(h, tile, overlap):
-            for xx in _tiles(w, tile, overlap):
-                th, tw = min(tile, h), min(tile, w)
-                wy, wx = _ramp(th, overlap, latents.device), _ramp(tw, overlap, latents.device)
-                wt = (wy[:, None] * wx[None, :]).to(latents.dtype)[None, None]
-                out[..., y:y + th, xx:xx + tw] += self._unet(x[..., y:y + th, xx:xx + tw], t) * wt
-                weight[..., y:y + th, xx:xx + tw] += wt
+        for y, xx, th, tw in _windows(h, w, tile, overlap):
+            wt = _window_weight(th, tw, overlap, latents.device, latents.dtype)
+            out[..., y:y + th, xx:xx + tw] += self._unet(x[..., y:y + th, xx:xx + tw], t) * wt
+            weight[..., y:y + th, xx:xx + tw] += wt
         return out / weight
 
     def decode(self, latents, tile: int, overlap: int):
@@ -155,23 +174,20 @@ class SuperResPipeline(DiffusionPipeline):
         f = self.scale_factor
         out = torch.zeros((latents.shape[0], 3, h * f, w * f), device=latents.device, dtype=latents.dtype)
         weight = torch.zeros((1, 1, h * f, w * f), device=latents.device, dtype=latents.dtype)
-        for y in _tiles(h, tile, overlap):
-            for xx in _tiles(w, tile, overlap):
-                th, tw = min(tile, h), min(tile, w)
-                dec = decode_latents(self.vae, latents[..., y:y + th, xx:xx + tw])
-                wy, wx = _ramp(th * f, overlap * f, latents.device), _ramp(tw * f, overlap * f, latents.device)
-                wt = (wy[:, None] * wx[None, :]).to(dec.dtype)[None, None]
-                out[..., y * f:(y + th) * f, xx * f:(xx + tw) * f] += dec * wt
-                weight[..., y * f:(y + th) * f, xx * f:(xx + tw) * f] += wt
+        for y, xx, th, tw in _windows(h, w, tile, overlap):
+            dec = decode_latents(self.vae, latents[..., y:y + th, xx:xx + tw])
+            wt = _window_weight(th * f, tw * f, overlap * f, latents.device, dec.dtype)
+            out[..., y * f:(y + th) * f, xx * f:(xx + tw) * f] += dec * wt
+            weight[..., y * f:(y + th) * f, xx * f:(xx + tw) * f] += wt
         return out / weight
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image, num_inference_steps: int = 25, seeds: list[int] | None = None,
-                 sampler: str = "DDIM", callback: StepCallback | None = None, tile: int = 64, overlap: int = 16,
+                 sampler: str = DDIM, callback: StepCallback | None = None, tile: int = 64, overlap: int = 16,
                  output_type: str = "pil", back_projection: int = 5, average: int = 1) -> PipelineOutput:
         # 1. inputs
         self.check_inputs(image, num_inference_steps, back_projection, average)
-        seeds = seeds if seeds is not None else [0]
+        seeds = seeds_or_default(seeds)
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(sample_seeds(seeds, average))  # seed-major: B groups of K
         dtype = self.unet.dtype

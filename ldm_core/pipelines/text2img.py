@@ -23,11 +23,14 @@ from .common import (
     check_unet_channels,
     denoise,
     encode_guided,
+    guided,
+    input_width,
     make_generators,
     make_scheduler,
     per_image_noise,
+    takes_grounding,
 )
-from .latents import COORD_CHANNELS, decode_latents, latent_channels, to_pil, vae_scale_factor, with_coords
+from .latents import decode_latents, latent_channels, latent_shape, to_pil, vae_scale_factor, with_coords
 
 
 class Text2ImgPipeline(DiffusionPipeline):
@@ -42,7 +45,7 @@ class Text2ImgPipeline(DiffusionPipeline):
     def unet_in_channels(latent_channels: int, *, grounding: bool = False, coords: bool = False) -> int:
         """The UNet input this pipeline feeds: latents (C), a box grounding map (G, empty without
         boxes) when the UNet was trained with one, and (x, y) coordinate maps when it takes them."""
-        return latent_channels + GROUNDING_CHANNELS * grounding + COORD_CHANNELS * coords
+        return input_width(latent_channels, grounding=grounding, coords=coords)
 
     def accepted_widths(self) -> dict[int, str]:
         c = latent_channels(self.vae)
@@ -55,15 +58,14 @@ class Text2ImgPipeline(DiffusionPipeline):
         check_unet_channels(self.unet, self.accepted_widths(), "text-to-image")
 
     def prepare_latents(self, scheduler, n, height, width, generators, dtype):
-        f = vae_scale_factor(self.vae)
-        shape = (n, latent_channels(self.vae), height // f, width // f)
+        shape = latent_shape(self.vae, n, height, width)
         return per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma  # (B, C, h, w)
 
     def unet_model(self, cond: torch.Tensor):
         """The UNet as the denoising loop calls it: the latents, an empty grounding map for a
         grounded UNet, coordinate maps for a UNet that takes them; the text through cross-attention."""
-        c, n = latent_channels(self.vae), self.unet.config.in_channels
-        grounded = n - c in (GROUNDING_CHANNELS, GROUNDING_CHANNELS + COORD_CHANNELS)
+        n = self.unet.config.in_channels
+        grounded = takes_grounding(n, latent_channels(self.vae))
 
         def model(x, t):
             if grounded:
@@ -82,7 +84,7 @@ class Text2ImgPipeline(DiffusionPipeline):
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning
-        cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, guidance_scale > 1.0,
+        cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, guided(guidance_scale),
                                        self.device)  # (2B or B, L, D)
         # 3. latents
         latents = self.prepare_latents(scheduler, len(prompts), height, width, generators, cond.dtype)
@@ -91,8 +93,10 @@ class Text2ImgPipeline(DiffusionPipeline):
         latents = denoise(self.unet_model(cond), scheduler, latents, scheduler.timesteps, guidance_scale,
                           generators, callback)
         # 5. decode
+        # Block: decode
         name = type(scheduler).__name__
         if output_type == "latent":
             return PipelineOutput(latents, seeds, warnings, name)
-        images = decode_latents(self.vae, latents.to(self.vae.dtype))
-        return PipelineOutput(to_pil(images), seeds, warnings, name)
+        images = to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))
+        # End block
+        return PipelineOutput(images, seeds, warnings, name)

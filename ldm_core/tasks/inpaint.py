@@ -15,7 +15,6 @@ from ..pipelines.inpaint import InpaintPipeline
 from ..requests import SAMPLING_API, RequestError, Sampling, check_size, load_image, number, own_size, whole
 from .base import Task, example_scene
 
-
 SIDES = ("left", "top", "right", "bottom")
 MAX_MASK_BLUR = 32.0
 

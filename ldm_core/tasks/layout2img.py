@@ -85,7 +85,8 @@ def info(req: Layout2ImgRequest) -> dict:
 
 
 def example(side: int) -> dict:
-    boxes = [{"label": "red circle", "box": [0.1, 0.3, 0.45, 0.65]}, {"label": "blue square", "box": [0.55, 0.3, 0.9, 0.65]}]
+    boxes = [{"label": "red circle", "box": [0.1, 0.3, 0.45, 0.65]},
+             {"label": "blue square", "box": [0.55, 0.3, 0.9, 0.65]}]
     return {"boxes": json.dumps(boxes), "width": side, "height": side}
 
 

@@ -49,9 +49,9 @@ class LossLog:
     def plot(self, png: Path, keys: list[str] | None = None) -> None:
         if not self.rows:
             return
-        import matplotlib
+        import matplotlib  # lazy: matplotlib: only for plots, and slow to import
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: matplotlib: only for plots, and slow to import
         keys = keys or sorted({k for r in self.rows for k in r if k not in ("step", "time", "img_s")})
         fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), squeeze=False)
         for ax, k in zip(axes[:, 0], keys):

@@ -23,6 +23,7 @@ from ..data.images import from_uint8, psnr
 from ..data.judge import judge_caption
 from ..data.masks import OBJECT_MASK_STYLES, object_mask, random_mask
 from ..data.shapes import sample_scene
+from ..eval.restore import evaluate_inpaint_wide
 from ..options import DEFAULT_SAMPLER
 from ..pipelines.common import encode_latents
 from ..pipelines.inpaint import InpaintPipeline, mask_latents
@@ -103,7 +104,6 @@ def measure_inpaint(pipe: InpaintPipeline, scenes, steps: int = 25, guidance: fl
 
 def measure_inpaint_wide(pipe: InpaintPipeline, n_scenes: int, steps: int = 25, guidance: float = 3.0) -> dict:
     """The share restored on the first `n_scenes` scenes of the wider eval (every mask style and prompt kind)."""
-    from ..eval.restore import evaluate_inpaint_wide
 
     def inpaint(prompt, image, mask, seed):
         return pipe(prompt=prompt, image=image, mask_image=mask, negative_prompt="", height=64, width=64,

@@ -4,6 +4,7 @@ captions and boxes."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,6 @@ def build_latent_cache(vae: AutoencoderKL, n: int, path: Path, batch: int = 256,
     chunks = [(i, min(n, i + batch)) for i in range(0, n, batch)]
     pool = None
     if workers > 1:
-        import multiprocessing
         pool = multiprocessing.get_context("fork").Pool(workers)
     rendered = pool.imap(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
     for scenes in tqdm(rendered, total=len(chunks), desc="encoding scenes"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 
 def _gaussian_window(size: int = 7, sigma: float = 1.5, device=None) -> torch.Tensor:
@@ -87,7 +88,6 @@ class LPIPS(nn.Module):
 
     @classmethod
     def from_file(cls, path: str) -> "LPIPS":
-        from safetensors.torch import load_file
         sd = load_file(path)
         sd = {(f"lins.{k[3]}.1.weight" if k.startswith("lin") else k): v for k, v in sd.items()}
         m = cls()

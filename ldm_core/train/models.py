@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from ..text import TextEncoderConfig, build_text_encoder
 
@@ -32,7 +33,6 @@ def new_text_encoder(cfg, tokenizer):
 
 def load_text_models(folder: str | Path) -> tuple:
     """The UNet and text encoder (a CLIPTextModel) of an exported text-conditioned model, in float32."""
-    from transformers import CLIPTextModel
     unet = UNet2DConditionModel.from_pretrained(Path(folder) / "unet").float()
     return unet, CLIPTextModel.from_pretrained(Path(folder) / "text_encoder").float()
 
