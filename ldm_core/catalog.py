@@ -16,6 +16,7 @@ from pathlib import Path
 from huggingface_hub import try_to_load_from_cache
 
 from .hub import availability as hub_availability
+from .options import DEFAULT_SAMPLER
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -36,7 +37,7 @@ class ModelEntry:
     height: int = 64
     steps: int = 25
     guidance: float = 5.0
-    sampler: str = "DPM++ 2M"
+    sampler: str = DEFAULT_SAMPLER
     default: bool = False
     description: str = ""
     revision: str | None = None      # hub models: the commit (40 hex digits) the weights are pinned to

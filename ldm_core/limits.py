@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass, replace
 
 
+MAX_SEED = 2 ** 32 - 1                  # seeds are 32-bit (torch.Generator.manual_seed takes any)
+
+
 @dataclass(frozen=True)
 class Limits:
     max_prompt_chars: int = 1000
@@ -23,7 +26,7 @@ class Limits:
     max_upload_bytes: int = 20_000_000          # 20 MB (also Gradio's max_file_size in the web server)
     max_input_pixels: int = 1024 * 1024         # uploaded image, width * height
     max_superres_input_pixels: int = 512 * 512  # super-resolution input (output is 16x that)
-    max_seed: int = 2 ** 32 - 1
+    max_seed: int = MAX_SEED
     max_back_projection: int = 20               # super-resolution: iterations onto the input
     max_average: int = 16                       # super-resolution: samples averaged per image
     # compute budget: megapixel-steps a request may ask for (output pixels x steps x images x samples
@@ -36,11 +39,8 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-# (megapixel-steps, seconds) per request in the web server, by device type. On 2 CPU cores the
-# built-in text->image model does about 0.2 megapixel-steps per second at 64x64 (25 steps in 0.5 s)
-# and much less at 512x512, where attention grows with the square of the pixels: 64 lets a 256x256
-# request of 8 images at 25 steps through (13 MP-steps) and a 1024x1024 super-resolution with one
-# sample (26), not 8 images of 256x256 at 150 steps (79) or 512x512 super-resolution averaging 8 (839).
+# (megapixel-steps, seconds) per request in the web server, by device type: what the device
+# finishes within the time limit (docs/design-notes.md says what the CPU budget lets through).
 SERVER_BUDGETS = {"cpu": (64.0, 300.0), "mps": (512.0, 300.0), "cuda": (4096.0, 300.0)}
 
 

@@ -3,8 +3,8 @@
 A preview is a cheap look at the first image's current latents, taken from inside a step
 callback: decoded when the latents are small and a decode costs at most PREVIEW_BUDGET of the
 generation time since the previous preview (or the start), else a false-colour view of the
-latent channels (well under a millisecond). A decode per preview would cost about a tenth of a
-built-in 64x64 generation on 2 CPU cores (bench/run.py, "overhead").
+latent channels: a decode per preview would slow a small generation noticeably
+(docs/design-notes.md).
 """
 from __future__ import annotations
 

@@ -132,7 +132,11 @@ def find_copies(root: Path) -> tuple[list[Copy], list[str]]:
         notes = [(i, NOTE.match(line)) for i, line in enumerate(lines) if ANY_NOTE.match(line)]
         if not notes:
             continue
-        defs = definitions(ast.parse("\n".join(lines)))
+        try:
+            defs = definitions(ast.parse("\n".join(lines)))
+        except SyntaxError as e:
+            errors.append(f"{path.relative_to(root)}:{e.lineno}: cannot parse the file: {e.msg}")
+            continue
         for i, m in notes:
             where = f"{path.relative_to(root)}:{i + 1}"
             try:
@@ -169,7 +173,10 @@ def source_lines(root: Path, copy: Copy) -> tuple[list[str], str]:
     """The source's lines and their indentation."""
     path, qualname = resolve(root, copy.source)
     lines = path.read_text().splitlines()
-    body = ast.parse("\n".join(lines)).body
+    try:
+        body = ast.parse("\n".join(lines)).body
+    except SyntaxError as e:
+        raise NoteError(f"source {copy.source}: cannot parse {path.relative_to(root)}: {e.msg}") from None
     node = None
     for name in qualname:
         node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))

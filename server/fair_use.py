@@ -24,7 +24,7 @@ def _client(req) -> str:
 
 def calm_queue(demo: gr.Blocks) -> gr.Blocks:
     """Gradio's queue polls for work 1000 times a second, idle or not, and those wakeups slow a
-    generation on 2 cores (docs/benchmarks.md); 100 a second costs a job at most 10 ms."""
+    generation (docs/design-notes.md); 100 a second costs a job at most 10 ms before it starts."""
     q = demo._queue
     q.sleep_when_free = QUEUE_POLL_SECONDS
     q.progress_update_sleep_when_free = PROGRESS_POLL_SECONDS

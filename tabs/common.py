@@ -122,6 +122,20 @@ def standalone(build: Callable, title: str) -> None:
 
 
 @dataclass
+class Panel:
+    """What a composition's panel adds to a tab: its controls by request field (what a result's info
+    fills back in), and how an info value becomes a control's value."""
+    controls: dict
+    convert: dict
+
+
+def merged(panels: dict) -> Panel:
+    """The controls and conversions of every panel of a tab, together."""
+    return Panel({k: c for p in panels.values() for k, c in p.controls.items()},
+                 {k: f for p in panels.values() for k, f in p.convert.items()})
+
+
+@dataclass
 class Form:
     """A task tab's request form: its inputs by request field name (a composition's panel may add
     its own), how they make a request, where results show, and its Stop button."""

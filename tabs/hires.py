@@ -6,10 +6,10 @@ import gradio as gr
 
 from ldm_core.service import Service
 
-from .common import Form
+from .common import Form, Panel
 
 
-def panel(studio: Service, form: Form) -> dict:
+def panel(studio: Service, form: Form) -> Panel:
     """The hires checkbox and its model, as the request fields `hires` and `hires_model`."""
     choices = studio.choices("superres")
     with gr.Row():
@@ -17,4 +17,5 @@ def panel(studio: Service, form: Form) -> dict:
         model = gr.Dropdown(choices, value=choices[0][1], label="Super-resolution model",
                             elem_id=f"{form.task}-hires-model")
     form.inputs.update(hires=on, hires_model=model)
-    return {"hires": on, "hires_model": model}
+    # a result's info holds the second stage's details under "hires": any means it was on
+    return Panel({"hires": on, "hires_model": model}, {"hires": bool})

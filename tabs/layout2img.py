@@ -15,7 +15,7 @@ from ldm_core.requests import RequestError
 from ldm_core.service import Service
 from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
 
-from .common import Form, buttons, results, standalone, wire
+from .common import Form, Panel, buttons, merged, results, standalone, wire
 from .controls import SamplingControls, sampling_controls
 from .panels import add_panels
 
@@ -157,13 +157,17 @@ class Layout2ImgTab:
     annotator: image_annotator
     controls: SamplingControls
     gallery: gr.Gallery
-    panels: dict                  # composition -> {field: control} (hires)
-    convert = {"boxes": boxes_to_annotation, "hires": bool}    # info value -> control value
+    panels: dict[str, Panel]      # composition -> its panel (hires)
+
+    @property
+    def convert(self) -> dict:
+        """info value -> control value, where they differ."""
+        return {"boxes": boxes_to_annotation, **merged(self.panels).convert}
 
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "boxes": self.annotator,
-                **self.controls.params(), **self.panels.get("hires", {})}
+                **self.controls.params(), **merged(self.panels).controls}
 
 
 def _pipeline(studio: Service, model: str | None) -> str | None:
@@ -212,7 +216,7 @@ def status_text(studio: Service, value, model) -> str:
 def make_request(values: dict) -> Layout2ImgRequest:
     """The request from the tab's named inputs: the boxes drawn on the annotator."""
     boxes = annotation_to_boxes(values.pop("boxes"))
-    return Layout2ImgRequest(boxes=boxes, **{**values, "hires": bool(values.get("hires"))})
+    return Layout2ImgRequest(boxes=boxes, **values)
 
 
 def build(studio: Service) -> Layout2ImgTab:

@@ -7,10 +7,10 @@ import importlib
 
 from ldm_core.service import Service
 
-from .common import Form
+from .common import Form, Panel
 
 
-def add_panels(studio: Service, form: Form) -> dict:
+def add_panels(studio: Service, form: Form) -> dict[str, Panel]:
     """Every composition panel the studio offers for `form.task`, added; {composition name: its panel}."""
     return {c.name: importlib.import_module(f"{__package__}.{c.name}").panel(studio, form)
             for c in studio.compositions(form.task)}

@@ -9,7 +9,7 @@ from ldm_core.service import Service
 from ldm_core.tasks import TASKS
 from ldm_core.tasks.text2img import Text2ImgRequest
 
-from .common import Form, buttons, results, standalone, wire
+from .common import Form, Panel, buttons, merged, results, standalone, wire
 from .controls import SamplingControls, first_image, sampling_controls, selected_image
 from .panels import add_panels
 
@@ -25,17 +25,21 @@ class Text2ImgTab:
     gallery: gr.Gallery
     selected: gr.State
     send: dict[str, gr.Button]    # task -> its "send to" button (every task that takes an image)
-    panels: dict                  # composition -> {field: control} (hires, the x/y plot)
-    convert = {"hires": bool}     # info value -> control value (the info holds the second stage's details)
+    panels: dict[str, Panel]      # composition -> its panel (hires, the x/y plot)
+
+    @property
+    def convert(self) -> dict:
+        """info value -> control value, where they differ."""
+        return merged(self.panels).convert
 
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, **self.controls.params(),
-                **self.panels.get("hires", {})}
+                **merged(self.panels).controls}
 
 
 def make_request(values: dict) -> Text2ImgRequest:
-    return Text2ImgRequest(**{**values, "hires": bool(values.get("hires"))})
+    return Text2ImgRequest(**values)
 
 
 def build(studio: Service) -> Text2ImgTab:

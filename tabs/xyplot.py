@@ -7,12 +7,12 @@ import gradio as gr
 from ldm_core.compositions.xyplot import AXES, XYPlotRequest, build
 from ldm_core.service import Service
 
-from .common import Form, wire
+from .common import Form, Panel, wire
 
 AXIS_NAMES = ("x_axis", "x_values", "y_axis", "y_values")
 
 
-def panel(studio: Service, form: Form) -> dict:
+def panel(studio: Service, form: Form) -> Panel:
     """The plot's accordion: each axis and its values, and its Plot button."""
     with gr.Accordion("X/Y plot: one parameter against another", open=False, elem_id="t2i-xyplot"):
         with gr.Row():
@@ -30,4 +30,4 @@ def panel(studio: Service, form: Form) -> dict:
         return build(form.make_request(values), options)
 
     wire(studio, plot, form.stop, {**base_inputs, **axes}, make_request, form.shown)
-    return axes
+    return Panel({}, {})     # a plot's info keeps its axes under "xyplot": nothing to fill back in

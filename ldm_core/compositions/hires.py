@@ -41,9 +41,11 @@ def plan(request, catalog: Catalog, limits: Limits) -> Plan:
 def run(plan: Plan, run_task, callback) -> Result:
     """The first stage, then each of its images upscaled 4x; the info says both stages."""
     first = plan.first[0]
-    req, sr_model = first.request, plan.data
+    req = first.request
+    sr_model = plan.data
     result = run_task(first, callback)
-    images, per_image, second = [], [], None
+    images, per_image = [], []
+    second = None
     for image, params in zip(result.images, result.per_image):
         second = run_task(SuperResRequest(image=image, model=sr_model, seed=params["seed"]), callback)
         images += second.images

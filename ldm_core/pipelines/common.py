@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+import diffusers
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -20,6 +21,8 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..grounding import GROUNDING_CHANNELS
+from ..limits import MAX_SEED
+
 # DEFAULT_SAMPLER, MASK_DOWNSAMPLING and SAMPLER_NAMES are re-exported for the pipelines' callers
 from ..options import (  # noqa: F401
     DDIM,
@@ -48,7 +51,8 @@ from .latents import (  # noqa: F401
 # ---------------------------------------------------------------- samplers
 # name (ldm_core.options) -> (scheduler class, extra config). Built from the model's own scheduler
 # config, so the training noise schedule (betas, prediction type) is kept whatever the sampler.
-# MODEL_DEFAULT: the model's scheduler_config.json as is (PNDM for GLIGEN, DDIM for the CompVis LDMs).
+# MODEL_DEFAULT: the model's scheduler_config.json as is (PNDM for GLIGEN, DDIM for the CompVis
+# LDMs and this SD-inpainting upload).
 _DPM_PP_2 = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 SAMPLERS: dict[str, tuple[type | None, dict]] = {
     DDIM: (DDIMScheduler, {}),
@@ -66,7 +70,6 @@ def make_scheduler(base_config, sampler: str):
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     cls, extra = SAMPLERS[sampler]
     if cls is None:
-        import diffusers
         cls = getattr(diffusers, dict(base_config).get("_class_name", ""), None)
         if cls is None:
             raise ValueError(f"this model's scheduler {dict(base_config).get('_class_name')!r} is not in diffusers")
@@ -76,7 +79,6 @@ def make_scheduler(base_config, sampler: str):
 
 
 # ---------------------------------------------------------------- seeds
-MAX_SEED = 2 ** 32 - 1
 SEED_HEADROOM = 64   # a random base seed leaves room for this many images before seeds wrap
 
 

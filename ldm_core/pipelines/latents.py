@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, VQModel
+from PIL import Image
 
 from ..device import available_memory
 
@@ -65,8 +67,6 @@ def pad_multiple(vae) -> int:
 def pad_edges(image, multiple: int):
     """A PIL image padded on the right and bottom, edge pixels repeated, to sides that are
     multiples of `multiple` (the image itself when they already are)."""
-    import numpy as np
-    from PIL import Image
     w, h = image.size
     if not (-w % multiple or -h % multiple):
         return image
@@ -144,21 +144,18 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 def pil_to_tensor(img) -> torch.Tensor:
     """PIL image -> (1, 3, H, W) in [-1, 1]."""
-    import numpy as np
     a = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0)
     return a.permute(2, 0, 1)[None]
 
 
 def to_pil(images: torch.Tensor):
     """(B, 3, H, W) in [-1, 1] -> list of PIL RGB images."""
-    from PIL import Image
     arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in arr]
 
 
 def latent_preview(latents: torch.Tensor):
     """A cheap RGB look at latents (B, C, h, w) for live previews: first 3 channels, rescaled."""
-    from PIL import Image
     x = latents[:, :3].float()
     if x.shape[1] < 3:
         x = x[:, :1].expand(-1, 3, -1, -1)

@@ -146,6 +146,7 @@ class GligenLayoutPipeline:
 
     @staticmethod
     def _diffusers(modules: dict, scheduler):
+        # lazy: only hub GLIGEN models need it, and it pulls in transformers' image processors
         from diffusers import StableDiffusionGLIGENPipeline
         pipe = StableDiffusionGLIGENPipeline(**modules, scheduler=scheduler, safety_checker=None,
                                              feature_extractor=None, requires_safety_checker=False)

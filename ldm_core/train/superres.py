@@ -25,6 +25,7 @@ from ..data.degrade import degrade
 from ..data.images import from_uint8, psnr
 from ..data.photos import heldout_crops, random_crops
 from ..data.shapes import sample_scene
+from ..options import DDIM
 from ..pipelines.common import encode_latents
 from ..pipelines.superres import SuperResPipeline, bicubic_latent
 from .diffusion import EVAL_SEED0, Batch, DiffusionConfig, Stage, Weights, fit
@@ -91,7 +92,7 @@ def make_batch(cfg: SuperResConfig, data: Latents, idx: torch.Tensor, gen: torch
 
 def _upscale(pipe: SuperResPipeline, lows: list[np.ndarray], steps: int) -> np.ndarray:
     return np.stack([np.asarray(pipe(image=Image.fromarray(lo), num_inference_steps=steps, seeds=[EVAL_SEED0 + i],
-                                     sampler="DDIM", back_projection=5, average=1).images[0])
+                                     sampler=DDIM, back_projection=5, average=1).images[0])
                      for i, lo in enumerate(lows)])
 
 
