@@ -32,8 +32,9 @@ class SamplingControls:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def inputs(self) -> dict:
-        """The controls a request reads, by request field name."""
-        return {**self.params(), "num_images": self.num_images}
+        """The controls a request reads, by request field name, in the request's field order."""
+        names = ("steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def follow_model(self, studio: Service, task: str) -> None:
         """A new model choice sets its defaults (steps, guidance, sampler, size) in the controls."""
