@@ -21,9 +21,9 @@ from ldm_core.options import SAMPLER_NAMES
 from ldm_core.service import Service
 from ldm_core.tasks import TASKS, Task
 from server.errors import user_error
-from server.fair_use import client_gone, quota, with_signature
+from server.fair_use import quota, with_signature
 
-from .common import GPU_CONCURRENCY_ID, gpu
+from .common import GPU_CONCURRENCY_ID, gpu, job_events
 
 # request fields whose default is the task's default model's (catalog entry attribute)
 FROM_MODEL = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
@@ -40,19 +40,11 @@ def _results(studio: Service, request, client: gr.Request | None = None):
     """Generator for an API event: an empty update every UPDATE_SECONDS while it runs (so that
     a client's cancel stops the generation: Gradio can only stop a generator between updates),
     then (paths, info JSON)."""
-    job = studio.start(request, previews=False, abandoned=lambda: client_gone(client))
-    try:
-        for ev in job:
-            if isinstance(ev, Done):
-                yield [str(p) for p in ev.paths], json.dumps(ev.info)
-                return
-            yield gr.skip(), gr.skip()
-    except gr.Error:
-        raise
-    except Exception as e:
-        raise user_error(e) from None
-    finally:
-        job.cancel()
+    for ev in job_events(studio, request, client, previews=False):
+        if isinstance(ev, Done):
+            yield [str(p) for p in ev.paths], json.dumps(ev.info)
+            return
+        yield gr.skip(), gr.skip()
     raise gr.Error("generation produced no image")
 
 

@@ -61,26 +61,32 @@ def results(prefix: str, columns: int = 4, single: bool = False, preview_height:
     return Results(preview, gallery, info, single)
 
 
-def progress_updates(studio: Service, request, progress: gr.Progress | None, client: gr.Request | None):
-    """Run `request`; yield (results, preview, info) updates while it runs, then the results.
-    Closing this generator (Gradio does on Stop, or when the client leaves) cancels the run."""
-    job = studio.start(request, abandoned=lambda: client_gone(client))
+def job_events(studio: Service, request, client: gr.Request | None, previews: bool = True):
+    """Run `request` on the studio; yield its Progress updates, then Done. Errors come as the
+    user's message; closing this generator (Gradio does on Stop, or when the client leaves)
+    cancels the run."""
+    job = studio.start(request, previews=previews, abandoned=lambda: client_gone(client))
     try:
-        for ev in job:
-            if isinstance(ev, Done):
-                yield [str(p) for p in ev.paths], None, json.dumps(ev.info, indent=1)
-                return
-            if progress is not None:
-                progress((ev.step, ev.total), desc="denoising", unit="steps")
-            # an update every UPDATE_SECONDS, even an empty one: Gradio can only stop a generator
-            # between two of its updates, so this is what lets Stop act within a fraction of a second
-            yield gr.skip(), (gr.skip() if ev.preview is None else ev.preview), gr.skip()
+        yield from job
     except gr.Error:
         raise
     except Exception as e:
         raise user_error(e) from None
     finally:
         job.cancel()
+
+
+def progress_updates(studio: Service, request, progress: gr.Progress | None, client: gr.Request | None):
+    """Run `request`; yield (results, preview, info) updates while it runs, then the results."""
+    for ev in job_events(studio, request, client):
+        if isinstance(ev, Done):
+            yield [str(p) for p in ev.paths], None, json.dumps(ev.info, indent=1)
+            return
+        if progress is not None:
+            progress((ev.step, ev.total), desc="denoising", unit="steps")
+        # an update every UPDATE_SECONDS, even an empty one: Gradio can only stop a generator
+        # between two of its updates, so this is what lets Stop act within a fraction of a second
+        yield gr.skip(), (gr.skip() if ev.preview is None else ev.preview), gr.skip()
 
 
 def stopped():
