@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 from PIL import Image
+from starlette.middleware import Middleware
 
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.device import pick_device
@@ -27,8 +28,11 @@ from ldm_core.service import Service
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
 from server import security
-from server.fair_use import calm_queue
+from server.fair_use import calm_queue, reserve_per_client
+from server.owners import VisitorCookie
+from server.owners import configure as configure_owners
 from tabs import api, history, pnginfo, task_tabs
+from tabs.common import GPU_CONCURRENCY_ID
 from tabs.controls import first_image, info_updates
 
 TITLE = "Latent Diffusion Studio"
@@ -71,9 +75,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         + ", ".join(f"{d} {t:g} s" for d, (_, t) in SERVER_BUDGETS.items()) + ")")
     p.add_argument("--max-jobs-per-client", type=int, default=None,
                    help="generations one client address may have running or waiting (default 3)")
+    p.add_argument("--shared-history", action="store_true",
+                   help="every visitor sees every result in History (a private deployment); by default a visitor "
+                        "sees only their own (their browser's, or their user's with --auth)")
     p.add_argument("--allowed-origin", action="append", default=[],
                    help="another origin whose pages may call this server (e.g. https://my.site); the server's "
                         "own origin always may")
+    p.add_argument("--trusted-proxy", action="append", default=[], type=security.proxy_network, metavar="ADDRESS",
+                   help="a reverse proxy (address or CIDR network, repeatable) whose X-Forwarded-For names the client; "
+                        "from anyone else the header is ignored (the share tunnel and a Space's front end are "
+                        "trusted without this)")
+    p.add_argument("--monitoring", action="store_true",
+                   help="serve Gradio's /monitoring dashboard (behind the login; without --auth allowed only on a "
+                        "server bound to loopback, without --share)")
     return p.parse_args(argv)
 
 
@@ -175,12 +189,16 @@ def main(argv=None) -> None:
     if (host not in ("127.0.0.1", "localhost", "::1") or args.share) and not auth:
         print("WARNING: the studio is reachable from other machines without a password; "
               "add --auth user:password", file=sys.stderr)
+    if args.monitoring and not auth and (host not in ("127.0.0.1", "localhost", "::1") or args.share):
+        raise SystemExit("--monitoring without --auth is allowed only on a server bound to loopback, without --share")
+    security.trust_proxies(args.trusted_proxy, share=args.share, space=bool(os.environ.get("SPACE_ID")))
     limits = server_limits(pick_device(args.device).type, max_work=args.max_work, max_seconds=args.max_seconds,
                            max_jobs_per_client=args.max_jobs_per_client)
     stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
                        memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
                        allow_downloads=not args.offline, limits=limits)
     service = Service(stack)
+    configure_owners(shared_history=args.shared_history, share_link=args.share)
     # the UI's image widgets are decoded by Gradio itself (the inpainting editor checks first): PIL
     # warns past this many pixels and refuses twice as many (a decompression bomb) before decoding
     Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
@@ -191,6 +209,7 @@ def main(argv=None) -> None:
                 service.submit(stack.load, entry).result()   # on the device thread
     demo = build_app(service)
     calm_queue(demo.queue(max_size=args.queue_size, default_concurrency_limit=1))
+    reserve_per_client(demo, limits.max_jobs_per_client, GPU_CONCURRENCY_ID)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
@@ -198,11 +217,12 @@ def main(argv=None) -> None:
     space_host = os.environ.get("SPACE_HOST")       # on a Hugging Face Space: its own origin, framed by the hub
     guard = {"allowed_origins": args.allowed_origin + ([f"https://{space_host}"] if space_host else []),
              "frame_ancestors": ["https://huggingface.co"] if space_host else [], "password": bool(auth),
-             "max_body_bytes": limits.max_upload_bytes + 1_000_000}
+             "max_body_bytes": limits.max_upload_bytes + 1_000_000, "monitoring": args.monitoring}
     demo.launch(css=CSS, server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
-                allowed_paths=[str(out)], show_error=False, footer_links=["api", "settings"],
+                show_error=False, footer_links=["api", "settings"], enable_monitoring=args.monitoring,
                 max_file_size=limits.max_upload_bytes, prevent_thread_lock=True,
-                app_kwargs={"lifespan": security.lifespan(guard, cache), "docs_url": None, "redoc_url": None,
+                app_kwargs={"lifespan": security.lifespan(guard, cache), "middleware": [Middleware(VisitorCookie)],
+                            "docs_url": None, "redoc_url": None,
                             "openapi_url": None})
     if demo.share_url and "layer" in guard:
         guard["layer"].allow_origin(demo.share_url)

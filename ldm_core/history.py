@@ -1,7 +1,9 @@
 """What the studio has made: every PNG in its output folder that carries its parameters, newest
-first (results of this server and of earlier runs alike). Parameters are read once per file."""
+first (results of this server and of earlier runs alike). Parameters are read once per file.
+Each owner's results live in a folder of their own (`owner_folder`)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +24,26 @@ class Entry:
         return f"{p.get('task', '?')} · {what[:40]} · seed {p.get('seed', '?')}"
 
 
+def owner_folder(owner: str) -> str:
+    """The folder name of an owner's results ("user:alice" -> 16 hex digits: names no one)."""
+    return "by-" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:16]
+
+
 class History:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self._seen: dict[Path, tuple[float, dict | None]] = {}     # path -> (mtime, parameters)
 
-    def entries(self, limit: int = 200) -> list[Entry]:
-        """The newest `limit` results, newest first."""
+    def entries(self, limit: int = 200, owner: str | None = None, everything: bool = False) -> list[Entry]:
+        """The newest `limit` results of `owner` (of every owner with `everything`), newest first."""
+        if everything:
+            folder = self.folder
+        elif owner:
+            folder = self.folder / owner_folder(owner)
+        else:
+            return []                  # results of nobody in particular are listed to nobody
         found = []
-        for path in self.folder.rglob("*.png") if self.folder.is_dir() else []:
+        for path in folder.rglob("*.png") if folder.is_dir() else []:
             try:
                 mtime = path.stat().st_mtime
             except OSError:            # removed meanwhile

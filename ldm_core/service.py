@@ -19,7 +19,7 @@ import torch
 
 from .catalog import ModelEntry
 from .compositions import COMPOSITIONS, Composition, Plan, composition_of
-from .history import Entry, History
+from .history import Entry, History, owner_folder
 from .jobs import Job
 from .limits import with_deadline
 from .pipelines.common import StepCallback
@@ -75,8 +75,9 @@ class Service:
         """The compositions a tab of `task` offers (hires, the x/y plot), those it can run here."""
         return [c for c in COMPOSITIONS.values() if task in c.tasks and all(t in self.tasks for t in c.needs)]
 
-    def history(self, limit: int = 200) -> list[Entry]:
-        return self._history.entries(limit)
+    def history(self, limit: int = 200, owner: str | None = None, everything: bool = False) -> list[Entry]:
+        """The newest results of `owner` (of everyone with `everything`), newest first."""
+        return self._history.entries(limit, owner, everything)
 
     # ------------------------------------------------------------ requests
     def plan(self, request) -> Plan:
@@ -105,27 +106,30 @@ class Service:
             return run_task(plan.first[0], callback)
         return comp.run(plan, run_task, callback)
 
-    def save(self, result: Result) -> list[Path]:
-        return self.stack.save(result)
+    def save(self, result: Result, owner: str | None = None) -> list[Path]:
+        """The result's PNGs, in its owner's folder (`owner`: who made it; None: the output folder)."""
+        folder = self.stack.output_dir / owner_folder(owner) if owner else None
+        return self.stack.save(result, folder)
 
-    def generate(self, request, callback: StepCallback | None = None, stage: _Stage | None = None
-                 ) -> tuple[list[Path], dict]:
-        """Run `request` and save its images: (PNG paths, the request as run)."""
+    def generate(self, request, callback: StepCallback | None = None, stage: _Stage | None = None,
+                 owner: str | None = None) -> tuple[list[Path], dict]:
+        """Run `request` and save its images for `owner`: (PNG paths, the request as run)."""
         t0, start = time.perf_counter(), time.time()
         result = self.run(request, callback, stage)
         t1 = time.perf_counter()
-        paths = self.save(result)
+        paths = self.save(result, owner)
         timing.info("%s from %.4f: run %.4f s (pipeline %.4f s), save %.4f s", result.info.get("task"), start,
                     t1 - t0, result.seconds, time.perf_counter() - t1)
         return paths, result.info
 
-    def start(self, request, previews: bool = True, abandoned: Callable[[], bool] | None = None) -> Job:
+    def start(self, request, previews: bool = True, abandoned: Callable[[], bool] | None = None,
+              owner: str | None = None) -> Job:
         """`generate(request)` on the device thread, as a Job: its progress, previews and cancel."""
         stage = _Stage()
 
         def preview(latents):
             return None if stage.model is None else self.stack.preview(stage.model, latents)
-        return Job(lambda callback: self.generate(request, callback, stage), preview if previews else None,
+        return Job(lambda callback: self.generate(request, callback, stage, owner), preview if previews else None,
                    self.stack.submit, abandoned)
 
     def submit(self, fn, *args):

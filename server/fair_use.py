@@ -2,14 +2,19 @@
 requirements.txt, and tests/test_server.py checks the attributes used here still exist)."""
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
+import time
 
 import gradio as gr
 
 from .errors import refuse
 from .security import client_key
 
-UNREAD_UPDATES = 12            # a job whose client left this many updates unread (3 s of them) has no client
+log = logging.getLogger("server")
+
+ABANDON_SECONDS = 5.0          # an update left unread this long: nobody reads the job's updates
 QUEUE_POLL_SECONDS = 0.01      # how often Gradio's queue looks for work to start (its default: 0.001)
 PROGRESS_POLL_SECONDS = 0.05   # and for progress to send (its default: 0.01)
 
@@ -31,37 +36,71 @@ def calm_queue(demo: gr.Blocks) -> gr.Blocks:
     return demo
 
 
-def client_jobs(request: gr.Request) -> int:
-    """How many generations this request's client has running or waiting."""
-    q, me = _queue(request), _client(request.request)
-    events = [e for eq in q.event_queue_per_concurrency_id.values() for e in eq.queue]
-    events += [e for job in q.active_jobs if job for e in job]
-    return sum(_client(e.request) == me for e in events)
+def reserve_per_client(demo: gr.Blocks, most: int | None, concurrency_id: str) -> gr.Blocks:
+    """A client holds at most `most` generations (events of `concurrency_id`), running and waiting
+    together. The count is an atomic reservation taken when a job joins the queue: joins are
+    admitted one at a time, each counting the client's live events (Gradio's `event_ids_to_events`,
+    from which an event leaves however it ends: done, failed, cancelled, its client gone), so no
+    two joins can both see room for one. Returns `demo`."""
+    if not most:
+        return demo
+    q = demo._queue
+    admit = q.push
+    lock = asyncio.Lock()
+
+    async def push(body, request, username):
+        fn = q.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
+        if fn is None or fn.concurrency_id != concurrency_id:
+            return await admit(body, request, username)
+        me = client_key(request.scope)
+        async with lock:
+            held = live_jobs(q, concurrency_id, me)
+            if held >= most:
+                log.info("refused: %s already holds %d generations", me, held)
+                return False, f"you already have {most} generations running or waiting; wait for one to finish", \
+                    "error"
+            return await admit(body, request, username)
+    q.push = push
+    return demo
 
 
-def client_gone(request: gr.Request | None) -> bool:
-    """Whether nobody reads this job's updates any more (an API call whose results are never
-    fetched; a browser that leaves is seen by Gradio itself)."""
-    if request is None or getattr(request, "request", None) is None:
-        return False
-    pending = _queue(request).pending_messages_per_session.get(request.session_hash)
-    return pending is not None and pending.qsize() > UNREAD_UPDATES
+def live_jobs(q, concurrency_id: str, client: str) -> int:
+    """How many events of `concurrency_id` this client has in the queue or running."""
+    return sum(1 for e in list(q.event_ids_to_events.values())
+               if e.fn.concurrency_id == concurrency_id and e.request is not None and _client(e.request) == client)
 
 
-def quota(most: int | None, names: list[str], check=None):
+def abandonment(request: gr.Request | None):
+    """A check for one job: true once nobody reads its updates (an API call whose results are never
+    fetched; a browser that leaves is seen by Gradio itself). Decided by time, not by a count of
+    updates, so it holds at any machine speed: the oldest unread update of the job's session has
+    waited ABANDON_SECONDS (a reader takes each within milliseconds)."""
+    seen = {"message": None, "since": 0.0}
+
+    def gone() -> bool:
+        if request is None or getattr(request, "request", None) is None:
+            return False
+        pending = _queue(request).pending_messages_per_session.get(request.session_hash)
+        try:
+            oldest = pending._queue[0] if pending is not None else None    # asyncio.Queue's deque
+        except IndexError:        # emptied meanwhile
+            oldest = None
+        now = time.monotonic()
+        if oldest is not seen["message"]:
+            seen["message"], seen["since"] = oldest, now
+        return oldest is not None and now - seen["since"] >= ABANDON_SECONDS
+    return gone
+
+
+def validator(names: list[str], check):
     """A Gradio `validator` for an event whose inputs are `names`, run before the job is queued:
-    `check({name: value})` may name a problem (refused), and a client holds at most `most`
-    generations, running and waiting together."""
-    def validator(*args):
-        request = args[len(names)] if len(args) > len(names) else None
-        problem = check(dict(zip(names, args))) if check is not None else None
+    `check({name: value})` may name a problem, refused with that message."""
+    def validate(*args):
+        problem = check(dict(zip(names, args)))
         if problem:
             raise refuse(problem)
-        if most and request is not None and getattr(request, "request", None) is not None:
-            if client_jobs(request) >= most:
-                raise refuse(f"you already have {most} generations running or waiting; wait for one to finish")
         return [gr.validate(True, "")] * len(names)
-    return with_signature(validator, names)
+    return with_signature(validate, names)
 
 
 def with_signature(fn, names: list[str], progress: bool = False):

@@ -10,9 +10,17 @@ Gradio runs before the server accepts its first request):
 - **Headers** on every response: `X-Content-Type-Options: nosniff`, a Content-Security-Policy
   limited to what cannot break Gradio's page (`frame-ancestors`, `object-src`, `base-uri`),
   `X-Frame-Options` where no other framer is allowed, `Referrer-Policy`.
-- **Login**: with a password, the login page no longer carries the API description Gradio embeds
-  in it, and failed logins are throttled per client: after 3 failures each attempt waits 1, 2, 4,
-  ... up to 30 s, one attempt at a time per client; a success resets the count.
+- **Client address** (`client_key`): the peer, or behind a trusted proxy the right-most
+  `X-Forwarded-For` hop that is not itself a trusted proxy. No proxy is trusted until
+  `trust_proxies()` says which (`--trusted-proxy`, the share tunnel, a Space's front end).
+- **Login**: with a password, a request without a valid login session reaches only what the login
+  page needs (`OPEN_PATHS`, `OPEN_PREFIXES`, `POST /login`); anything else is answered 401 before
+  Gradio sees it, and an HTML page before login carries no API description. Failed logins are
+  throttled per client: after 3 failures each attempt waits 1, 2, 4, ... up to 30 s, one attempt
+  at a time per client; a success resets the count.
+- **Monitoring and run history**: `/monitoring*` exists only when the operator turned it on (then
+  behind the login like the rest); Gradio's run-history routes refuse a request that calls itself
+  `localhost` without coming from this machine.
 - **Errors**: a failure Gradio reports as a bare `null` (errors are not shown) gets a message.
 - **Size**: a request body over `max_body_bytes` (the upload limit and some slack) is refused
   (413) or cut off, on every route, Gradio's component server included.
@@ -22,6 +30,8 @@ Gradio runs before the server accepts its first request):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import logging
 import os
 import re
@@ -31,6 +41,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from starlette.requests import cookie_parser
 
 log = logging.getLogger("security")
 
@@ -44,17 +56,96 @@ NULL_MESSAGE = b"the request could not be processed: check its inputs (types, fi
 API_INFO = re.compile(rb"<script>window\.gradio_api_info\s*=.*?</script>", re.S)
 
 
+OPEN_PATHS = {"/", "/favicon.ico", "/theme.css", "/robots.txt", "/logout",
+              "/gradio_api/startup-events"}    # Gradio's launch() calls this one itself, without a login
+OPEN_PREFIXES = ("/assets/", "/static/")
+RUN_HISTORY = ("/gradio_api/runs", "/gradio_api/run-history")
+LOOPBACK_NETS = ("127.0.0.0/8", "::1/128")
+PRIVATE_NETS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+CLIENT = "ldm.client"       # the scope key where SecurityLayer keeps its decision
+_trusted: tuple = ()        # networks whose X-Forwarded-For is believed: none until trust_proxies()
+
+
+def proxy_network(text: str):
+    """'10.1.2.3' or '10.0.0.0/8' or '::1' -> an ip_network (ValueError if it is neither)."""
+    return ipaddress.ip_network(text.strip(), strict=False)
+
+
+def trust_proxies(addresses=(), share: bool = False, space: bool = False) -> tuple:
+    """Say, once at start-up, whose `X-Forwarded-For` `client_key` believes: `addresses` (addresses
+    or CIDR networks, `--trusted-proxy`), with `share` the share tunnel's local client (loopback),
+    with `space` a Hugging Face Space's front end (loopback and private networks). Uvicorn's own
+    rewriting of the peer from that header (it trusts loopback by default) is turned off for the
+    servers started after this call: the layer decides, from the real peer."""
+    global _trusted
+    nets = [proxy_network(a) for a in addresses]
+    if share or space:
+        nets += [proxy_network(n) for n in LOOPBACK_NETS]
+    if space:
+        nets += [proxy_network(n) for n in PRIVATE_NETS]
+    _trusted = tuple(dict.fromkeys(nets))
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    return _trusted
+
+
+def _ip(text: str):
+    """An address as a client or an X-Forwarded-For hop names it ('1.2.3.4', '1.2.3.4:80', '[::1]:80',
+    '::ffff:1.2.3.4'), or None."""
+    t = text.strip()
+    if t.startswith("["):
+        t = t[1:].split("]", 1)[0]
+    elif t.count(":") == 1:
+        t = t.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(t)
+    except ValueError:
+        return None
+    return (ip.ipv4_mapped or ip) if ip.version == 6 else ip
+
+
+def _is_trusted(ip) -> bool:
+    return ip is not None and any(ip in net for net in _trusted)
+
+
+def is_loopback(address: str) -> bool:
+    ip = _ip(address)
+    return ip is not None and ip.is_loopback
+
+
 def client_key(scope) -> str:
-    """Who is asking: the peer address; behind a proxy (a peer on this machine, such as the share
-    link's tunnel or a local reverse proxy, or a Hugging Face Space's front end) the address the
-    proxy saw, the last X-Forwarded-For entry (earlier entries are whatever the client claimed)."""
+    """Who is asking: the peer address; when the peer is a trusted proxy (`trust_proxies`), the
+    right-most X-Forwarded-For hop that is not itself a trusted proxy (what the nearest untrusted
+    party was seen as; the hops left of it are whatever the client claimed), the left-most if
+    every hop is trusted. A header from anyone else is ignored."""
+    if CLIENT in scope:
+        return scope[CLIENT]
     client = scope.get("client")
     peer = client[0] if client else "?"
-    if peer in ("127.0.0.1", "::1") or os.environ.get("SPACE_ID"):
-        for k, v in scope.get("headers", []):
-            if k == b"x-forwarded-for":
-                return v.decode("latin-1").split(",")[-1].strip() or peer
-    return peer
+    if not _is_trusted(_ip(peer)):
+        return peer
+    hops = [h.strip() for k, v in scope.get("headers", []) if k == b"x-forwarded-for"
+            for h in v.decode("latin-1").split(",")]
+    hops = [h for h in hops if h]
+    if not hops:
+        return peer
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if not _is_trusted(ip):
+            return str(ip) if ip is not None else hop[:100]
+    return str(_ip(hops[0]))
+
+
+def _hostname(value: str) -> str:
+    """'localhost:7860', '[::1]:80', 'A.b' -> 'localhost', '::1', 'a.b'."""
+    try:
+        return (urlsplit("//" + value.strip()).hostname or "").lower()
+    except ValueError:
+        return value.strip().lower()
+
+
+def _local_name(host: str) -> bool:
+    h = _hostname(host)
+    return h == "localhost" or h.endswith(".localhost") or h == "0.0.0.0" or is_loopback(h)
 
 
 def _host(value: str) -> str:
@@ -101,12 +192,14 @@ class LoginThrottle:
 
 class SecurityLayer:
     def __init__(self, app, *, allowed_origins=(), frame_ancestors=(), password: bool = False,
-                 max_body_bytes: int = 25_000_000):
+                 max_body_bytes: int = 25_000_000, monitoring: bool = False, gradio_app=None):
         self.app = app
         self.max_body = max_body_bytes
         self.allowed = {_host(o) for o in allowed_origins}
         self.frame_ancestors = list(frame_ancestors)
         self.password = password
+        self.monitoring = monitoring
+        self.gradio_app = gradio_app         # Gradio's App: its login cookie's name and its tokens
         self.throttle = LoginThrottle()
         framers = " ".join(["'self'", *self.frame_ancestors])
         csp = f"frame-ancestors {framers}; object-src 'none'; base-uri 'self'"
@@ -130,8 +223,38 @@ class SecurityLayer:
         return _bare(o) in LOCAL_HOSTS and any(_bare(h) in LOCAL_HOSTS and h.rsplit(":", 1)[-1] == o.rsplit(":", 1)[-1]
                                                for h in hosts)
 
+    def logged_in(self, scope) -> bool:
+        """Whether the request carries a login session of Gradio's (its access-token cookie, as
+        gradio.routes' get_current_user reads it, naming a token the app handed out)."""
+        app = self.gradio_app
+        if app is None:
+            return False
+        raw = "; ".join(v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie")
+        cookies = cookie_parser(raw)
+        token = (cookies.get(f"access-token-{app.cookie_id}")
+                 or cookies.get(f"access-token-unsecure-{app.cookie_id}"))
+        return bool(token) and token in app.tokens
+
+    @staticmethod
+    def open_before_login(path: str, method: str) -> bool:
+        """What the login page needs: itself, its scripts, styles, fonts and icon, the login."""
+        if method == "POST":
+            return path == "/login"
+        return method in SAFE_METHODS and (path in OPEN_PATHS or path.startswith(OPEN_PREFIXES))
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        peer = client[0] if client else "?"
+        key = scope[CLIENT] = client_key(scope)
+        if key != peer:                 # what Gradio's own code sees as request.client, too
+            scope["client"] = (key, 0)
+        if scope["type"] == "websocket":
+            if self.password and not self.logged_in(scope):
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await self.app(scope, receive, send)
             return
         headers = dict((k, v) for k, v in scope.get("headers", []))
@@ -147,11 +270,29 @@ class SecurityLayer:
             return
         receive = self._bounded(receive)
         path = scope["path"].rstrip("/") or "/"
-        strip_info = self.password and path == "/" and scope["method"] in SAFE_METHODS
-        if self.password and path == "/login" and scope["method"] == "POST":
+        method = scope["method"]
+        before_login = self.password and not self.logged_in(scope)
+        if before_login and not self.open_before_login(path, method):
+            await self._plain(send, 401, json.dumps({"detail": "Not authenticated"}).encode(), b"application/json")
+            return
+        if path == "/monitoring" or path.startswith("/monitoring/"):
+            if not self.monitoring:
+                await self._plain(send, 404, b"not found")
+                return
+            if path == "/monitoring":   # Gradio would log the dashboard's URL and key, built from the caller's Host
+                await self._plain(send, 200, b"the monitoring dashboard's URL was written to the server's log at start")
+                return
+        if path == "/gradio_api/runs" or path.startswith(tuple(p + "/" for p in RUN_HISTORY)):
+            hosts = [v.decode("latin-1") for k, v in scope.get("headers", []) if k in (b"host", b"x-forwarded-host")]
+            if any(_local_name(h) for h in hosts) and not (is_loopback(key) and is_loopback(peer)):
+                log.warning("refused %s %s: Host names this machine, the client %s is elsewhere", method,
+                            scope["path"][:100], key)
+                await self._plain(send, 403, b"refused: this route is only for a browser on this machine")
+                return
+        if self.password and path == "/login" and method == "POST":
             await self._login(scope, receive, send, foreign)
             return
-        await self.app(scope, receive, self._sender(send, foreign, strip_info))
+        await self.app(scope, receive, self._sender(send, foreign, before_login and method == "GET"))
 
     def _bounded(self, receive):
         """`receive`, stopping a body (chunked, or longer than announced) past max_body_bytes."""
@@ -167,7 +308,9 @@ class SecurityLayer:
             return message
         return bounded
 
-    def _sender(self, send, foreign: bool, strip_info: bool):
+    def _sender(self, send, foreign: bool, before_login: bool):
+        """`send`, adding the headers, dropping CORS grants to a foreign origin, giving bare null
+        errors a message and, `before_login`, taking the API description out of an HTML page."""
         body: list[bytes] = []
         start: dict = {}
 
@@ -177,26 +320,25 @@ class SecurityLayer:
                       if not (foreign and k.lower().startswith(b"access-control-"))]
                 hs += [h for h in self.headers if h[0] not in {k.lower() for k, _ in hs}]
                 message = {**message, "headers": hs}
-                if strip_info:
+                html = any(k.lower() == b"content-type" and v.lower().startswith(b"text/html") for k, v in hs)
+                if before_login and html:
                     start.update(message)
                     return
-            elif message["type"] == "http.response.body" and not strip_info:
+            elif message["type"] == "http.response.body" and start:
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                data = API_INFO.sub(b"<script>window.gradio_api_info = {};</script>", b"".join(body))
+                hs = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                await send({**start, "headers": hs + [(b"content-length", str(len(data)).encode())]})
+                await send({"type": "http.response.body", "body": data})
+                return
+            elif message["type"] == "http.response.body":
                 chunk = message.get("body", b"")
                 if b"null" in chunk and b"error" in chunk:
                     for old, new in NULL_ERRORS:
                         chunk = chunk.replace(old, new % NULL_MESSAGE)
                     message = {**message, "body": chunk}
-            elif message["type"] == "http.response.body" and strip_info:
-                body.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                data = b"".join(body)
-                if b'"auth_required":true' in data:      # the login page: no API description before login
-                    data = API_INFO.sub(b"<script>window.gradio_api_info = {};</script>", data)
-                hs = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-                await send({**start, "headers": hs + [(b"content-length", str(len(data)).encode())]})
-                await send({"type": "http.response.body", "body": data})
-                return
             await send(message)
         return wrapped
 
@@ -219,9 +361,9 @@ class SecurityLayer:
                 log.warning("failed login from %s (%d in a row; next attempt waits %.0f s)", key,
                             self.throttle.failures.get(key, 0), self.throttle.delay(key))
 
-    async def _plain(self, send, status: int, text: bytes):
+    async def _plain(self, send, status: int, text: bytes, kind: bytes = b"text/plain; charset=utf-8"):
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                    "headers": [(b"content-type", kind),
                                 (b"content-length", str(len(text)).encode()), *self.headers]})
         await send({"type": "http.response.body", "body": text})
 
@@ -260,7 +402,8 @@ def lifespan(layer_options: dict, cache_dir: Path, max_age_s: float = 86_400, ma
     async def handler(app):
         if app.middleware_stack is None:
             app.middleware_stack = app.build_middleware_stack()
-        layer = SecurityLayer(app.middleware_stack, **{k: v for k, v in layer_options.items() if k != "layer"})
+        layer = SecurityLayer(app.middleware_stack, gradio_app=app,
+                              **{k: v for k, v in layer_options.items() if k != "layer"})
         app.middleware_stack = layer
         layer_options["layer"] = layer
 

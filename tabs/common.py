@@ -12,7 +12,8 @@ import gradio as gr
 from ldm_core.jobs import Done
 from ldm_core.service import Service
 from server.errors import user_error
-from server.fair_use import client_gone, quota, with_signature
+from server.fair_use import abandonment, validator, with_signature
+from server.owners import owner_of
 
 GPU_CONCURRENCY_ID = "gpu"   # every event that runs a model shares this queue slot
 
@@ -62,10 +63,11 @@ def results(prefix: str, columns: int = 4, single: bool = False, preview_height:
 
 
 def job_events(studio: Service, request, client: gr.Request | None, previews: bool = True):
-    """Run `request` on the studio; yield its Progress updates, then Done. Errors come as the
-    user's message; closing this generator (Gradio does on Stop, or when the client leaves)
-    cancels the run."""
-    job = studio.start(request, previews=previews, abandoned=lambda: client_gone(client))
+    """Run `request` on the studio for the client's owner (`server/owners.py`); yield its Progress
+    updates, then Done. Errors come as the user's message; closing this generator (Gradio does on
+    Stop, or when the client leaves) cancels the run."""
+    job = studio.start(request, previews=previews, abandoned=abandonment(client),
+                       owner=owner_of(client).key)
     try:
         yield from job
     except gr.Error:
@@ -99,7 +101,8 @@ def wire(studio: Service, button: gr.Button, stop: gr.Button, inputs: dict, make
          shown: Results, check: Callable | None = None):
     """`button` runs `make_request({input name: value})` on the studio and shows it in `shown`;
     `stop` cancels it. `check({name: value})` may name a problem, refused before the job is queued
-    (so is a client over its quota). Returns the event, for other buttons to cancel."""
+    (so is a client over its quota: `server.fair_use.reserve_per_client`). Returns the event, for
+    other buttons to cancel."""
     names, components = list(inputs), list(inputs.values())
 
     def run(*values):
@@ -115,7 +118,7 @@ def wire(studio: Service, button: gr.Button, stop: gr.Button, inputs: dict, make
 
     event = button.click(gpu(with_signature(run, names, progress=True)), components, shown.outputs,
                          concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
-                         validator=quota(studio.limits.max_jobs_per_client, names, check))
+                         validator=validator(names, check) if check else None)
     stop.click(stopped, None, shown.preview, cancels=[event], api_visibility="private")
     return event
 

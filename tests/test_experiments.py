@@ -35,7 +35,10 @@ def test_pixel_space_round_trips_and_a_model_trains_samples_and_resumes(tmp_path
     assert math.isfinite(loss) and tr.progress.step == 1 and tr.progress.images == cfg.batch_size
     out = sample(tr.ema_model(), ["a red circle", "a blue square"], [0, 1], steps=2, guidance=4.0)
     assert out.shape == (2, 64, 64, 3) and out.dtype == np.uint8
-    assert np.array_equal(out[:1], sample(tr.ema_model(), ["a red circle"], [0], steps=2, guidance=4.0))
+    # the same seed, the same noise at any batch size; batched kernels may round differently by CPU (AVX-512
+    # machines differ from AVX2 ones), so the image agrees within a grey level or two, not bit for bit
+    alone = sample(tr.ema_model(), ["a red circle"], [0], steps=2, guidance=4.0)
+    assert np.abs(out[:1].astype(int) - alone.astype(int)).max() <= 2
     tr.save()
     again = Trainer(cfg, space, z, ["x"] * 4, tmp_path)
     assert again.progress.step == 1

@@ -49,7 +49,8 @@ class Model:
 
 @torch.no_grad()
 def sample(m: Model, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> np.ndarray:
-    """DPM++ 2M with classifier-free guidance -> (B, 64, 64, 3) uint8."""
+    """DPM++ 2M with classifier-free guidance -> (B, 64, 64, 3) uint8. Each image's noise comes from its
+    own seed; the batch runs as one, so images agree across batch sizes up to float rounding."""
     sched = DPMSolverMultistepScheduler.from_config(noise_scheduler().config)
     sched.set_timesteps(steps)
     n = len(prompts)
