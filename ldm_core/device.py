@@ -2,6 +2,8 @@
 free for tensors, and the CPU kernel routing of small convolutions (bench/run.py measures it)."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 
 import torch
@@ -79,3 +81,22 @@ def native_small_convs(module: torch.nn.Module) -> int:
             m.forward = functools.partial(_conv_forward, m)
             n += 1
     return n
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def return_freed_memory() -> None:
+    """Hand the heap memory a finished request freed back to the system: glibc keeps freed
+    blocks below its arenas' tops otherwise, and a server's memory would stay at its largest
+    request's. A no-op where there is no glibc."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)

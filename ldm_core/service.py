@@ -19,6 +19,7 @@ import torch
 
 from .catalog import ModelEntry
 from .compositions import COMPOSITIONS, Composition, Plan, composition_of
+from .device import return_freed_memory
 from .history import Entry, History, owner_folder
 from .jobs import Job
 from .limits import with_deadline
@@ -115,9 +116,12 @@ class Service:
                  owner: str | None = None) -> tuple[list[Path], dict]:
         """Run `request` and save its images for `owner`: (PNG paths, the request as run)."""
         t0, start = time.perf_counter(), time.time()
-        result = self.run(request, callback, stage)
-        t1 = time.perf_counter()
-        paths = self.save(result, owner)
+        try:
+            result = self.run(request, callback, stage)
+            t1 = time.perf_counter()
+            paths = self.save(result, owner)
+        finally:
+            return_freed_memory()
         timing.info("%s from %.4f: run %.4f s (pipeline %.4f s), save %.4f s", result.info.get("task"), start,
                     t1 - t0, result.seconds, time.perf_counter() - t1)
         return paths, result.info

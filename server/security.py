@@ -68,7 +68,7 @@ _trusted: tuple = ()        # networks whose X-Forwarded-For is believed: none u
 
 def proxy_network(text: str):
     """'10.1.2.3' or '10.0.0.0/8' or '::1' -> an ip_network (ValueError if it is neither)."""
-    return ipaddress.ip_network(text.strip(), strict=False)
+    return ipaddress.ip_network(str(text).strip(), strict=False)
 
 
 def trust_proxies(addresses=(), share: bool = False, space: bool = False) -> tuple:

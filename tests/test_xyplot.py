@@ -58,3 +58,14 @@ def test_xyplot_from_the_command_line(tiny_catalog, tmp_path, capsys):
                  "--model", "tiny-text2img", "--x-axis", "guidance_scale", "--x-values", "1, 3"]) == 0
     path = next(p for p in capsys.readouterr().out.split() if p.endswith(".png"))
     assert read_parameters(path)["xyplot"]["x_values"] == [1.0, 3.0]
+
+
+def test_one_deadline_covers_every_cell_of_a_plot(tiny_catalog, monkeypatch):
+    """Each cell fits the time limit alone; the plot does not, and stops (a clock that ticks a second a step)."""
+    import ldm_core.limits as L
+    clock = iter(range(10_000))
+    monkeypatch.setattr(L.time, "perf_counter", lambda: float(next(clock)))
+    s = Service.from_catalog(tiny_catalog, device="cpu", limits=replace(DEFAULT_LIMITS, max_seconds=10))
+    s.run(replace(BASE, steps=4))                                   # one cell: 4 steps, 4 "seconds"
+    with pytest.raises(L.TimeLimit, match="this server allows 10 s"):
+        s.run(XYPlotRequest(replace(BASE, steps=4), Axis("seed", "1, 2, 3, 4")))
