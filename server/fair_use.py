@@ -50,7 +50,8 @@ def reserve_per_client(demo: gr.Blocks, most: int | None, concurrency_id: str) -
 
     async def push(body, request, username):
         fn = q.blocks.fns.get(body.fn_index) if body.fn_index is not None else None
-        if fn is None or fn.concurrency_id != concurrency_id:
+        full = q.max_size is not None and len(q) >= q.max_size      # Gradio answers "queue full" first
+        if fn is None or fn.concurrency_id != concurrency_id or full:
             return await admit(body, request, username)
         me = client_key(request.scope)
         async with lock:

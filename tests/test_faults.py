@@ -104,8 +104,13 @@ def test_a_full_queue_answers_busy_and_then_serves(client):
     for t in threads:
         t.join(120)
     assert len(results) + len(errors) == 6
-    assert errors and all(isinstance(e, QueueError) for e in errors), errors
-    assert all("try again" in str(e).lower() for e in errors)
+    # "queue full"; or, for a join that a loaded machine delayed past the cancel, the per-client quota
+    # (the long job's client holds its 3): both tell the client to come back
+    busy = [e for e in errors if isinstance(e, QueueError)]
+    quota = [e for e in errors if "generations running or waiting" in str(getattr(e, "response", None) and
+                                                                        e.response.text)]
+    assert busy and len(busy) + len(quota) == len(errors), errors
+    assert all("try again" in str(e).lower() for e in busy)
     assert 1 <= len(results) <= 2 and all(r[0] for r in results)   # the waiting ones were served
     assert client.predict(prompt="a red circle", steps=1, api_name="/text2img")[0]
 

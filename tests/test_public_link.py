@@ -1,9 +1,12 @@
 """A studio on a public link, attacked the way an attacker would: raw HTTP to Gradio's own routes
 (not gradio_client to the studio's endpoints). The server believes it is public: requests carry
 `Host: studio.example`, which is what Gradio's CORS code looks at."""
+import asyncio
 import io
 import json
+import re
 import time
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -27,9 +30,17 @@ def locked(tiny_catalog, tmp_path_factory):
         yield s
 
 
+@pytest.fixture(scope="module")
+def proxied(tiny_catalog, tmp_path_factory):
+    """Behind a reverse proxy on this machine (`--trusted-proxy 127.0.0.1`), with a password and monitoring."""
+    with webui(tiny_catalog, tmp_path_factory.mktemp("proxied") / "out", "--auth", "alice:secret",
+               "--trusted-proxy", "127.0.0.1", "--monitoring", "--max-seconds", "20") as s:
+        yield s
+
+
 def http(studio, method, path, **kw):
     headers = {"Host": HOST, **kw.pop("headers", {})}
-    return httpx.request(method, studio.url + path.lstrip("/"), headers=headers, timeout=60, **kw)
+    return httpx.request(method, studio.url + path.lstrip("/"), headers=headers, timeout=kw.pop("timeout", 60), **kw)
 
 
 def png(w, h, mode="RGBA") -> bytes:
@@ -141,10 +152,11 @@ def test_a_request_over_the_compute_budget_is_refused_with_the_budget_named(stud
 
 
 def test_abandoned_calls_are_cancelled_and_others_are_served(studio):
-    """Jobs whose results nobody reads stop; a client holds at most 3 jobs; the next request runs."""
+    """Jobs whose results nobody reads stop; a client holds at most 3 jobs, whatever X-Forwarded-For it
+    makes up (no proxy is trusted here); the next request runs."""
     heavy = ["a", "", 150, 3.0, 1, 1, 512, 512, "DDIM", "tiny-text2img"]   # in budget, seconds long
-    codes = [http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)}).status_code
-             for _ in range(4)]
+    codes = [http(studio, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)},
+                  headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(4)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 400             # the fourth: over the client's quota
     t0 = time.time()
     deadline = t0 + 90
@@ -190,7 +202,7 @@ def test_security_headers_on_every_page(studio):
 def test_nothing_about_the_api_before_login(locked):
     page = http(locked, "GET", "").text
     assert '"auth_required":true' in page and "named_endpoints" not in page and "tiny-text2img" not in page
-    assert http(locked, "GET", "openapi.json").status_code == 404
+    assert http(locked, "GET", "openapi.json").status_code in (401, 404)     # (none, and nothing before login)
     assert http(locked, "GET", "gradio_api/info").status_code == 401
 
 
@@ -207,6 +219,103 @@ def test_failed_logins_are_throttled_with_a_growing_delay(locked):
     assert ok.status_code == 200 and time.perf_counter() - t0 >= 7.9       # the right one waits its turn too
     r = http(locked, "POST", "login", data={"username": "alice", "password": "nope"})
     assert r.elapsed.total_seconds() < 0.5                                 # and resets the count
+
+
+def login(studio, **kw) -> dict:
+    """The cookies of a login as alice."""
+    r = http(studio, "POST", "login", data={"username": "alice", "password": "secret"}, **kw)
+    assert r.status_code == 200, r.text
+    return dict(r.cookies)
+
+
+def timed_failures(studio, xffs: list[str]) -> list[float]:
+    times = []
+    for xff in xffs:
+        t0 = time.perf_counter()
+        r = http(studio, "POST", "login", data={"username": "alice", "password": "nope"},
+                 headers={"X-Forwarded-For": xff})
+        times.append(time.perf_counter() - t0)
+        assert r.status_code == 400
+    return times
+
+
+def test_a_made_up_forwarded_for_does_not_escape_the_login_throttle(locked):
+    """No proxy is trusted: every X-Forwarded-For a direct client sends is ignored, so four failures
+    under four made-up addresses are four failures of one client (the fourth waits)."""
+    login(locked)                                                          # a clean count
+    times = timed_failures(locked, [f"198.51.100.{i}" for i in range(4)])
+    assert max(times[:3]) < 0.9 and times[3] >= 0.9
+    login(locked)                                                          # (waits its turn; resets)
+
+
+def gradio_routes(service) -> list[tuple[str, str]]:
+    """(method, path) of every route of the studio's Gradio app, built in this process as webui.py
+    builds it (Gradio's App.create_app is what launch() serves)."""
+    import webui
+    from gradio.routes import App
+    demo = webui.build_app(service)
+    demo.queue()
+    app = App.create_app(demo, app_kwargs={"docs_url": None, "redoc_url": None, "openapi_url": None})
+
+    def walk(routes):
+        for r in routes:
+            if hasattr(r, "effective_candidates"):        # a router included with a prefix (/gradio_api)
+                yield from walk(r.effective_candidates())
+            else:
+                yield from ((m, r.path) for m in sorted(r.methods or []))
+    return sorted(set(walk(app.routes)))
+
+
+API_DESCRIPTION = re.compile(r'named_endpoints|gradio_api_info\s*=\s*\{\s*[^}\s]|"dependencies"\s*:\s*\[\s*[^\]\s]'
+                             r'|"success_rate"|process_time_percentiles|Monitoring URL')
+
+
+def test_every_route_before_login_is_closed_but_the_login_page(locked, service):
+    import gradio
+    routes = gradio_routes(service)
+    assert {("GET", "/gradio_api/runs"), ("GET", "/monitoring/summary"), ("GET", "/config"),
+            ("POST", "/gradio_api/queue/join")} <= set(routes)             # the walk sees Gradio's routes
+    opened = set()
+    for method, template in routes:
+        if method == "HEAD" or template.rstrip("/") == "/login":     # (a login is a try for the throttle)
+            continue
+        path = re.sub(r"\{[^}]*\}", "1", template)
+        r = http(locked, method, path, timeout=15)
+        text = r.text
+        assert not API_DESCRIPTION.search(text), (method, path, text[:300])
+        assert gradio.__version__ not in text and '"version"' not in text, (method, path)
+        if r.status_code != 401:
+            opened.add((method, template))
+    # what the login page needs (its scripts, styles and fonts under /assets and /static answer 404
+    # for a made-up name), and startup-events, which Gradio's launch() calls itself
+    assert opened <= {("GET", "/"), ("GET", "/assets/{path:path}"), ("GET", "/static/{path:path}"),
+                      ("GET", "/favicon.ico"), ("GET", "/theme.css"), ("GET", "/robots.txt"), ("GET", "/logout"),
+                      ("GET", "/gradio_api/startup-events")}, opened
+    for path in ("gradio_api/runs", "gradio_api/runs/", "monitoring", "monitoring/summary", "gradio_api/app_id",
+                 "manifest.json", "gradio_api/run-history/records"):
+        assert http(locked, "GET", path).status_code == 401, path
+    page = http(locked, "GET", "")
+    assert page.status_code == 200 and '"auth_required":true' in page.text
+    assert "window.gradio_api_info = {};" in page.text and page.headers["content-length"] == str(len(page.content))
+
+
+def test_monitoring_is_off_unless_asked_for(studio):
+    for path in ("monitoring", "monitoring/summary", "monitoring/0123456789"):
+        assert http(studio, "GET", path).status_code == 404, path
+    assert "Monitoring URL" not in studio.log() and "monitoring/" not in studio.log()
+
+
+def test_monitoring_without_a_password_needs_a_loopback_server(monkeypatch, tiny_catalog, tmp_path):
+    import webui
+    monkeypatch.delenv("LDM_AUTH", raising=False)
+    monkeypatch.setattr(webui, "limit_malloc_arenas", lambda: None)
+    for flags in (["--listen"], ["--host", "192.0.2.1"], ["--share"]):
+        with pytest.raises(SystemExit, match="--monitoring without --auth"):
+            webui.main([*flags, "--monitoring", "--models", str(tiny_catalog), "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        webui.parse_args(["--trusted-proxy", "not-an-address"])
+    args = webui.parse_args(["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1"])
+    assert [str(n) for n in args.trusted_proxy] == ["10.0.0.0/8", "::1/128"]
 
 
 # ------------------------------------------------------------------ 8: every bad input has a clear answer
@@ -262,3 +371,159 @@ def test_user_errors_log_one_line_not_a_traceback(studio):
     log = studio.log()
     assert log.count("Traceback") == before, log[-3000:]
     assert "refused: the prompt is empty" in log and "refused: this request asks for" in log
+
+
+# ------------------------------------------------------------------ issue 25, 4: whose address is the client's
+@pytest.fixture
+def trust(monkeypatch):
+    """security.trust_proxies, undone after the test."""
+    from server import security
+    monkeypatch.setattr(security, "_trusted", security._trusted)
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    return security.trust_proxies
+
+
+def scope(peer: str, xff: str | None = None, path: str = "/", host: str = HOST, cookie: str | None = None) -> dict:
+    headers = [(b"host", host.encode())]
+    headers += [(b"x-forwarded-for", xff.encode())] if xff is not None else []
+    headers += [(b"cookie", cookie.encode())] if cookie is not None else []
+    return {"type": "http", "method": "GET", "path": path, "headers": headers, "client": (peer, 50000)}
+
+
+def test_client_address_trusts_no_proxy_unless_told(trust):
+    import os
+
+    from server.security import client_key
+    trust([])
+    assert os.environ["FORWARDED_ALLOW_IPS"] == ""            # uvicorn no longer rewrites the peer itself
+    assert client_key(scope("127.0.0.1", "203.0.113.7")) == "127.0.0.1"      # loopback, no proxy configured
+    assert client_key(scope("::1", "203.0.113.7")) == "::1"
+    assert client_key(scope("198.51.100.2", "203.0.113.7")) == "198.51.100.2"
+    assert client_key(scope("127.0.0.1")) == "127.0.0.1"
+    trust(["127.0.0.1"])                                       # --trusted-proxy 127.0.0.1
+    assert client_key(scope("127.0.0.1", "203.0.113.7")) == "203.0.113.7"
+    assert client_key(scope("127.0.0.1")) == "127.0.0.1"                     # no header: the peer
+    assert client_key(scope("127.0.0.2", "203.0.113.7")) == "127.0.0.2"      # another loopback address: not trusted
+    assert client_key(scope("198.51.100.2", "203.0.113.7")) == "198.51.100.2"   # a direct client's header: ignored
+    # the right-most hop that is not a trusted proxy: what the client put before it is a claim
+    assert client_key(scope("127.0.0.1", "10.0.0.1, 127.0.0.1, 203.0.113.7")) == "203.0.113.7"
+    assert client_key(scope("127.0.0.1", "203.0.113.7, 127.0.0.1")) == "203.0.113.7"
+    assert client_key(scope("127.0.0.1", "127.0.0.1, 127.0.0.1")) == "127.0.0.1"   # all trusted: the left-most
+
+
+def test_client_address_through_the_share_tunnel_and_a_space(trust):
+    from server.security import client_key
+    trust([], share=True)                                      # the tunnel's client connects from loopback
+    assert client_key(scope("127.0.0.1", "6.6.6.6, 203.0.113.7")) == "203.0.113.7"
+    assert client_key(scope("::1", "2001:db8::5")) == "2001:db8::5"
+    assert client_key(scope("::ffff:127.0.0.1", "203.0.113.7:5123")) == "203.0.113.7"
+    assert client_key(scope("198.51.100.2", "203.0.113.7")) == "198.51.100.2"   # not through the tunnel
+    assert client_key(scope("10.1.2.3", "203.0.113.7")) == "10.1.2.3"
+    trust([], space=True)                                      # a Space's front end: loopback and private networks
+    for proxy in ("10.1.2.3", "172.16.0.9", "192.168.1.1", "fd00::1", "127.0.0.1"):
+        assert client_key(scope(proxy, "6.6.6.6, 203.0.113.7, 10.0.0.4")) == "203.0.113.7", proxy
+    assert client_key(scope("172.32.0.1", "203.0.113.7")) == "172.32.0.1"    # outside 172.16/12
+    assert client_key(scope("203.0.113.9", "198.51.100.1")) == "203.0.113.9"
+    trust(["198.51.100.0/24", "2001:db8::/32"])                # --trusted-proxy with networks
+    assert client_key(scope("198.51.100.77", "203.0.113.7, 198.51.100.3")) == "203.0.113.7"
+    assert client_key(scope("2001:db8::1", "[2001:db8:1::9]:443, 203.0.113.8")) == "203.0.113.8"
+    assert client_key(scope("127.0.0.1", "203.0.113.7")) == "127.0.0.1"
+    with pytest.raises(ValueError):
+        trust(["a.proxy.example"])
+
+
+def asgi(layer, s: dict) -> tuple[int, bytes]:
+    """Run one request through `layer`; (status, body)."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):
+        sent.append(message)
+    asyncio.run(layer(s, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def inner(s, receive, send):
+    """Gradio, as far as the layer can tell: an HTML page with its API description, and its idea of the client."""
+    page = b"<script>window.gradio_api_info = {\"named_endpoints\": {}};</script>" + s["client"][0].encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+    await send({"type": "http.response.body", "body": page})
+
+
+def test_run_history_refuses_a_forged_localhost(trust):
+    """Gradio 6.31's run-history routes lend the operator's saved HF token to a request for
+    `localhost` (CVE-2026-134825, fixed in 6.32.0, which this machine's registry lacks)."""
+    from server.security import SecurityLayer
+    trust(["127.0.0.1"])
+    layer = SecurityLayer(inner)
+    for path in ("/gradio_api/runs", "/gradio_api/runs/", "/gradio_api/run-history/records",
+                 "/gradio_api/run-history/records/a/b/assets/c"):
+        for host in ("localhost", "localhost:7860", "127.0.0.1:7860", "[::1]:7860"):
+            assert asgi(layer, scope("203.0.113.5", path=path, host=host))[0] == 403, (path, host)
+            assert asgi(layer, scope("127.0.0.1", "203.0.113.5", path=path, host=host))[0] == 403, (path, host)
+            assert asgi(layer, scope("127.0.0.1", path=path, host=host))[0] == 200     # this machine's browser
+        assert asgi(layer, scope("203.0.113.5", path=path))[0] == 200                  # its own name: Gradio decides
+    status, body = asgi(layer, scope("127.0.0.1", "203.0.113.5", path="/"))
+    assert body.endswith(b"203.0.113.5")                       # Gradio's request.client is the client, too
+
+
+def test_the_layer_admits_only_a_valid_login_session(trust):
+    from server.security import SecurityLayer
+    trust([])
+    layer = SecurityLayer(inner, password=True, gradio_app=SimpleNamespace(cookie_id="c1", tokens={"t0k": "alice"}))
+    assert asgi(layer, scope("127.0.0.1", path="/config"))[0] == 401
+    assert asgi(layer, scope("127.0.0.1", path="/config", cookie="access-token-c1=wrong"))[0] == 401
+    assert asgi(layer, scope("127.0.0.1", path="/config", cookie="access-token-c2=t0k"))[0] == 401
+    assert asgi(layer, scope("127.0.0.1", path="/config", cookie="a=b; access-token-c1=t0k"))[0] == 200
+    assert asgi(layer, scope("127.0.0.1", path="/config", cookie="access-token-unsecure-c1=t0k"))[0] == 200
+    status, body = asgi(layer, scope("127.0.0.1", path="/"))   # the login page: no API description
+    assert status == 200 and b"named_endpoints" not in body
+    status, body = asgi(layer, scope("127.0.0.1", path="/", cookie="access-token-c1=t0k"))
+    assert b"named_endpoints" in body                          # logged in: Gradio's page as it is
+    assert asgi(SecurityLayer(inner, password=True), scope("127.0.0.1", path="/config"))[0] == 401
+    assert asgi(layer, scope("127.0.0.1", path="/monitoring", cookie="access-token-c1=t0k"))[0] == 404   # off
+
+
+# ------------------------------------------------------------------ behind a trusted proxy (--trusted-proxy 127.0.0.1)
+def test_a_trusted_proxy_names_the_client_for_the_login_throttle(proxied):
+    times = timed_failures(proxied, [f"198.51.100.{i}" for i in range(5)])
+    assert max(times) < 0.9                                    # five clients, one failure each
+    # what a client writes into the header before the proxy's own entry does not make it someone else
+    times = timed_failures(proxied, [f"10.9.9.{i}, 198.51.100.50" for i in range(4)])
+    assert max(times[:3]) < 0.9 and times[3] >= 0.9
+    login(proxied, headers={"X-Forwarded-For": "198.51.100.50"})
+
+
+def test_run_history_behind_a_proxy_with_a_forged_localhost(proxied):
+    cookies = login(proxied)
+    for path in ("gradio_api/runs", "gradio_api/run-history/records"):
+        r = http(proxied, "GET", path, cookies=cookies, headers={"Host": "localhost", "X-Forwarded-For": "203.0.113.9"})
+        assert r.status_code == 403, (path, r.text)
+    assert http(proxied, "GET", "gradio_api/runs", cookies=cookies, headers={"Host": "localhost"}).status_code == 200
+    assert http(proxied, "GET", "gradio_api/runs", cookies=cookies,
+                headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 200
+    assert http(proxied, "GET", "gradio_api/runs", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
+
+
+def test_monitoring_when_asked_for_is_behind_the_login(proxied):
+    for path in ("monitoring", "monitoring/summary", "monitoring/0123456789"):
+        assert http(proxied, "GET", path).status_code == 401, path
+    cookies = login(proxied)
+    r = http(proxied, "GET", "monitoring", cookies=cookies, headers={"Host": "evil.example"})
+    assert r.status_code == 200 and "log" in r.text
+    summary = http(proxied, "GET", "monitoring/summary", cookies=cookies)
+    assert summary.status_code == 200 and "functions" in summary.json()
+    log = proxied.log()
+    assert "evil.example" not in log and "studio.example/monitoring" not in log     # no URL from the caller's Host
+
+
+def test_a_trusted_proxy_names_the_client_for_the_quota(proxied):
+    """Four clients behind the proxy, each its own quota (without the proxy trusted: one client,
+    the fourth refused, test_abandoned_calls_are_cancelled_and_others_are_served)."""
+    cookies = login(proxied)
+    heavy = ["a", "", 150, 3.0, 1, 1, 512, 512, "DDIM", "tiny-text2img"]
+    codes = [http(proxied, "POST", "gradio_api/call/text2img", json={"data": full("text2img", heavy)}, cookies=cookies,
+                  headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(4)]
+    assert codes == [200, 200, 200, 200]
