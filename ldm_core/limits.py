@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
-
 MAX_SEED = 2 ** 32 - 1                  # seeds are 32-bit (torch.Generator.manual_seed takes any)
 
 

@@ -24,9 +24,11 @@ from .history import Entry, History, owner_folder
 from .jobs import Job
 from .limits import with_deadline
 from .pipelines.common import StepCallback
+from .requests import RequestError
 from .results import Result
 from .stack import ModelStack
 from .tasks import TASKS
+from .throughput import Throughput, example_at
 from .validation import check_work, validate
 
 log = logging.getLogger("ldm_core.service")
@@ -45,6 +47,7 @@ class Service:
         self.catalog = stack.catalog
         self.limits = stack.limits
         self._history = History(stack.output_dir)
+        self.throughput = Throughput()
 
     @classmethod
     def from_catalog(cls, path=None, **stack_options) -> "Service":
@@ -86,10 +89,44 @@ class Service:
         comp = composition_of(request)
         if comp is None:
             checked = validate(request, self.catalog, self.limits)
-            return Plan(request, [checked], checked.work)
-        plan = comp.plan(request, self.catalog, self.limits)
-        check_work(plan.work, self.limits)
+            plan = Plan(request, [checked], checked.work)
+        else:
+            plan = comp.plan(request, self.catalog, self.limits)
+            check_work(plan.work, self.limits)
+        self._check_time(plan)
         return plan
+
+    def _check_time(self, plan: Plan) -> None:
+        """Refuse a plan predicted to run past the time limit (models measured here: `calibrate`)."""
+        limit = self.limits.max_seconds
+        estimates = [self.throughput.estimate(c, limit) for c in plan.first] if limit else []
+        if not estimates or None in estimates or sum(e.seconds for e in estimates) <= limit:
+            return
+        total = sum(e.seconds for e in estimates)
+        first = plan.first[0].request
+        fit = (f"at this size and {first.num_images} image{'s' * (first.num_images > 1)}, at most "
+               f"{estimates[0].steps_that_fit} steps fit" if len(estimates) == 1 and estimates[0].steps_that_fit
+               else "no step fits at this size: use a smaller size or fewer images")
+        raise RequestError(f"this request would take about {total:.0f} s here ({plan.work.how}); this server "
+                           f"allows {limit:g} s per generation: {fit}")
+
+    def calibrate(self, tasks=None) -> dict[str, str]:
+        """Measure the default model of each task (built-in ones only: a hub model at four times its
+        size would take minutes on a CPU), so that `plan` can refuse what would run past the time
+        limit. On the device thread (`submit`). {model: what was measured, or why not}."""
+        done = {}
+        for name in tasks or self.tasks:
+            entry = self.catalog.default(name)
+            if entry.is_hub or not self.catalog.availability(entry)[0]:
+                continue
+            try:
+                fit = self.throughput.measure(self.stack.run, example_at(TASKS[name], entry, self.catalog, self.limits))
+                done[entry.name] = (f"{fit.a:.3g} s/MP-step + {fit.b:.3g} s/MP²-step, "
+                                    f"rest {fit.r:.3g} s + {fit.c:.3g} s/MP")
+            except Exception as e:  # a model that cannot run here has no estimate; its requests say why
+                done[entry.name] = f"not measured: {type(e).__name__}: {str(e)[:200]}"
+            log.info("throughput of %s: %s", entry.name, done[entry.name])
+        return done
 
     def run(self, request, callback: StepCallback | None = None, stage: _Stage | None = None) -> Result:
         """Plan `request` and run it on the stack, all its stages under one deadline."""

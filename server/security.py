@@ -251,6 +251,10 @@ class SecurityLayer:
         key = scope[CLIENT] = client_key(scope)
         if key != peer:                 # what Gradio's own code sees as request.client, too
             scope["client"] = (key, 0)
+        if _is_trusted(_ip(peer)):      # and the scheme the proxy was asked in (uvicorn's part, turned off)
+            proto = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").decode("latin-1").strip().lower()
+            if proto in ("http", "https"):
+                scope["scheme"] = proto.replace("http", "ws") if scope["type"] == "websocket" else proto
         if scope["type"] == "websocket":
             if self.password and not self.logged_in(scope):
                 await send({"type": "websocket.close", "code": 1008})
