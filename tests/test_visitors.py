@@ -132,3 +132,22 @@ def test_the_quota_is_one_reservation_per_job_however_many_join_at_once(studio):
     assert [r.status_code for r in again] == [200] * 3
     for r in again:
         http(studio, "GET", f"gradio_api/call/text2img/{r.json()['event_id']}")
+
+
+def test_send_to_cannot_reach_another_visitors_file(studio):
+    """"Send to" takes the gallery's value from the browser: a forged path to another visitor's result is refused."""
+    call(studio, "text2img", T2I, visitor=ALICE)
+    theirs = sorted(studio.out.rglob("*.png"))[0]
+    fn, trigger = dependency(studio, "t2i-send-superres", visitor=BOB)
+    session = f"s{time.time_ns()}"
+    gallery = [{"image": {"path": str(theirs), "meta": {"_type": "gradio.FileData"}}, "caption": None}]
+    r = http(studio, "POST", "gradio_api/queue/join", visitor=BOB,
+             json={"data": [None, gallery], "fn_index": fn, "trigger_id": trigger, "session_hash": session,
+                   "event_data": None})
+    if r.status_code == 200:
+        stream = http(studio, "GET", f"gradio_api/queue/data?session_hash={session}", visitor=BOB).text
+        done = [json.loads(line[6:]) for line in stream.splitlines() if '"process_completed"' in line]
+        assert done and not done[0]["success"], stream[-500:]
+        assert str(theirs) not in json.dumps(done[0].get("output"))
+    else:
+        assert r.status_code in (400, 403, 422)
