@@ -93,11 +93,12 @@ def abandonment(request: gr.Request | None):
     return gone
 
 
-def validator(names: list[str], check):
-    """A Gradio `validator` for an event whose inputs are `names`, run before the job is queued:
+def validator(names: list[str], check=None):
+    """A Gradio `validator` for an event whose inputs are `names`, run before the job is queued.
+    Gradio decodes the inputs for it, so a bad upload is refused at once, not after the queue;
     `check({name: value})` may name a problem, refused with that message."""
     def validate(*args):
-        problem = check(dict(zip(names, args)))
+        problem = check(dict(zip(names, args))) if check is not None else None
         if problem:
             raise refuse(problem)
         return [gr.validate(True, "")] * len(names)

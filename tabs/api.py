@@ -21,7 +21,7 @@ from ldm_core.options import SAMPLER_NAMES
 from ldm_core.service import Service
 from ldm_core.tasks import TASKS, Task
 from server.errors import user_error
-from server.fair_use import with_signature
+from server.fair_use import validator, with_signature
 
 from .common import GPU_CONCURRENCY_ID, gpu, job_events
 
@@ -108,7 +108,7 @@ def _composition(studio: Service, comp: Composition) -> None:
         return comp.build(base, {k: v for k, v in values.items() if k in own})
     gr.Button(visible=False).click(_event(studio, names, make_request, True), inputs,
                                    [gr.Image(type="filepath", format="png"), gr.Textbox()], api_name=comp.name,
-                                   concurrency_id=GPU_CONCURRENCY_ID)
+                                   concurrency_id=GPU_CONCURRENCY_ID, validator=validator(list(names)))
 
 
 def build(studio: Service) -> None:
@@ -120,4 +120,5 @@ def build(studio: Service) -> None:
             result = gr.Image(type="filepath", format="png") if task.returns_one else gr.Gallery(format="png")
             gr.Button(visible=False).click(_event(studio, task.api, lambda v, t=task: t.request(**v), task.returns_one),
                                            _inputs(studio, task, task.api), [result, gr.Textbox()],
-                                           api_name=task.name, concurrency_id=GPU_CONCURRENCY_ID)
+                                           api_name=task.name, concurrency_id=GPU_CONCURRENCY_ID,
+                                           validator=validator(list(task.api)))

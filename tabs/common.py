@@ -118,7 +118,7 @@ def wire(studio: Service, button: gr.Button, stop: gr.Button, inputs: dict, make
 
     event = button.click(gpu(with_signature(run, names, progress=True)), components, shown.outputs,
                          concurrency_id=GPU_CONCURRENCY_ID, api_visibility="private",
-                         validator=validator(names, check) if check else None)
+                         validator=validator(names, check))
     stop.click(stopped, None, shown.preview, cancels=[event], api_visibility="private")
     return event
 

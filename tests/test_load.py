@@ -32,7 +32,9 @@ pytestmark = pytest.mark.skipif(not (ROOT / "models" / "shapes-text2img" / "mode
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
-    with webui(CATALOG, tmp_path_factory.mktemp("load") / "out", "--offline", "--preload") as s:
+    # the clients stand for 16 visitors behind a proxy on this machine (each its own X-Forwarded-For)
+    with webui(CATALOG, tmp_path_factory.mktemp("load") / "out", "--offline", "--preload", "--trusted-proxy",
+               "127.0.0.1") as s:
         yield s
 
 

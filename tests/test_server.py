@@ -279,10 +279,9 @@ def _raw_get(url: str, path: str, cookie: str | None) -> tuple[int, bytes, dict]
 def test_file_routes_refuse_traversal(studio, client, tiny_catalog):
     client.predict(prompt="a red circle", api_name="/text2img")
     cookie = _login(studio.url)
-    own = sorted(studio.out.glob("*.png"))[0]              # an output: the one kind of file it may serve
-    status, body, _ = _raw_get(studio.url, f"/gradio_api/file={own}", cookie)
-    assert status == 200 and body[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _raw_get(studio.url, f"/gradio_api/file={own}", None)[0] == 401   # and only after login
+    own = sorted(studio.out.rglob("*.png"))[0]             # a result: its owner gets a copy, the folder is not served
+    assert _raw_get(studio.url, f"/gradio_api/file={own}", cookie)[0] in (403, 404)
+    assert _raw_get(studio.url, f"/gradio_api/file={own}", None)[0] == 401    # nothing at all before login
     weights = next((tiny_catalog.parent / "tiny-text2img" / "unet").glob("*.safetensors"))
     for path in ["/file=/etc/passwd", "/file=../../etc/passwd", "/file=..%2F..%2Fetc%2Fpasswd",
                  "/gradio_api/file=/etc/passwd", "/gradio_api/file=%2Fetc%2Fpasswd",
