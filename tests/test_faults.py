@@ -2,6 +2,7 @@
 weight file, a full queue. Each gets a clear message and the studio goes on serving."""
 import shutil
 import threading
+import re
 import time
 
 import numpy as np
@@ -57,7 +58,9 @@ def test_out_of_memory_is_a_clear_error_and_the_server_goes_on(client, studio, t
     with pytest.raises(AppError, match="out of memory while generating 2 images of 32x32 with tiny-text2img; "
                                        "the server freed what it could and keeps running"):
         client.predict(prompt=f"a red circle {OOM}", num_images=2, api_name="/text2img")
-    assert "out of memory in tiny-text2img" in studio.log() and "unloaded ['tiny-inpaint']" in studio.log()
+    # every other resident model is unloaded (the inpainting one, and those the start-up measured)
+    assert "out of memory in tiny-text2img" in studio.log()
+    assert re.search(r"unloaded \[[^]]*'tiny-inpaint'", studio.log())
     assert client.predict(prompt="a red circle", api_name="/text2img")[0]          # the same model works
     assert client.predict(image=image, mask=mask, prompt="a", api_name="/inpaint")[0]  # the freed one reloads
 
