@@ -22,6 +22,8 @@ each one. Every figure is the median of several runs with its spread (min-max). 
              pipeline alone (bench/serving.py);
 - contention s/image while 0, 1, 2, 4 CPU-bound processes compete, against the fair share, with
              the studio's thread governor (ldm_core/cpu.py) and with the thread count fixed;
+- predict    the server's time prediction (ldm_core/throughput.py) for text->image at growing
+             sizes against the run;
 - superres   a 256² input to a 1024² output through the studio's tiled super-resolution, time
              and peak RSS in a fresh process;
 - memory     real-size architectures (random weights): peak memory of one guided UNet step with
@@ -55,7 +57,8 @@ sys.path.insert(1, str(ROOT))
 import realsize as R  # noqa: E402  (torch + diffusers only)
 import serving  # noqa: E402  (the request path and a busy CPU; imports gradio's client only when run)
 
-SECTIONS = ("latency", "overhead", "resident", "webui", "request", "contention", "superres", "memory", "gpu")
+SECTIONS = ("latency", "overhead", "resident", "webui", "request", "contention", "predict", "superres", "memory",
+            "gpu")
 OPTIONAL_SECTIONS = ("hub",)   # run only when named: minutes, and GBs of full-size mirrors (bench/hub.py)
 PROMPT = "a red circle left of a blue square"
 
@@ -435,6 +438,32 @@ def child_superres(catalog: str, steps: int, size: int, device: str) -> dict:
             "peak_mb": mem.peak, "work_mb": mem.work, "before_mb": mem.before}
 
 
+def bench_predict(ctx) -> tuple[dict, list[str]]:
+    """How well the server's time prediction (ldm_core/throughput.py) matches: the default text->image
+    model measured as at start-up, then requests at growing sizes, predicted against run."""
+    from ldm_core.service import Service
+    from ldm_core.validation import validate
+    service = Service(ctx.stack())
+    t0 = time.perf_counter()
+    fits = service.calibrate(["text2img"])
+    measure_s = time.perf_counter() - t0
+    task = service.entry("text2img")
+    rows = []
+    lines = [f"| text->image ({task.name}), 2 steps | predicted | run | run / predicted |", "|---|---|---|---|"]
+    sides = [task.width * k for k in ((1, 2) if ctx.smoke else (1, 4, 8, 12, 16)) if task.width * k <= 1024]
+    for side in sides:
+        req = make_request("text2img", 1, 1, 2, side)
+        predicted = service.throughput.estimate(validate(req, service.catalog, service.limits)).seconds
+        t = time.perf_counter()
+        service.run(req)
+        run = time.perf_counter() - t
+        rows.append({"side": side, "predicted_s": predicted, "run_s": run})
+        lines.append(f"| {side}×{side} | {predicted:.2f} s | {run:.2f} s | {run / predicted:.2f} |")
+        log(lines[-1])
+    lines.append(f"(measured at start-up in {measure_s:.1f} s: {fits})")
+    return {"fits": fits, "measure_s": measure_s, "rows": rows}, lines
+
+
 def bench_superres(ctx) -> tuple[dict, list[str]]:
     r = ctx.child("superres", ctx.catalog, ctx.steps, ctx.large_sr, ctx.device, timeout=900)
     lines = [f"| large super-resolution, tiled ({r['input']}² → {r['output'][0]}×{r['output'][1]}, {r['steps']} "
@@ -628,7 +657,7 @@ def main(argv=None) -> None:
                  "webui": bench_webui, "request": lambda c: serving.bench_request(c, sys.modules[__name__]),
                  "contention": lambda c: serving.bench_contention(c, sys.modules[__name__]),
                  "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu,
-                 "hub": bench_hub}
+                 "hub": bench_hub, "predict": bench_predict}
         for name in sections:
             t0 = time.perf_counter()
             log(f"\n### {name}")
