@@ -209,7 +209,7 @@ def main(argv=None) -> None:
                 service.submit(stack.load, entry).result()   # on the device thread
     # each built-in model's speed here, measured on the device thread while the page starts, so
     # that a request which would run past --max-seconds is refused before it starts (throughput.py)
-    service.submit(service.calibrate)
+    service.calibrate_in_background()
     demo = build_app(service)
     calm_queue(demo.queue(max_size=args.queue_size, default_concurrency_limit=1))
     reserve_per_client(demo, limits.max_jobs_per_client, GPU_CONCURRENCY_ID)

@@ -111,22 +111,38 @@ class Service:
                            f"allows {limit:g} s per generation: {fit}")
 
     def calibrate(self, tasks=None) -> dict[str, str]:
-        """Measure the default model of each task (built-in ones only: a hub model at four times its
-        size would take minutes on a CPU), so that `plan` can refuse what would run past the time
-        limit. On the device thread (`submit`). {model: what was measured, or why not}."""
+        """Measure the default model of each task now, so that `plan` can refuse what would run past
+        the time limit: {model: what was measured, or why not}."""
         done = {}
+        for _ in self._calibrating(tasks, done):
+            pass
+        return done
+
+    def calibrate_in_background(self) -> None:
+        """`calibrate` on the device thread, one timed run at a time: each run goes to the back of the
+        device's queue when it ends, so a visitor's request waits for one run at most."""
+        runs = self._calibrating(None, {})
+
+        def one():
+            if next(runs, StopIteration) is not StopIteration:
+                self.stack.submit(one)
+        self.stack.submit(one)
+
+    def _calibrating(self, tasks, done: dict):
+        """Built-in models only: a hub model at eight times its size could take minutes on a CPU."""
         for name in tasks or self.tasks:
             entry = self.catalog.default(name)
             if entry.is_hub or not self.catalog.availability(entry)[0]:
                 continue
             try:
-                fit = self.throughput.measure(self.stack.run, example_at(TASKS[name], entry, self.catalog, self.limits))
+                yield from self.throughput.measuring(self.stack.run,
+                                                     example_at(TASKS[name], entry, self.catalog, self.limits))
+                fit = self.throughput.fits[entry.name]
                 done[entry.name] = (f"{fit.a:.3g} s/MP-step + {fit.b:.3g} s/MP²-step, "
                                     f"rest {fit.r:.3g} s + {fit.c:.3g} s/MP")
             except Exception as e:  # a model that cannot run here has no estimate; its requests say why
                 done[entry.name] = f"not measured: {type(e).__name__}: {str(e)[:200]}"
             log.info("throughput of %s: %s", entry.name, done[entry.name])
-        return done
 
     def run(self, request, callback: StepCallback | None = None, stage: _Stage | None = None) -> Result:
         """Plan `request` and run it on the stack, all its stages under one deadline."""

@@ -48,7 +48,15 @@ class Throughput:
     def measure(self, run_task, checked_at) -> Fit:
         """Fit one model: `checked_at(scale)` is its example request at `scale` times its native side,
         checked; `run_task(checked, callback)` runs it (on the device thread)."""
+        for _ in self.measuring(run_task, checked_at):
+            pass
+        return self.fits[checked_at(1).entry.name]
+
+    def measuring(self, run_task, checked_at):
+        """`measure`, one run at a time: a generator that yields after each run (so that a caller can
+        let other work go first between them), and records the fit at its end."""
         run_task(checked_at(1), None)            # loaded and warm: neither counts
+        yield
         points = []
         for scale in SCALES:
             checked = checked_at(scale)
@@ -59,12 +67,11 @@ class Throughput:
             per_step = min(b - a for a, b in zip(stamps, stamps[1:]))     # the least disturbed step
             w, h, k = checked.task.output_size(checked.request)
             points.append((w * h * k / 1e6, per_step, max(0.0, total - per_step * len(stamps))))
+            yield
         mp = np.array([p[0] for p in points])
         (s0, a, b), _ = nnls(np.stack([np.ones_like(mp), mp, mp * mp], 1), np.array([p[1] for p in points]))
         (r, c), _ = nnls(np.stack([np.ones_like(mp), mp], 1), np.array([p[2] for p in points]))
-        fit = Fit(a, b, c, r, s0)
-        self.fits[checked.entry.name] = fit
-        return fit
+        self.fits[checked.entry.name] = Fit(a, b, c, r, s0)
 
     def estimate(self, checked: Checked, limit: float | None = None) -> Estimate | None:
         """The seconds `checked` will take here, and how many of its steps would fit in `limit`."""

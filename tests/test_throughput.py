@@ -75,3 +75,15 @@ def test_calibrate_measures_each_tasks_default_model_here(tiny_catalog):
     done = s.calibrate(["text2img", "superres"])
     assert set(done) == {"tiny-text2img", "tiny-superres"} and set(s.throughput.fits) == set(done)
     assert all(f.a >= 0 and f.b >= 0 and f.step(0.01) > 0 for f in s.throughput.fits.values())
+
+
+def test_calibration_in_the_background_lets_a_visitors_request_go_between_its_runs(tiny_catalog):
+    import time
+    s = Service.from_catalog(tiny_catalog, device="cpu")
+    s.calibrate_in_background()
+    measured_then = s.submit(lambda: len(s.throughput.fits)).result(60)     # a request arriving now
+    deadline = time.time() + 120
+    while len(s.throughput.fits) < len(s.tasks):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert measured_then < len(s.tasks)                 # it ran before the calibration had finished
