@@ -6,6 +6,7 @@ loosen them with `Limits(...)` passed to the stack (webui flags map onto these f
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 MAX_SEED = 2 ** 32 - 1                  # seeds are 32-bit (torch.Generator.manual_seed takes any)
@@ -58,11 +59,18 @@ class TimeLimit(RuntimeError):
     """A generation ran past the limits' max_seconds and was stopped. The message is safe to show."""
 
 
+# the running request's (deadline, seconds allowed), for checks outside the step loop (the decode)
+_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar("ldm_deadline", default=None)
+
+
 def with_deadline(callback, seconds: float | None):
-    """`callback`, and a stop (TimeLimit) at the first step that ends after `seconds` from now."""
+    """`callback`, and a stop (TimeLimit) at the first step that ends after `seconds` from now; the
+    same deadline is what `check_deadline` sees in this thread until the next call."""
     if not seconds:
+        _DEADLINE.set(None)
         return callback
     deadline = time.perf_counter() + seconds
+    _DEADLINE.set((deadline, seconds))
 
     def timed(step):
         if time.perf_counter() > deadline:
@@ -70,3 +78,17 @@ def with_deadline(callback, seconds: float | None):
                             f"per generation; use fewer steps or images, or a smaller size")
         return callback(step) if callback is not None else None
     return timed
+
+
+def clear_deadline() -> None:
+    """The running request of this thread is over: `check_deadline` checks nothing until the next."""
+    _DEADLINE.set(None)
+
+
+def check_deadline(what: str) -> None:
+    """Stop (TimeLimit) the running request of this thread if it is past its deadline: called
+    between the parts of a long operation (each image or tile an autoencoder decodes)."""
+    current = _DEADLINE.get()
+    if current is not None and time.perf_counter() > current[0]:
+        raise TimeLimit(f"stopped while {what}: this server allows {current[1]:g} s per generation; use fewer "
+                        f"steps or images, or a smaller size")

@@ -22,7 +22,7 @@ from .compositions import COMPOSITIONS, Composition, Plan, composition_of
 from .device import return_freed_memory
 from .history import Entry, History, owner_folder
 from .jobs import Job
-from .limits import with_deadline
+from .limits import clear_deadline, with_deadline
 from .pipelines.common import StepCallback
 from .requests import RequestError
 from .results import Result
@@ -156,9 +156,12 @@ class Service:
             return self.stack.run(checked, cb)
 
         comp = composition_of(plan.request)
-        if comp is None:
-            return run_task(plan.first[0], callback)
-        return comp.run(plan, run_task, callback)
+        try:
+            if comp is None:
+                return run_task(plan.first[0], callback)
+            return comp.run(plan, run_task, callback)
+        finally:
+            clear_deadline()
 
     def save(self, result: Result, owner: str | None = None) -> list[Path]:
         """The result's PNGs, in its owner's folder (`owner`: who made it; None: the output folder)."""

@@ -34,7 +34,7 @@ from . import hub
 from .catalog import Catalog, ModelEntry
 from .cpu import CpuShare
 from .device import default_dtype, module_bytes, native_small_convs, pick_device
-from .limits import DEFAULT_LIMITS, Limits, TimeLimit
+from .limits import DEFAULT_LIMITS, Limits, TimeLimit, check_deadline
 from .loading import ModelLoadError, component_class, load_component, model_folder
 from .pipelines import COMPONENT_ALIASES
 from .pipelines.common import GenerationCancelled, StepCallback, resolve_seeds
@@ -142,6 +142,9 @@ class ModelStack:
             native_small_convs(module)
         if hasattr(module, "use_slicing") and hasattr(module, "use_tiling"):
             module.auto_memory = True            # autoencoders: whole batch, one at a time or tiles, as memory allows
+        if isinstance(getattr(module, "decoder", None), torch.nn.Module):
+            # the request's deadline, checked before each image or tile the autoencoder decodes
+            module.decoder.register_forward_pre_hook(lambda *_: check_deadline("decoding"))
         if self.compile and type(module).__name__.startswith("UNet"):
             module.compile()                     # torch.compile in place, on the first call
 

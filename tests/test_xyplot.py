@@ -69,3 +69,23 @@ def test_one_deadline_covers_every_cell_of_a_plot(tiny_catalog, monkeypatch):
     s.run(replace(BASE, steps=4))                                   # one cell: 4 steps, 4 "seconds"
     with pytest.raises(L.TimeLimit, match="this server allows 10 s"):
         s.run(XYPlotRequest(replace(BASE, steps=4), Axis("seed", "1, 2, 3, 4")))
+
+
+def test_the_deadline_is_checked_before_each_image_the_autoencoder_decodes(tiny_catalog, monkeypatch):
+    """A request whose steps end inside the limit but whose decode starts past it stops there, with a message."""
+    import ldm_core.limits as L
+    import ldm_core.pipelines.latents as latents
+    s = Service.from_catalog(tiny_catalog, device="cpu", limits=replace(DEFAULT_LIMITS, max_seconds=30))
+    s.run(replace(BASE, steps=2))                                   # loaded: the decoder has its check
+    decode = latents.decode_latents
+
+    def late_decode(vae, z):                                        # the clock jumps past the deadline here
+        clock = L.time.perf_counter() + 3600
+        monkeypatch.setattr(L.time, "perf_counter", lambda: clock)
+        return decode(vae, z)
+    for module in ("text2img",):
+        monkeypatch.setattr(f"ldm_core.pipelines.{module}.decode_latents", late_decode)
+    with pytest.raises(L.TimeLimit, match="stopped while decoding: this server allows 30 s"):
+        s.run(replace(BASE, steps=2))
+    monkeypatch.undo()
+    assert s.run(replace(BASE, steps=2)).images                      # the next request has its own deadline
