@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -148,13 +149,7 @@ class Service:
         """Plan `request` and run it on the stack, all its stages under one deadline."""
         plan = request if isinstance(request, Plan) else self.plan(request)
         callback = with_deadline(callback, self.limits.max_seconds)
-        stage = stage or _Stage()
-
-        def run_task(task_request, cb) -> Result:
-            checked = validate(task_request, self.catalog, self.limits)
-            stage.model = checked.entry.name
-            return self.stack.run(checked, cb)
-
+        run_task = partial(self.run_task, stage=stage or _Stage())
         comp = composition_of(plan.request)
         try:
             if comp is None:
@@ -162,6 +157,13 @@ class Service:
             return comp.run(plan, run_task, callback)
         finally:
             clear_deadline()
+
+    def run_task(self, task_request, callback: StepCallback | None, stage: _Stage) -> Result:
+        """One task request of a plan (checked again if it was made while running, like hires'
+        second stage) on the stack; `stage` records its model for the previews."""
+        checked = validate(task_request, self.catalog, self.limits)
+        stage.model = checked.entry.name
+        return self.stack.run(checked, callback)
 
     def save(self, result: Result, owner: str | None = None) -> list[Path]:
         """The result's PNGs, in its owner's folder (`owner`: who made it; None: the output folder)."""
