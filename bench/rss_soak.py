@@ -27,18 +27,22 @@ root = Path(tempfile.mkdtemp(prefix="ldm-rss-"))
 cat = write_tiny_catalog(root / "m")
 with webui(cat, root / "out", "--max-seconds", "600", "--max-work", "100000") as s:
     small = ["a", "", 2, 3.0, 1, 1, 32, 32, "DDIM", "tiny-text2img", False, ""]
-    for _ in range(3): call(s, "text2img", small)
-    time.sleep(20)   # the start-up measurement runs meanwhile
-    for _ in range(3): call(s, "text2img", small)
-    base = s.rss_kb(); print("after warm-up", base // 1024, "MB", flush=True)
     big = [["a", "", 4, 3.0, 1, 1, 512, 512, "DDIM", "tiny-text2img", False, ""],
            ["a", "", 20, 3.0, 1, 2, 128, 128, "DDIM", "tiny-text2img", True, "tiny-superres"]]
-    rows = []
+    for _ in range(3):
+        call(s, "text2img", small)
+    time.sleep(20)   # the start-up measurement of each model's speed runs meanwhile
+    for _ in range(3):
+        call(s, "text2img", small)
+    base = s.rss_kb()
+    print("after warm-up", base // 1024, "MB", flush=True)
     for rnd in range(3):
         for b in big:
-            t = time.time(); text = call(s, "text2img", b)
-            rows.append((rnd, b[6], b[10], round(time.time() - t, 1), "complete" in text, s.rss_kb() // 1024))
-            print(rows[-1], flush=True)
-        for _ in range(3): call(s, "text2img", small)
+            t = time.time()
+            text = call(s, "text2img", b)
+            print(f"round {rnd}: {b[6]}x{b[7]}{' hires' if b[10] else ''}, {time.time() - t:.1f} s, "
+                  f"{'done' if 'complete' in text else 'failed'}, VmRSS {s.rss_kb() // 1024} MB", flush=True)
+        for _ in range(3):
+            call(s, "text2img", small)
     end = s.rss_kb()
     print("after the soak", end // 1024, "MB; change", round(100 * (end - base) / base, 1), "%")
