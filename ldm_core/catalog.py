@@ -23,6 +23,11 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
 
 
+# request field -> the ModelEntry attribute that is its default
+REQUEST_DEFAULTS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
+                    "sampler": "sampler", "average": "average", "model": "name"}
+
+
 class CatalogError(ValueError):
     pass
 
@@ -44,6 +49,10 @@ class ModelEntry:
     average: int = 1                 # super-resolution: samples averaged per output (posterior-mean estimate)
     pickle_weights: bool = False     # hub: the pinned commit has no safetensors; read its pickles with
                                      # torch.load(weights_only=True) (ldm_core/hub.py)
+
+    def default_for(self, field: str):
+        """This model's default for a request field it has one for (steps, guidance_scale, ...), else None."""
+        return getattr(self, REQUEST_DEFAULTS[field]) if field in REQUEST_DEFAULTS else None
 
     @property
     def is_hub(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields
 
 import gradio as gr
 
+from ldm_core.catalog import REQUEST_DEFAULTS
 from ldm_core.compositions import COMPOSITIONS, Composition
 from ldm_core.jobs import Done
 from ldm_core.options import SAMPLER_NAMES
@@ -25,9 +26,6 @@ from server.fair_use import validator, with_signature
 
 from .common import GPU_CONCURRENCY_ID, gpu, job_events
 
-# request fields whose default is the task's default model's (catalog entry attribute)
-FROM_MODEL = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
-              "sampler": "sampler", "model": "name"}
 FILES = ("image", "mask")
 NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations onto the input; 0 = off (as diffusers)",
          "average": "samples averaged; 1 = one (as diffusers); 0 = the model's default",
@@ -55,8 +53,8 @@ def _component(task: Task, name: str, hint, default_entry):
     f = next(f for f in fields(task.request) if f.name == name)
     if task.api_defaults and name in task.api_defaults:
         value = task.api_defaults[name]
-    elif name in FROM_MODEL:
-        value = getattr(default_entry, FROM_MODEL[name])
+    elif name in REQUEST_DEFAULTS:
+        value = default_entry.default_for(name)
     else:
         value = None if f.default is MISSING else f.default
     if hint is bool:

@@ -10,10 +10,6 @@ from ldm_core.catalog import CatalogError, ModelEntry
 from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
 from ldm_core.service import Service
 
-# a catalog entry's defaults, by the request field they fill
-ENTRY_DEFAULTS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
-                  "average": "average"}
-
 
 @dataclass
 class SamplingControls:
@@ -95,7 +91,7 @@ def model_defaults(studio: Service, task: str, name: str, targets: dict) -> dict
         if field == "sampler":
             out[control] = gr.update(choices=sampler_choices(studio, e), value=e.sampler)
         else:
-            out[control] = gr.update(value=getattr(e, ENTRY_DEFAULTS.get(field, field)))
+            out[control] = gr.update(value=e.default_for(field))
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ldm_core.compositions.xyplot import AXES, XYPlotRequest, build
+from ldm_core.compositions.xyplot import AXES, COMPOSITION, XYPlotRequest, build
 from ldm_core.service import Service
 
 from .common import Form, Panel, wire
@@ -23,7 +23,7 @@ def panel(studio: Service, form: Form) -> Panel:
             y_values = gr.Textbox("1, 2", label="Y values", elem_id="xy-y-values")
         plot = gr.Button("Plot", elem_id="xy-plot")
     axes = dict(zip(AXIS_NAMES, (x_axis, x_values, y_axis, y_values)))
-    base_inputs = {k: v for k, v in form.inputs.items() if k not in ("num_images", "hires", "hires_model")}
+    base_inputs = {k: v for k, v in form.inputs.items() if k in COMPOSITION.api}   # a cell: one image, no hires
 
     def make_request(values: dict) -> XYPlotRequest:
         options = {k: values.pop(k) for k in AXIS_NAMES}
