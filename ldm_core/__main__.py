@@ -9,7 +9,11 @@ own `txt2img.py` and `inpaint.py` scripts do).
     python -m ldm_core img2img image.png --prompt "a blue square" --strength 0.6
     python -m ldm_core xyplot "a red circle" --x-axis guidance_scale --x-values "1, 4, 8" --y-axis seed --y-values 1,2
     python -m ldm_core models            # the catalog, with availability
+    python -m ldm_core unconditional --model celeba256 --num-images 4 --seed 1
+    python -m ldm_core class2img "goldfish; tabby cat" --model cin256-v2 --num-images 2
     python -m ldm_core download ldm-super-resolution-4x-openimages   # or --all: fetch hub models now
+    python -m ldm_core download celeba256 kl-f8   # the paper's original checkpoints, converted once
+    python -m ldm_core convert model.ckpt --config config.yaml --name my-ldm   # a checkpoint you have
     python -m ldm_core watermark a.png   # was it made here? (metadata label and invisible watermark)
 """
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import typing
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import hub
+from . import hub, zoo
 from .catalog import Catalog
 from .compositions import COMPOSITIONS
 from .loading import ModelLoadError
@@ -31,6 +37,8 @@ from .requests import RequestError, load_image
 from .service import Service
 from .stack import ModelStack
 from .tasks import TASKS
+from .zoo.convert import convert_checkpoint
+from .zoo.download import download as download_zoo
 
 UNSET_HELP = {"model": "default: the task's default model (see `python -m ldm_core models`)",
               "hires_model": "default: the catalog's default super-resolution model"}
@@ -75,10 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
             cp.add_argument("--" + o.name.replace("_", "-"), type=o.type, default=o.default,
                             help=f"{o.help} (default {o.default!r})" if o.help else None)
     sub.add_parser("models")
-    dl = sub.add_parser("download", help="fetch hub models now (for offline use, or a Space's start-up)")
-    dl.add_argument("names", nargs="*", help="catalog names of hub models")
+    dl = sub.add_parser("download", help="fetch hub models, or the paper's original checkpoints (converted once), "
+                                         "now (for offline use, or a Space's start-up)")
+    dl.add_argument("names", nargs="*", help="catalog names of hub models, or zoo names: " + ", ".join(zoo.ZOO))
     dl.add_argument("--all", action="store_true", help="every hub model of the catalog")
     dl.add_argument("--fp16", action="store_true", help="the fp16 weights, as a CUDA device loads them")
+    dl.add_argument("--ema", action="store_true", help="zoo: convert the EMA weights (model_ema.*) instead")
+    cv = sub.add_parser("convert", help="convert an original CompVis latent-diffusion checkpoint you have "
+                                        "(read safely, saved as safetensors; it then appears among the models)")
+    cv.add_argument("checkpoint", help="the .ckpt file")
+    cv.add_argument("--config", required=True, help="its config.yaml (as in CompVis/latent-diffusion)")
+    cv.add_argument("--name", default=None, help="its name among the models (default: the checkpoint's folder)")
+    cv.add_argument("--ema", action="store_true", help="convert the EMA weights (model_ema.*) instead")
     wm = sub.add_parser("watermark", help="read the AI-generated label, parameters and invisible watermark")
     wm.add_argument("images", nargs="+")
     return p
@@ -116,20 +132,31 @@ def show_provenance(paths) -> int:
     return 1 if missing else 0
 
 
-def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
-    """Fetch exactly the files each named hub model needs; say the size before each download."""
+def download(catalog, names: list[str], everything: bool, fp16: bool, ema: bool = False) -> int:
+    """Fetch exactly the files each named hub model needs, or a zoo model's original checkpoint
+    (then converted once); say the size before each download."""
     hub_models = [e for e in catalog.entries.values() if e.is_hub]
     if everything:
         names = [e.name for e in hub_models]
     if not names:
-        print("name hub models to download, or --all: " + ", ".join(e.name for e in hub_models), file=sys.stderr)
+        print("name hub models or zoo checkpoints to download, or --all (every hub model): "
+              + ", ".join([e.name for e in hub_models] + list(zoo.ZOO)), file=sys.stderr)
         return 2
     failed = 0
     for name in names:
         entry = catalog.entries.get(name)
+        zoo_name = entry.zoo_name if entry is not None and entry.is_zoo else name
+        if zoo_name in zoo.ZOO:
+            try:
+                print(f"{name}: ready in {download_zoo(zoo_name, progress=print, ema=ema)}")
+            except Exception as e:
+                print(f"{name}: could not be downloaded and converted: {str(e) or type(e).__name__}",
+                      file=sys.stderr)
+                failed += 1
+            continue
         if entry is None or not entry.is_hub:
-            print(f"{name}: not a hub model of the catalog ({', '.join(e.name for e in hub_models)})",
-                  file=sys.stderr)
+            print(f"{name}: not a hub model of the catalog nor a zoo checkpoint "
+                  f"({', '.join([e.name for e in hub_models] + list(zoo.ZOO))})", file=sys.stderr)
             failed += 1
             continue
         try:
@@ -144,13 +171,30 @@ def download(catalog, names: list[str], everything: bool, fp16: bool) -> int:
     return 1 if failed else 0
 
 
+def convert(checkpoint: str, config: str, name: str | None, ema: bool) -> int:
+    """Convert a checkpoint the user has into the zoo folder, where the catalog finds it."""
+    name = name or Path(checkpoint).resolve().parent.name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        print(f"--name {name[:70]!r}: use letters, digits, '.', '_' and '-' (at most 64)", file=sys.stderr)
+        return 2
+    try:
+        folder = convert_checkpoint(checkpoint, config, name, ema=ema)
+    except Exception as e:   # refused (unsafe or unconvertible), unreadable, bad config
+        print(f"{checkpoint}: not converted: {str(e) or type(e).__name__}", file=sys.stderr)
+        return 2
+    print(f"{name}: converted to {folder}; it is now among the models (`python -m ldm_core models`)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.task == "watermark":
         return show_provenance(args.images)
+    if args.task == "convert":
+        return convert(args.checkpoint, args.config, args.name, args.ema)
     catalog = Catalog.load(args.models)
     if args.task == "download":
-        return download(catalog, args.names, args.all, args.fp16)
+        return download(catalog, args.names, args.all, args.fp16, args.ema)
     if args.task == "models":
         for task in TASKS:
             for label, _ in catalog.choices(task, prefer_fp16=args.device.startswith("cuda")):

@@ -1,7 +1,9 @@
 """The model catalog: `models/catalog.toml` lists every model a user can pick.
 
-Each `[[model]]` has a name, a task, a source (a folder under `models/` or `hub:<repo id>`),
-the pipeline class that runs it, its native size and sampling defaults.
+Each `[[model]]` has a name, a task, a source (a folder under `models/`, `hub:<repo id>`, or
+`zoo:<name>`: one of the paper's original checkpoints, converted once, `ldm_core/zoo`), the
+pipeline class that runs it, its native size and sampling defaults. Models the user converted
+from their own checkpoints (`python -m ldm_core convert`) join the catalog as `zoo:` entries.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from pathlib import Path
 
 from huggingface_hub import try_to_load_from_cache
 
+from . import zoo
 from .hub import availability as hub_availability
-from .options import DEFAULT_SAMPLER
+from .options import DDIM, DEFAULT_SAMPLER
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -25,7 +28,9 @@ DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
 
 # request field -> the ModelEntry attribute that is its default
 REQUEST_DEFAULTS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
-                    "sampler": "sampler", "average": "average", "model": "name"}
+                    "sampler": "sampler", "average": "average", "model": "name", "eta": "eta"}
+# a converted model's pipeline -> its task (models the user converted join the catalog)
+ZOO_TASKS = {"UnconditionalPipeline": "unconditional", "ClassConditionalPipeline": "class2img"}
 
 
 class CatalogError(ValueError):
@@ -49,6 +54,9 @@ class ModelEntry:
     average: int = 1                 # super-resolution: samples averaged per output (posterior-mean estimate)
     pickle_weights: bool = False     # hub: the pinned commit has no safetensors; read its pickles with
                                      # torch.load(weights_only=True) (ldm_core/hub.py)
+    eta: float = 0.0                 # DDIM's eta (0: deterministic), as the paper's scripts sample the model
+    guided: bool = True              # trained for classifier-free guidance (cin256 was not: guidance stays 1)
+    classes: str = ""                # class2img: the class list its indices name ("imagenet", "shapes-world")
 
     def default_for(self, field: str):
         """This model's default for a request field it has one for (steps, guidance_scale, ...), else None."""
@@ -60,6 +68,14 @@ class ModelEntry:
 
     @property
     def repo_id(self) -> str:
+        return self.source[4:]
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.source.startswith("zoo:")
+
+    @property
+    def zoo_name(self) -> str:
         return self.source[4:]
 
 
@@ -89,6 +105,8 @@ class Catalog:
             if e.name in entries:
                 raise CatalogError(f"{path}: model name {e.name!r} appears twice")
             entries[e.name] = e
+        for e in user_converted_entries():
+            entries.setdefault(e.name, e)
         root = Path(data.get("root", path.parent))
         return cls(entries, root if root.is_absolute() else (path.parent / root).resolve(), path)
 
@@ -121,12 +139,16 @@ class Catalog:
         return e
 
     def local_path(self, entry: ModelEntry) -> Path:
+        if entry.is_zoo:
+            return zoo.zoo_dir() / entry.zoo_name
         return (self.root / entry.source).resolve()
 
     def availability(self, entry: ModelEntry, prefer_fp16: bool = False,
                      allow_downloads: bool = True) -> tuple[bool, str]:
         """(can run here, a short note for the UI): built-in; hub cached and ready; hub, will
         download N GB; or hub, cannot be downloaded here."""
+        if entry.is_zoo:
+            return zoo_availability(entry.zoo_name, allow_downloads)
         if not entry.is_hub:
             p = self.local_path(entry)
             if (p / "model_index.json").is_file():
@@ -157,3 +179,45 @@ class Catalog:
             ok, note = self.availability(e, **kwargs)
             out.append((f"{e.name}  ({note})", e.name))
         return out
+
+
+def zoo_availability(name: str, allow_downloads: bool) -> tuple[bool, str]:
+    """A zoo model: converted here; or downloaded and converted on first use; or not at all offline."""
+    if zoo.converted(name):
+        return True, "original checkpoint, converted"
+    z = zoo.ZOO.get(name)
+    if z is None:
+        return False, "missing: convert its checkpoint with `python -m ldm_core convert`"
+    size = f"{z.size / 1e9:.1f} GB, " if z.size else ""
+    if allow_downloads:
+        return True, f"original checkpoint: downloads ({size}from ommer-lab.com) and converts on first use"
+    return False, f"original checkpoint, not converted: `python -m ldm_core download {name}` with network"
+
+
+def user_converted_entries() -> list[ModelEntry]:
+    """Catalog entries for the checkpoints the user converted (`python -m ldm_core convert`): the
+    native size from the converted UNet and autoencoder configs, DDIM, guidance where the class
+    embedder has a null class."""
+    out = []
+    for name in zoo.user_converted():
+        folder = zoo.zoo_dir() / name
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+            unet = json.loads((folder / "unet" / "config.json").read_text())
+            vae = json.loads((folder / "vae" / "config.json").read_text())
+            embedder = folder / "class_embedder" / "config.json"
+            classes = json.loads(embedder.read_text()) if embedder.is_file() else {}
+            null = classes.get("null_class")
+            info = zoo.source_info(name)
+        except (OSError, ValueError):
+            continue
+        task = ZOO_TASKS.get(index.get("_class_name"))
+        if task is None:
+            continue
+        side = int(unet.get("sample_size") or 64) * 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+        out.append(ModelEntry(name=name, task=task, source=f"zoo:{name}", pipeline=index["_class_name"],
+                              width=side, height=side, steps=50, sampler=DDIM, guidance=3.0 if null else 1.0,
+                              guided=null is not None,
+                              classes="imagenet" if len(classes.get("class_names") or ()) == 1000 else "",
+                              description=f"Converted here from {info.get('file', 'a checkpoint')}."))
+    return out

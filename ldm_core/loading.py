@@ -11,8 +11,10 @@ import torch
 import transformers
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertModel
 
-from . import hub
+from . import hub, zoo
 from .catalog import Catalog, ModelEntry
+from .pipelines.class_embedder import ClassEmbedder
+from .zoo.download import download
 
 log = logging.getLogger("ldm_core.loading")
 
@@ -21,10 +23,16 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message says why and is safe to show."""
 
 
+# components of this project's own that a model_index.json may name as ["ldm_core", class name]
+OWN_COMPONENTS = {"ClassEmbedder": ClassEmbedder}
+
+
 def component_class(library: str, class_name: str):
-    """The class a model_index.json names, from diffusers or transformers only."""
+    """The class a model_index.json names, from diffusers, transformers or `OWN_COMPONENTS` only."""
     if class_name == "LDMBertModel":  # the paper's text encoder, shipped inside diffusers' LDM pipeline module
         return LDMBertModel
+    if library == "ldm_core" and class_name in OWN_COMPONENTS:
+        return OWN_COMPONENTS[class_name]
     if library == "diffusers":
         if hasattr(diffusers, class_name):
             return getattr(diffusers, class_name)
@@ -39,7 +47,10 @@ def component_class(library: str, class_name: str):
 def model_folder(catalog: Catalog, entry: ModelEntry, fp16: bool, allow_downloads: bool
                  ) -> tuple[Path, dict[str, tuple[str | None, bool]]]:
     """The model's folder and, for hub models, each component's (weights variant, pickled?);
-    a hub model's missing files are downloaded first when downloads are allowed."""
+    a hub model's missing files are downloaded first when downloads are allowed, a zoo model is
+    downloaded and converted once."""
+    if entry.is_zoo:
+        return zoo_folder(entry, allow_downloads), {}
     if not entry.is_hub:
         root = catalog.local_path(entry)
         if not (root / "model_index.json").is_file():
@@ -61,6 +72,28 @@ def model_folder(catalog: Catalog, entry: ModelEntry, fp16: bool, allow_download
                              f"Hugging Face hub: {type(e).__name__}. It needs network access the first time "
                              f"(`python -m ldm_core download {entry.name}`); the built-in models work "
                              f"offline.") from None
+
+
+def zoo_folder(entry: ModelEntry, allow_downloads: bool) -> Path:
+    """A zoo model's converted folder, downloading and converting its original checkpoint first
+    when it is not converted yet and downloads are allowed."""
+    name = entry.zoo_name
+    folder = zoo.converted(name)
+    if folder is not None:
+        return folder
+    if name not in zoo.ZOO:
+        raise ModelLoadError(f"model {entry.name!r}: no converted checkpoint named {name!r}; convert it with "
+                             f"`python -m ldm_core convert model.ckpt --config config.yaml --name {name}`")
+    if not allow_downloads:
+        raise ModelLoadError(f"model {entry.name!r} is one of the paper's original checkpoints, not converted "
+                             f"here yet: run `python -m ldm_core download {name}` with network access")
+    try:
+        return download(name, progress=log.info)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # offline, a refused checkpoint, a conversion that does not fit
+        raise ModelLoadError(f"model {entry.name!r}: the original checkpoint could not be downloaded and "
+                             f"converted: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 def load_component(cls, path: Path, subfolder: str | None, dtype: torch.dtype, variant: str | None = None,

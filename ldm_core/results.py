@@ -23,5 +23,7 @@ def result_of(checked: Checked, out, seeds: list[int], seconds: float) -> Result
             "scheduler": out.scheduler}
     if out.warnings:
         info["warnings"] = list(out.warnings)
-    per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s} for s in out.seeds]
+    own = checked.task.image_info or (lambda _req, _i: {})
+    per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s, **own(req, i)}
+                 for i, s in enumerate(out.seeds)]
     return Result(out.images, per_image, info, seconds)

@@ -94,9 +94,13 @@ def seeds_or_default(seeds, n: int = 1) -> list[int]:
     return list(seeds) if seeds is not None else list(range(n))
 
 
-def step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
-    """Extra arguments of `scheduler.step`: the per-image generators for samplers that draw noise."""
-    return {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
+def step_kwargs(scheduler, generators: list[torch.Generator], eta: float = 0.0) -> dict:
+    """Extra arguments of `scheduler.step`: the per-image generators for samplers that draw noise,
+    and DDIM's eta (0: deterministic; 1: as stochastic as DDPM) when it is not 0."""
+    params = inspect.signature(scheduler.step).parameters
+    if eta and "eta" not in params:
+        raise ValueError(f"eta = {eta} applies to the DDIM sampler only; {type(scheduler).__name__} has none")
+    return {**({"generator": generators} if "generator" in params else {}), **({"eta": eta} if eta else {})}
 
 
 def make_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -243,12 +247,12 @@ Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (scaled input (
 
 
 def denoise(model: Model, scheduler, latents: torch.Tensor, timesteps, guidance_scale: float,
-            generators: list[torch.Generator], callback: StepCallback | None) -> torch.Tensor:
+            generators: list[torch.Generator], callback: StepCallback | None, eta: float = 0.0) -> torch.Tensor:
     """The numbered denoising loop of every task. `model` adds the task's conditioning to the
     scaled latents and returns the UNet's prediction; with guidance (scale > 1) it is given the
-    batch twice, [unconditional; conditional], as its conditioning is laid out."""
+    batch twice, [unconditional; conditional], as its conditioning is laid out. `eta`: DDIM's."""
     do_cfg = guided(guidance_scale)
-    extra = step_kwargs(scheduler, generators)
+    extra = step_kwargs(scheduler, generators, eta)
     for i, t in enumerate(timesteps):
         x = torch.cat([latents] * 2) if do_cfg else latents         # (2B or B, C, h, w)
         noise_pred = model(scheduler.scale_model_input(x, t), t)

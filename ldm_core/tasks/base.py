@@ -25,6 +25,7 @@ class Task:
     returns_one: bool = False     # API: one image back (super-resolution), not a gallery
     scale: int = 1                # output side / input image side (super-resolution: 4)
     help: str = ""
+    image_info: Callable | None = None   # (checked request, i) -> what image i has of its own (its class)
 
     @property
     def takes_image(self) -> bool:
