@@ -19,10 +19,16 @@ def test_every_task(tiny_catalog, tmp_path, capsys):
     assert main([*base, "superres", str(tmp_path / "img.png")]) == 0
     assert main([*base, "inpaint", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "--prompt", "a"]) == 0
     assert main([*base, "img2img", str(tmp_path / "img.png"), "--prompt", "a", "--strength", "0.5", "--seed", "9"]) == 0
+    assert main([*base, "unconditional", "--eta", "0.5", "--seed", "3"]) == 0
+    assert main([*base, "class2img", "green triangle; 0", "--num-images", "2", "--guidance-scale", "2"]) == 0
     paths = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
-    assert len(paths) == 6
+    assert len(paths) == 9
     params = [read_parameters(p) for p in paths]
-    assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint", "img2img"]
+    assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint", "img2img",
+                                           "unconditional", "class2img", "class2img"]
+    assert params[6]["eta"] == 0.5 and params[6]["seed"] == 3
+    assert [p["class_name"] for p in params[7:]] == ["green triangle", "red circle"]
+    params = params[:6]
     assert params[-1]["strength"] == 0.5 and params[-1]["seed"] == 9 and params[-1]["size"] == "32x32"
     assert [p["seed"] for p in params[:2]] == [4, 5]
 

@@ -50,8 +50,10 @@ def test_api_names_and_parameters_match_the_spec(client):
                                   "mask_downsampling", "mask_blur", "extend_left", "extend_top", "extend_right",
                                   "extend_bottom"]
     assert params["/img2img"] == ["image", "prompt", "strength", "negative_prompt", *sampling]
+    assert params["/unconditional"] == ["num_images", "steps", "seed", "sampler", "eta", "width", "height", "model"]
+    assert params["/class2img"] == ["class_name", *sampling, "eta"]
     for name, ps in api.items():  # every parameter but the inputs (prompt / image, and inpaint's mask) has a default
-        required = 2 if name == "/inpaint" else 1
+        required = {"/inpaint": 2, "/unconditional": 0}.get(name, 1)
         assert all(p["parameter_has_default"] for p in ps["parameters"][required:]), name
 
 
@@ -96,6 +98,16 @@ def test_every_endpoint(client, tmp_path):
                                   strength=0.5, seed=3, api_name="/img2img")
     p = _check_png(images[0]["image"], "img2img")
     assert p["strength"] == 0.5 and p["size"] == "40x24" and Image.open(images[0]["image"]).size == (40, 24)
+
+    images, info = client.predict(num_images=2, seed=5, sampler="DDIM", eta=1.0, width=48, height=40,
+                                  api_name="/unconditional")
+    assert [_check_png(i["image"], "unconditional")["seed"] for i in images] == [5, 6]
+    assert json.loads(info)["eta"] == 1.0 and Image.open(images[0]["image"]).size == (48, 40)
+
+    images, info = client.predict(class_name="red circle; 7", num_images=3, seed=1, api_name="/class2img")
+    assert json.loads(info)["class_name"] == "red circle; cyan diamond"
+    assert [_check_png(i["image"], "class2img")["class_name"] for i in images] == [
+        "red circle", "cyan diamond", "red circle"]     # one class per image, cycling
 
 
 def test_same_seed_reproduces_over_the_api(client):
