@@ -510,3 +510,44 @@ def test_a_waiting_request_shows_its_place_in_the_queue(browser, studio):
     finally:
         for ctx, _ in pages:
             ctx.close()
+
+
+def test_class2img_picks_classes_with_the_mouse(page, studio):
+    """Search the class list, click two classes, one image each; the PNGs say which class each is;
+    History's "reuse" puts both classes back."""
+    open_tab(page, "Class → Image")
+    box = page.locator("#c2i-classes input").first
+    box.click()
+    page.keyboard.type("blue sq")
+    page.locator("#c2i-classes [data-testid=dropdown-option][aria-label='blue square']").click()
+    box.click()
+    page.keyboard.type("green")
+    page.locator("#c2i-classes [data-testid=dropdown-option][aria-label='green triangle']").click()
+    page.keyboard.press("Escape")
+    page.click("#c2i-generate")
+    wait_gallery(page, "c2i-gallery")
+    made = sorted(studio[1].glob("**/class2img-*.png"), key=lambda p: p.stat().st_mtime)[-3:]
+    from ldm_core.provenance import read_parameters
+    classes = [read_parameters(p)["class_name"] for p in made]
+    assert {"blue square", "green triangle"} <= set(classes), classes
+    screenshot(page, "class2img")
+    page.click("#c2i-classes .token-remove[title='Remove 0']")   # unpick "red circle": reuse must set the picks
+    open_tab(page, "History")
+    page.locator("#history-gallery .thumbnail-item").first.click()
+    page.wait_for_function("() => document.querySelector('#history-params').innerText.includes('class2img')",
+                           timeout=UI_MS)
+    import re
+    own = re.search(r'"class_name": "([^"]+)"', page.locator("#history-params").inner_text()).group(1)
+    assert own in ("red circle", "blue square", "green triangle")      # the image's own class, not the batch's
+    page.click("#history-reuse")
+    page.wait_for_function("(c) => [...document.querySelectorAll('#c2i-classes .token')].map(t => t.innerText.trim())"
+                           ".join('|') === c", arg=own, timeout=UI_MS)
+    assert page.get_by_role("tab", name="Class → Image").get_attribute("aria-selected") == "true"
+
+
+def test_unconditional(page, studio):
+    open_tab(page, "Unconditional")
+    page.click("#uncond-generate")
+    wait_gallery(page, "uncond-gallery")
+    assert list(studio[1].glob("**/unconditional-*.png"))
+    screenshot(page, "unconditional")

@@ -19,7 +19,7 @@ MAX_CLASS_TEXT = 4000                    # characters of class names in one requ
 
 @dataclass(kw_only=True)
 class Class2ImgRequest:
-    class_name: str | int | list = ""    # "goldfish", "1; 207", [1, "tabby cat"]: one per image, cycling
+    class_name: str | list = ""          # "goldfish", "1; 207", [1, "tabby cat"]: one per image, cycling
     steps: int | None = None
     guidance_scale: float | None = None  # classifier-free guidance, for models trained with a null class
     seed: int = -1
