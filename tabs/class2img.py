@@ -11,8 +11,9 @@ from ldm_core.catalog import CatalogError
 from ldm_core.service import Service
 from ldm_core.tasks.class2img import Class2ImgRequest, class_names
 
-from .common import buttons, results, standalone, wire
+from .common import Form, buttons, results, standalone, wire
 from .controls import SamplingControls, model_defaults, sampling_controls
+from .panels import add_panels
 from .unconditional import ETA_INFO
 
 NO_GUIDANCE = "this model was trained without a null class: no classifier-free guidance"
@@ -69,9 +70,12 @@ def build(studio: Service) -> Class2ImgTab:
             controls = sampling_controls(studio, "class2img")
             controls.num_images.label = "Images per class"
             eta = gr.Slider(0, 1, value=entry.eta, step=0.05, label="DDIM eta", info=ETA_INFO, elem_id="c2i-eta")
+            settings = gr.Column()
         with gr.Column(scale=3):
             shown = results("c2i")
     inputs = {"class_name": classes, **controls.inputs(), "eta": eta}
+    with settings:
+        add_panels(studio, Form("class2img", inputs, make_request, shown, stop))   # the x/y plot
     wire(studio, generate, stop, inputs, make_request, shown)
     targets = {n: c for n, c in controls.params().items() if n not in ("seed", "model")}
     targets["eta"] = eta

@@ -9,8 +9,9 @@ import gradio as gr
 from ldm_core.service import Service
 from ldm_core.tasks.unconditional import UnconditionalRequest
 
-from .common import buttons, results, standalone, wire
+from .common import Form, buttons, results, standalone, wire
 from .controls import SamplingControls, model_defaults, sampling_controls
+from .panels import add_panels
 
 ETA_INFO = "DDIM only: 0 = deterministic, 1 = as stochastic as DDPM (the paper's scripts use 0 or 1 per model)"
 
@@ -37,9 +38,12 @@ def build(studio: Service) -> UnconditionalTab:
             generate, stop = buttons("uncond")
             controls = sampling_controls(studio, "unconditional", guidance=False)
             eta = gr.Slider(0, 1, value=entry.eta, step=0.05, label="DDIM eta", info=ETA_INFO, elem_id="uncond-eta")
+            settings = gr.Column()
         with gr.Column(scale=3):
             shown = results("uncond")
     inputs = {**{k: c for k, c in controls.inputs().items() if k != "guidance_scale"}, "eta": eta}
+    with settings:
+        add_panels(studio, Form("unconditional", inputs, make_request, shown, stop))   # the x/y plot
     wire(studio, generate, stop, inputs, make_request, shown)
     targets = {n: c for n, c in controls.params().items() if n not in ("seed", "model", "guidance_scale")}
     targets["eta"] = eta

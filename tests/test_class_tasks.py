@@ -98,3 +98,14 @@ def test_the_unet_size_multiple_is_said():
     with pytest.raises(ValueError, match="multiples of 16 for this model"):
         pipe(height=40, width=48, num_inference_steps=1)
     assert pipe(height=48, width=32, num_inference_steps=1).images[0].size == (32, 48)
+
+
+def test_xyplot_over_classes_and_eta(service):
+    from ldm_core.compositions.xyplot import Axis, XYPlotRequest
+    grid = service.run(XYPlotRequest(Class2ImgRequest(class_name="red circle"), Axis("class_name", "red circle, 5"),
+                                     Axis("guidance_scale", "1, 3")))
+    assert grid.info["xyplot"]["x_values"] == ["red circle", "5"] and len(grid.images) == 1
+    plot = service.run(XYPlotRequest(UnconditionalRequest(sampler="DDIM"), Axis("eta", "0, 1")))
+    assert plot.info["xyplot"]["x_axis"] == "eta"
+    with pytest.raises(RequestError, match="this task has no guidance_scale"):
+        service.run(XYPlotRequest(UnconditionalRequest(), Axis("guidance_scale", "1, 3")))

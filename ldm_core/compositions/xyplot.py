@@ -1,4 +1,5 @@
-"""An x/y plot: one text -> image parameter against another, as one labelled grid image.
+"""An x/y plot: one parameter against another, as one labelled grid image, for every task whose
+request has the axes' fields (text -> image, unconditional, class -> image).
 
 Each cell is the base request with the x and y values set (one image each; one seed for all, drawn
 at random when the base's is -1, unless seed is an axis); every cell is checked before any runs,
@@ -19,11 +20,18 @@ from ..limits import Limits
 from ..options import SAMPLER_NAMES
 from ..requests import RequestError
 from ..results import Result
-from ..tasks.text2img import Text2ImgRequest
+from ..tasks import TASKS
 from ..validation import Work, validate
 from .base import Composition, Option, Plan
 
-AXES = {"seed": int, "steps": int, "guidance_scale": float, "sampler": str, "model": str}
+AXES = {"seed": int, "steps": int, "guidance_scale": float, "sampler": str, "model": str, "eta": float,
+        "class_name": str}
+PLOTTED_TASKS = ("text2img", "unconditional", "class2img")   # one image per cell, from noise
+
+
+def axes_of(request_type: type) -> list[str]:
+    """The axes a task's request has fields for."""
+    return [a for a in AXES if a in request_type.__dataclass_fields__]
 MAX_CELLS = 16
 MIN_CELL = 128       # px: small images are drawn larger (nearest) so the grid can be read
 MARGIN = 24          # px: the title line, then the x values
@@ -53,7 +61,7 @@ class Axis:
 
 @dataclass(frozen=True)
 class XYPlotRequest:
-    base: Text2ImgRequest   # every cell's parameters but the two axes'
+    base: object            # a task request (PLOTTED_TASKS): every cell's parameters but the two axes'
     x: Axis
     y: Axis | None = None
 
@@ -63,6 +71,9 @@ def cells(base, x: Axis, y: Axis | None) -> tuple[list, list, list]:
     xs, ys = x.parse(), (y.parse() if y is not None else [None])
     if y is not None and y.name == x.name:
         raise RequestError("x/y plot: the two axes must be different parameters")
+    for axis in (x, y) if y is not None else (x,):
+        if axis.name in AXES and axis.name not in axes_of(type(base)):
+            raise RequestError(f"x/y plot: this task has no {axis.name}; its axes: {', '.join(axes_of(type(base)))}")
     if len(xs) * len(ys) > MAX_CELLS:
         raise RequestError(f"x/y plot: {len(xs)} x {len(ys)} cells; at most {MAX_CELLS}")
     seed = base.seed if base.seed is not None and base.seed >= 0 else random.SystemRandom().randrange(2 ** 31)
@@ -118,7 +129,7 @@ def _fit(value, width: int) -> str:
     return text if len(text) * 8 <= width else text[:max(3, width // 8 - 1)] + "…"
 
 
-def build(base: Text2ImgRequest, options: dict) -> XYPlotRequest:
+def build(base, options: dict) -> XYPlotRequest:
     """The plot of `base` along the axes the options name (no y axis: one row)."""
     y_axis = options.get("y_axis")
     y = Axis(y_axis, options.get("y_values") or "") if y_axis and y_axis != "(none)" else None
@@ -131,11 +142,12 @@ COMPOSITION = Composition(
     applies=lambda request: isinstance(request, XYPlotRequest),
     plan=plan,
     run=run,
-    tasks=("text2img",),
+    tasks=tuple(t for t in PLOTTED_TASKS if t in TASKS),
     request=XYPlotRequest,
     options=(Option("x_axis", str, "seed", ", ".join(AXES)), Option("x_values", str, "1, 2, 3", 'e.g. "1, 4, 8"'),
              Option("y_axis", str, "", "empty: one row"), Option("y_values", str, "")),
     build=build,
     api=("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height", "sampler", "model"),
-    help="x/y plot: a text2img parameter against another, one grid",
+    help="x/y plot: a text2img parameter against another, one grid (the UI also plots unconditional and "
+         "class2img)",
 )
