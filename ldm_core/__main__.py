@@ -88,13 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("names", nargs="*", help="catalog names of hub models, or zoo names: " + ", ".join(zoo.ZOO))
     dl.add_argument("--all", action="store_true", help="every hub model of the catalog")
     dl.add_argument("--fp16", action="store_true", help="the fp16 weights, as a CUDA device loads them")
-    dl.add_argument("--ema", action="store_true", help="zoo: convert the EMA weights (model_ema.*) instead")
+    dl.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                    help="zoo: the EMA weights (model_ema.*) or not; default: what CompVis' scripts sample with "
+                         "(the EMA copy where the checkpoint has one)")
     cv = sub.add_parser("convert", help="convert an original CompVis latent-diffusion checkpoint you have "
                                         "(read safely, saved as safetensors; it then appears among the models)")
     cv.add_argument("checkpoint", help="the .ckpt file")
     cv.add_argument("--config", required=True, help="its config.yaml (as in CompVis/latent-diffusion)")
     cv.add_argument("--name", default=None, help="its name among the models (default: the checkpoint's folder)")
-    cv.add_argument("--ema", action="store_true", help="convert the EMA weights (model_ema.*) instead")
+    cv.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None,
+                    help="the EMA weights (model_ema.*) or not; default: the EMA copy where there is one")
     wm = sub.add_parser("watermark", help="read the AI-generated label, parameters and invisible watermark")
     wm.add_argument("images", nargs="+")
     return p
@@ -132,7 +135,7 @@ def show_provenance(paths) -> int:
     return 1 if missing else 0
 
 
-def download(catalog, names: list[str], everything: bool, fp16: bool, ema: bool = False) -> int:
+def download(catalog, names: list[str], everything: bool, fp16: bool, ema: bool | None = None) -> int:
     """Fetch exactly the files each named hub model needs, or a zoo model's original checkpoint
     (then converted once); say the size before each download."""
     hub_models = [e for e in catalog.entries.values() if e.is_hub]
@@ -171,7 +174,7 @@ def download(catalog, names: list[str], everything: bool, fp16: bool, ema: bool 
     return 1 if failed else 0
 
 
-def convert(checkpoint: str, config: str, name: str | None, ema: bool) -> int:
+def convert(checkpoint: str, config: str, name: str | None, ema: bool | None) -> int:
     """Convert a checkpoint the user has into the zoo folder, where the catalog finds it."""
     name = name or Path(checkpoint).resolve().parent.name
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):

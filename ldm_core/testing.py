@@ -22,10 +22,9 @@ from diffusers import (
 from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
 from transformers import BertTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .data.shapes import COLORS, SHAPES
 from .grounding import GROUNDING_CHANNELS
-from .pipelines.class_embedder import ClassEmbedder
 from .hub_mirror import clip_vocab
+from .testing_noise import NOISE_CATALOG, write_noise_like
 from .text import build_tokenizer
 
 
@@ -113,30 +112,6 @@ def write_builtin_like(root: Path) -> dict[str, Path]:
     _save_index(d, "SuperResPipeline", {"vae": ["diffusers", "AutoencoderKL"], "unet": ["diffusers", "UNet2DModel"],
                                         "scheduler": ["diffusers", "DDPMScheduler"]}, {"vae": "tiny-autoencoder"})
     paths["tiny-superres"] = d
-    d = root / "tiny-uncond"
-    torch.manual_seed(0)
-    UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(
-        d / "unet", safe_serialization=True)
-    DDPMScheduler(**ddpm_config()).save_pretrained(d / "scheduler")
-    _save_index(d, "UnconditionalPipeline", {"vae": ["diffusers", "AutoencoderKL"],
-                                             "unet": ["diffusers", "UNet2DModel"],
-                                             "scheduler": ["diffusers", "DDPMScheduler"]}, {"vae": "tiny-autoencoder"})
-    paths["tiny-uncond"] = d
-    d = root / "tiny-class2img"
-    tiny_cond_unet(4).save_pretrained(d / "unet", safe_serialization=True)
-    names = [f"{c} {s}" for c in COLORS for s in SHAPES]
-    torch.manual_seed(0)
-    ClassEmbedder(len(names) + 1, 32, names, null_class=len(names)).save_pretrained(
-        d / "class_embedder", safe_serialization=True)
-    DDPMScheduler(**ddpm_config()).save_pretrained(d / "scheduler")
-    _save_index(d, "ClassConditionalPipeline", {"vae": ["diffusers", "AutoencoderKL"],
-                                                "unet": ["diffusers", "UNet2DConditionModel"],
-                                                "class_embedder": ["ldm_core", "ClassEmbedder"],
-                                                "scheduler": ["diffusers", "DDPMScheduler"]},
-                {"vae": "tiny-autoencoder"})
-    paths["tiny-class2img"] = d
     return paths
 
 
@@ -299,32 +274,6 @@ steps = 4
 default = true
 
 [[model]]
-name = "tiny-uncond"
-task = "unconditional"
-source = "tiny-uncond"
-pipeline = "UnconditionalPipeline"
-width = 32
-height = 32
-steps = 4
-sampler = "DDIM"
-guidance = 1.0
-guided = false
-default = true
-
-[[model]]
-name = "tiny-class2img"
-task = "class2img"
-source = "tiny-class2img"
-pipeline = "ClassConditionalPipeline"
-width = 32
-height = 32
-steps = 4
-sampler = "DDIM"
-guidance = 3.0
-classes = "shapes-world"
-default = true
-
-[[model]]
 name = "tiny-sd-inpaint"
 task = "inpaint"
 source = "tiny-sd-inpaint"
@@ -344,5 +293,6 @@ def write_tiny_catalog(root: str | Path) -> Path:
         return cat
     write_builtin_like(root)
     write_hub_like(root)
-    cat.write_text(TINY_CATALOG)
+    write_noise_like(root)
+    cat.write_text(TINY_CATALOG + NOISE_CATALOG)
     return cat

@@ -28,7 +28,7 @@ def stack(hub_mirrors, tmp_path_factory):
 
 
 def test_every_hub_entry_is_pinned_to_a_mirrored_commit():
-    assert len({e.repo_id for e in HUB.values()}) == 4 and len(HUB) == 5   # img2img runs the text2img files
+    assert len({e.repo_id for e in HUB.values()}) == 5 and len(HUB) == 6   # img2img runs the text2img files
     for e in HUB.values():
         assert re.fullmatch(r"[0-9a-f]{40}", e.revision), e.name
         assert REPOS[e.repo_id].commit == e.revision          # the mirror copies the pinned commit
@@ -58,6 +58,7 @@ EXPECTED = {
                                     "tokenizer/vocab.json", "tokenizer/merges.txt"},
 }
 EXPECTED["ldm-text2im-large-256-img2img"] = EXPECTED["ldm-text2im-large-256"]   # the same files, another task
+EXPECTED["ldm-celebahq-256"] = {"unet/diffusion_pytorch_model.bin", "vqvae/diffusion_pytorch_model.bin"}
 
 
 @pytest.mark.parametrize("name", sorted(HUB))
@@ -71,11 +72,11 @@ def test_the_plan_fetches_exactly_what_the_pipeline_needs(hub_mirrors, name):
     assert not any(f.endswith(".bin") for f in p.files) or e.pickle_weights
     listing = REPOS[e.repo_id].files
     assert p.total_bytes == sum(listing[f] for f in p.files)
-    if e.repo_id != "CompVis/ldm-text2im-large-256":          # (that repository holds one precision only)
+    if e.repo_id not in ("CompVis/ldm-text2im-large-256", "CompVis/ldm-celebahq-256"):   # (one precision only)
         assert p.total_bytes < sum(listing.values()) / 1.5      # not both precisions, no safety checker
     fp16 = hub.model_plan(e.repo_id, e.revision, prefer_fp16=True, pickle_weights=e.pickle_weights)
     fp16_weights = [f for f in fp16.files if f.endswith((".safetensors", ".bin"))]
-    assert all(".fp16." in f for f in fp16_weights) or name.startswith("ldm-text2im")   # (fp32 only there)
+    assert all(".fp16." in f for f in fp16_weights) or name.startswith(("ldm-text2im", "ldm-celebahq"))  # fp32 only
     assert hub.missing(p) == {}                                  # the mirror holds them: cached and ready
     ok, note = CATALOG.availability(e)
     assert ok and note.startswith("hub, cached and ready")

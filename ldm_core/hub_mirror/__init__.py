@@ -43,6 +43,7 @@ from .specs import (  # noqa: F401  (re-exported: the public names and the share
     GB,
     GLIGEN,
     KB,
+    LDM_CELEBAHQ,
     LDM_SUPERRES,
     LDM_TEXT2IM,
     MB,

@@ -254,6 +254,41 @@ SD_INPAINT = RepoSpec(
 
 REPOS = {r.repo_id: r for r in (LDM_TEXT2IM, LDM_SUPERRES, GLIGEN, SD_INPAINT)}
 
+# ------------------------------------------------------------------ unconditional (paper §4.2); sources: `notes`
+LDM_CELEBAHQ = RepoSpec(
+    repo_id="CompVis/ldm-celebahq-256", commit="03978f22272a3c2502da709c3940e227c9714bdd",
+    about="main: 'upload new weights' by patrickvonplaten, Jul 28 2022 (29 commits). Pickles only (fp32): safetensors "
+          "only on the PR ref refs/pr/7 (dec51d6..., full hash not available offline). No scaling_factor in vqvae's "
+          "config: LDMPipeline divides latents by 0.18215 (diffusers #6725); the fix is the unmerged refs/pr/5.",
+    pickle_weights=True,
+    files={".gitattributes": 1170, "README.md": 4330, "model_index.json": 228, "run.py": 2240, "unet/config.json": 712,
+           **{f"images/generated_image_{i}.png": n for i, n in enumerate((119_000, 117_000, 91_500, 111_000))},
+           "scheduler/scheduler_config.json": 249, "unet/diffusion_pytorch_model.bin": 1_096_377_377,
+           "vqvae/config.json": 486, "vqvae/diffusion_pytorch_model.bin": 221_373_271},
+    configs={  # the unet's is the paper's celeba256 UNet: tests/test_zoo_celebahq.py checks every key
+        "model_index.json": {"_class_name": "LDMPipeline", "_diffusers_version": "0.1.1", "scheduler": [
+            "diffusers", "DDIMScheduler"], "unet": ["diffusers", "UNet2DModel"], "vqvae": ["diffusers", "VQModel"]},
+        "unet/config.json": {"_class_name": "UNet2DModel", "_diffusers_version": "0.0.4", "act_fn": "silu",
+            "attention_head_dim": 32, "block_out_channels": [224, 448, 672, 896], "center_input_sample": False,
+            "down_block_types": ["DownBlock2D"] + ["AttnDownBlock2D"] * 3, "downsample_padding": 1,
+            "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 3, "layers_per_block": 2,
+            "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 3, "sample_size": 64,
+            "time_embedding_type": "positional", "up_block_types": ["AttnUpBlock2D"] * 3 + ["UpBlock2D"]},
+        "vqvae/config.json": {"_class_name": "VQModel", "_diffusers_version": "0.1.2", "act_fn": "silu",
+                              "block_out_channels": [128, 256, 512], "down_block_types": ["DownEncoderBlock2D"] * 3,
+                              "in_channels": 3, "latent_channels": 3, "layers_per_block": 2, "num_vq_embeddings": 8192,
+                              "out_channels": 3, "sample_size": 256, "up_block_types": ["UpDecoderBlock2D"] * 3},
+        "scheduler/scheduler_config.json": {"_class_name": "DDIMScheduler", "_diffusers_version": "0.0.4",
+            "beta_end": 0.0195, "beta_schedule": "scaled_linear", "beta_start": 0.0015, "clip_sample": False,
+            "timestep_values": None, "timesteps": 1000, "trained_betas": None}},   # (pre-release keys: ignored)
+    notes={"commit": "huggingface.co/CompVis/ldm-celebahq-256/: tree/03978f2... (29 commits; refs/pr/4, /5, /7: 30 "
+                     "each, main + 1), commits/main/vqvae (stored pages; rebuilt: not read verbatim)",
+        "sizes": "tree pages at 03978f2, kB-rounded; unet .bin: LFS pointer in commit/321d836... (exact); vqvae .bin: "
+                 "rebuilt (221 MB; bytes of a diffusers 0.16 re-save, newsyctw/res_LDM-CELEBA-HQ-256_... @2cab7e3)",
+        "configs": "blob/main/vqvae/config.json; the others: verbatim copies in github.com/SumantBagri/CSC2231_Project"
+                   "@5af3d89 ldm_uncond/ldm-celebahq-256/ (228, 712, 249 B: the listed sizes)"})
+REPOS[LDM_CELEBAHQ.repo_id] = LDM_CELEBAHQ
+
 # scale="tiny": what is shrunk, per model class (everything else stays as published)
 SHRINK = {
     "UNet2DConditionModel": {"block_out_channels": [32, 64, 64, 64]},

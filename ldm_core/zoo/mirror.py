@@ -1,0 +1,457 @@
+"""Offline mirrors of the paper's original CompVis checkpoints, for tests: the published file
+layout (`celeba.zip` holding `model.ckpt`, the bare `nitro/cin/model.ckpt`, `kl-f8.zip`, ...),
+Lightning 1.4 `.ckpt` pickles with the original key names, shapes and extra state, and the
+real vendored configs with only their widths shrunk; seeded random weights.
+
+Facts are from CompVis/latent-diffusion@a506df5 (abbreviated "@a506df5" below):
+  - key names and shapes: ldm/modules/diffusionmodules/openaimodel.py (UNetModel, ResBlock,
+    AttentionBlock, Downsample, Upsample), ldm/modules/attention.py (SpatialTransformer,
+    BasicTransformerBlock, CrossAttention, FeedForward/GEGLU), ldm/modules/diffusionmodules/model.py
+    (Encoder, Decoder, ResnetBlock, AttnBlock, make_attn), ldm/models/autoencoder.py (VQModel,
+    AutoencoderKL: quant_conv, post_quant_conv, loss), ldm/modules/encoders/modules.py
+    (ClassEmbedder), ldm/modules/ema.py (LitEma: `decay`, `num_updates`, dot-less names);
+    taming-transformers' VectorQuantizer2 (`quantize.embedding.weight`);
+  - the buffers of a LatentDiffusion: ldm/models/diffusion/ddpm.py (DDPM.register_schedule;
+    `scale_factor` a buffer only when `scale_by_std`; `lvlb_weights` not persistent) and
+    ldm/modules/diffusionmodules/util.py (make_beta_schedule).
+
+`write_mirror(folder, names)` then `LDM_ZOO_URL=file://<folder>/` makes `download()` run offline;
+it converts with `ZOO[name].config`, the vendored real config, so point `ldm_core.zoo.CONFIGS` at
+`write_configs(other_folder, names)` (the shrunk ones) for the widths to match.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+import types
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import ZOO
+
+# ------------------------------------------------------------------ configs
+WIDTH = 32          # UNet model_channels, first-stage ch (GroupNorm has 32 groups: widths stay multiples of 32)
+HEAD_CHANNELS = 8   # UNet num_head_channels, where a config sets it
+CONTEXT = 32        # UNet context_dim and ClassEmbedder embed_dim
+CODEBOOK = 64       # VQ n_embed (at most)
+
+
+def shrunk_config(name: str) -> dict:
+    """The vendored real config of a zoo model (`configs/<name>.yaml`, verbatim from
+    models/ldm/<name>/config.yaml, models/first_stage_models/<name>/config.yaml or
+    configs/latent-diffusion/cin256-v2.yaml @a506df5) with only its widths shrunk. Everything
+    else is kept: channel_mult, attention_resolutions, num_res_blocks, num_heads,
+    use_scale_shift_norm, resblock_updown, use_spatial_transformer, transformer_depth, z_channels,
+    embed_dim, double_z, attn_resolutions, attn_type, n_classes, the schedule, image sizes."""
+    model = ZOO[name]
+    cfg = yaml.safe_load(model.config.read_text())
+    params = cfg["model"]["params"]
+    if model.kind == "ldm":
+        unet = params["unet_config"]["params"]                 # openaimodel.UNetModel
+        unet["model_channels"] = WIDTH                         # 224 / 192 / 256 in the real configs
+        if unet.get("num_head_channels", -1) != -1:
+            unet["num_head_channels"] = HEAD_CHANNELS          # 32 in celeba/ffhq/lsun_beds/cin256
+        if unet.get("context_dim") is not None:
+            unet["context_dim"] = CONTEXT                      # 512 in cin256, cin256-v2
+        cond = params.get("cond_stage_config")
+        if isinstance(cond, dict):
+            cond["params"]["embed_dim"] = CONTEXT              # ClassEmbedder: 512
+        first = params["first_stage_config"]["params"]
+    else:
+        first = params
+    first["ddconfig"]["ch"] = WIDTH                            # 128 in every first stage
+    if "n_embed" in first:
+        first["n_embed"] = min(first["n_embed"], CODEBOOK)     # 8192 / 16384 / 256
+    return cfg
+
+
+# ------------------------------------------------------------------ random weights, original names
+class _Weights:
+    """Original key -> seeded random tensor, in the order the original modules register them.
+    Scaled to keep activations O(1): weights N(0, 1/fan_in), biases N(0, 0.05²), norm scales
+    1 + N(0, 0.1²) and shifts N(0, 0.1²) (not 1 and 0, so that a swapped norm shows)."""
+
+    def __init__(self, seed: int):
+        self.gen = torch.Generator().manual_seed(seed)
+        self.sd: dict[str, torch.Tensor] = {}
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.gen)
+
+    def conv(self, key: str, cin: int, cout: int, k: int = 3, dims: int = 2, bias: bool = True) -> None:
+        """A Conv{dims}d(cin, cout, k) (dims=0: a Linear)."""
+        self.sd[key + ".weight"] = self.randn(cout, cin, *(k,) * dims) / math.sqrt(cin * k ** dims)
+        if bias:
+            self.sd[key + ".bias"] = 0.05 * self.randn(cout)
+
+    def linear(self, key: str, cin: int, cout: int, bias: bool = True) -> None:
+        self.conv(key, cin, cout, 1, dims=0, bias=bias)
+
+    def norm(self, key: str, c: int) -> None:
+        """GroupNorm or LayerNorm (affine)."""
+        self.sd[key + ".weight"] = 1 + 0.1 * self.randn(c)
+        self.sd[key + ".bias"] = 0.1 * self.randn(c)
+
+
+def _heads(ch: int, unet: dict) -> tuple[int, int]:
+    """(heads, channels per head) of an attention layer at width `ch` (UNetModel.__init__, legacy=True)."""
+    num_heads, head_channels = unet.get("num_heads", -1), unet.get("num_head_channels", -1)
+    heads = ch // head_channels if head_channels != -1 else num_heads   # num_heads_upsample == num_heads
+    return heads, ch // heads
+
+
+def _res_block(w: _Weights, key: str, cin: int, cout: int, emb: int, unet: dict) -> None:
+    """openaimodel.ResBlock: in_layers (GroupNorm, SiLU, conv), emb_layers (SiLU, Linear),
+    out_layers (GroupNorm, SiLU, Dropout, conv), skip_connection (1x1) where widths differ."""
+    w.norm(f"{key}.in_layers.0", cin)
+    w.conv(f"{key}.in_layers.2", cin, cout)
+    w.linear(f"{key}.emb_layers.1", emb, 2 * cout if unet.get("use_scale_shift_norm") else cout)
+    w.norm(f"{key}.out_layers.0", cout)
+    w.conv(f"{key}.out_layers.3", cout, cout)
+    if cin != cout:
+        w.conv(f"{key}.skip_connection", cin, cout, 1)
+
+
+def _attention(w: _Weights, key: str, ch: int, unet: dict) -> None:
+    """openaimodel.AttentionBlock (norm, qkv and proj_out as 1-d convs), or attention.SpatialTransformer."""
+    if not unet.get("use_spatial_transformer"):
+        w.norm(f"{key}.norm", ch)
+        w.conv(f"{key}.qkv", ch, 3 * ch, 1, dims=1)
+        w.conv(f"{key}.proj_out", ch, ch, 1, dims=1)
+        return
+    heads, head_ch = _heads(ch, unet)
+    inner, ctx = heads * head_ch, unet["context_dim"]
+    w.norm(f"{key}.norm", ch)
+    w.conv(f"{key}.proj_in", ch, inner, 1)
+    for d in range(unet.get("transformer_depth", 1)):
+        b = f"{key}.transformer_blocks.{d}"
+        for attn, kv_dim in (("attn1", inner), ("ff", None), ("attn2", ctx)):
+            if attn == "ff":                                    # FeedForward(glu=True): GEGLU, Linear
+                w.linear(f"{b}.ff.net.0.proj", inner, inner * 4 * 2)
+                w.linear(f"{b}.ff.net.2", inner * 4, inner)
+                continue
+            w.linear(f"{b}.{attn}.to_q", inner, inner, bias=False)
+            w.linear(f"{b}.{attn}.to_k", kv_dim, inner, bias=False)
+            w.linear(f"{b}.{attn}.to_v", kv_dim, inner, bias=False)
+            w.linear(f"{b}.{attn}.to_out.0", inner, inner)
+        for n in (1, 2, 3):
+            w.norm(f"{b}.norm{n}", inner)
+    w.conv(f"{key}.proj_out", inner, ch, 1)
+
+
+def _unet(w: _Weights, pre: str, unet: dict) -> None:
+    """openaimodel.UNetModel: time_embed, input_blocks, middle_block, output_blocks, out."""
+    mc, mult, nrb = unet["model_channels"], unet["channel_mult"], unet["num_res_blocks"]
+    attn_at, updown, emb = unet["attention_resolutions"], unet.get("resblock_updown"), 4 * mc
+    if unet.get("num_classes") is not None:
+        raise NotImplementedError("label_emb: no zoo config has num_classes")
+    w.linear(pre + "time_embed.0", mc, emb)
+    w.linear(pre + "time_embed.2", emb, emb)
+    w.conv(pre + "input_blocks.0.0", unet["in_channels"], mc)
+    chans, ch, ds, i = [mc], mc, 1, 1
+    for level, m in enumerate(mult):
+        for _ in range(nrb):
+            _res_block(w, f"{pre}input_blocks.{i}.0", ch, m * mc, emb, unet)
+            ch = m * mc
+            if ds in attn_at:
+                _attention(w, f"{pre}input_blocks.{i}.1", ch, unet)
+            chans.append(ch)
+            i += 1
+        if level != len(mult) - 1:                               # downsample: a ResBlock(down) or a conv
+            if updown:
+                _res_block(w, f"{pre}input_blocks.{i}.0", ch, ch, emb, unet)
+            else:
+                w.conv(f"{pre}input_blocks.{i}.0.op", ch, ch)
+            chans.append(ch)
+            ds, i = ds * 2, i + 1
+    _res_block(w, pre + "middle_block.0", ch, ch, emb, unet)
+    _attention(w, pre + "middle_block.1", ch, unet)
+    _res_block(w, pre + "middle_block.2", ch, ch, emb, unet)
+    i = 0
+    for level, m in reversed(list(enumerate(mult))):
+        for j in range(nrb + 1):
+            _res_block(w, f"{pre}output_blocks.{i}.0", ch + chans.pop(), m * mc, emb, unet)
+            ch, k = m * mc, 1
+            if ds in attn_at:
+                _attention(w, f"{pre}output_blocks.{i}.1", ch, unet)
+                k = 2
+            if level and j == nrb:                               # upsample: a ResBlock(up) or nearest + conv
+                if updown:
+                    _res_block(w, f"{pre}output_blocks.{i}.{k}", ch, ch, emb, unet)
+                else:
+                    w.conv(f"{pre}output_blocks.{i}.{k}.conv", ch, ch)
+                ds //= 2
+            i += 1
+    w.norm(pre + "out.0", ch)
+    w.conv(pre + "out.2", mc, unet["out_channels"])
+
+
+def _resnet(w: _Weights, key: str, cin: int, cout: int) -> None:
+    """model.ResnetBlock without a timestep (temb_channels=0): norm1, conv1, norm2, conv2, nin_shortcut."""
+    w.norm(f"{key}.norm1", cin)
+    w.conv(f"{key}.conv1", cin, cout)
+    w.norm(f"{key}.norm2", cout)
+    w.conv(f"{key}.conv2", cout, cout)
+    if cin != cout:
+        w.conv(f"{key}.nin_shortcut", cin, cout, 1)
+
+
+def _attn(w: _Weights, key: str, c: int) -> None:
+    """model.AttnBlock: norm, q, k, v, proj_out (1x1 convs)."""
+    w.norm(f"{key}.norm", c)
+    for name in ("q", "k", "v", "proj_out"):
+        w.conv(f"{key}.{name}", c, c, 1)
+
+
+def _coders(w: _Weights, pre: str, dd: dict) -> None:
+    """model.Encoder then model.Decoder (same ddconfig)."""
+    ch, mult, nrb, res = dd["ch"], dd["ch_mult"], dd["num_res_blocks"], dd["resolution"]
+    levels, attn = len(mult), dd.get("attn_type", "vanilla") != "none"   # "none": nn.Identity, no keys
+    has_attn = [attn and res // 2 ** i in dd["attn_resolutions"] for i in range(levels)]
+    e = pre + "encoder."
+    w.conv(e + "conv_in", dd["in_channels"], ch)
+    cin = ch
+    for i, m in enumerate(mult):
+        for j in range(nrb):
+            _resnet(w, f"{e}down.{i}.block.{j}", cin, ch * m)
+            cin = ch * m
+        for j in range(nrb if has_attn[i] else 0):
+            _attn(w, f"{e}down.{i}.attn.{j}", cin)
+        if i != levels - 1:
+            w.conv(f"{e}down.{i}.downsample.conv", cin, cin)
+    _mid(w, e + "mid", cin, attn)
+    w.norm(e + "norm_out", cin)
+    w.conv(e + "conv_out", cin, 2 * dd["z_channels"] if dd["double_z"] else dd["z_channels"])
+    d = pre + "decoder."
+    w.conv(d + "conv_in", dd["z_channels"], ch * mult[-1])
+    _mid(w, d + "mid", ch * mult[-1], attn)
+    for i, m in enumerate(mult):                   # up.{i} is level i (the original prepends)
+        cin = ch * mult[min(i + 1, levels - 1)]
+        for j in range(nrb + 1):
+            _resnet(w, f"{d}up.{i}.block.{j}", cin, ch * m)
+            cin = ch * m
+        for j in range(nrb + 1 if has_attn[i] else 0):
+            _attn(w, f"{d}up.{i}.attn.{j}", cin)
+        if i != 0:
+            w.conv(f"{d}up.{i}.upsample.conv", cin, cin)
+    w.norm(d + "norm_out", ch * mult[0])
+    w.conv(d + "conv_out", ch * mult[0], dd["out_ch"])
+
+
+def _mid(w: _Weights, key: str, c: int, attn: bool) -> None:
+    _resnet(w, key + ".block_1", c, c)
+    if attn:
+        _attn(w, key + ".attn_1", c)
+    _resnet(w, key + ".block_2", c, c)
+
+
+def _loss(w: _Weights, target: str) -> None:
+    """A few representative keys of the first stages' training losses (taming's LPIPS + PatchGAN
+    discriminator; LPIPSWithDiscriminator adds `logvar`), real shapes."""
+    if target.endswith("LPIPSWithDiscriminator") and "vqperceptual" not in target:
+        w.sd["loss.logvar"] = torch.zeros(())
+    w.sd["loss.perceptual_loss.scaling_layer.shift"] = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)
+    w.sd["loss.perceptual_loss.scaling_layer.scale"] = torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+    w.conv("loss.perceptual_loss.net.slice1.0", 3, 64)
+    w.conv("loss.perceptual_loss.lin0.model.1", 64, 1, 1, bias=False)
+    w.conv("loss.discriminator.main.0", 3, 64, 4)
+    w.conv("loss.discriminator.main.2", 64, 128, 4, bias=False)
+    w.norm("loss.discriminator.main.3", 128)                                 # BatchNorm2d
+    w.sd["loss.discriminator.main.3.running_mean"] = torch.zeros(128)
+    w.sd["loss.discriminator.main.3.running_var"] = torch.ones(128)
+    w.sd["loss.discriminator.main.3.num_batches_tracked"] = torch.tensor(1000)
+
+
+def _first_stage(w: _Weights, pre: str, params: dict, target: str, with_loss: bool) -> None:
+    """VQModel / VQModelInterface / AutoencoderKL: encoder, decoder, loss, quantize, quant_conv, post_quant_conv."""
+    dd, embed = params["ddconfig"], params["embed_dim"]
+    _coders(w, pre, dd)
+    if with_loss:
+        _loss(w, params["lossconfig"]["target"])
+    kl = target.endswith("AutoencoderKL")
+    if not kl:
+        w.sd[pre + "quantize.embedding.weight"] = w.randn(params["n_embed"], embed)
+    w.conv(pre + "quant_conv", 2 * dd["z_channels"] if kl else dd["z_channels"], 2 * embed if kl else embed, 1)
+    w.conv(pre + "post_quant_conv", embed, dd["z_channels"], 1)
+
+
+def schedule_buffers(params: dict) -> dict[str, torch.Tensor]:
+    """The persistent buffers of DDPM.register_schedule (float64 numpy math, stored as float32)."""
+    if params.get("beta_schedule", "linear") != "linear" or params.get("given_betas") is not None:
+        raise NotImplementedError("only the linear schedule (every zoo config) is mirrored")
+    n = params.get("timesteps", 1000)
+    start, end = params.get("linear_start", 1e-4), params.get("linear_end", 2e-2)
+    betas = np.linspace(start ** 0.5, end ** 0.5, n, dtype=np.float64) ** 2
+    alphas = 1.0 - betas
+    ac = np.cumprod(alphas)
+    ac_prev = np.append(1.0, ac[:-1])
+    v = params.get("v_posterior", 0.0)
+    post_var = (1 - v) * betas * (1.0 - ac_prev) / (1.0 - ac) + v * betas
+    out = {
+        "betas": betas, "alphas_cumprod": ac, "alphas_cumprod_prev": ac_prev,
+        "sqrt_alphas_cumprod": np.sqrt(ac), "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - ac),
+        "log_one_minus_alphas_cumprod": np.log(1.0 - ac), "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / ac),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / ac - 1), "posterior_variance": post_var,
+        "posterior_log_variance_clipped": np.log(np.maximum(post_var, 1e-20)),
+        "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1.0 - ac),
+        "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac),
+    }
+    return {k: torch.tensor(a, dtype=torch.float32) for k, a in out.items()}
+
+
+SCALE_FACTOR = 0.2281   # `scale_factor` where a config has scale_by_std (a trained one is 1/std of its latents)
+
+
+def original_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights under exactly the original key names and shapes of a (shrunk) config: a
+    LatentDiffusion's (schedule buffers, `scale_factor` if scale_by_std, `model.diffusion_model.*`,
+    `model_ema.*` if use_ema, `first_stage_model.*`, `cond_stage_model.*`), or an autoencoder's
+    own (no prefix, with `loss.*`)."""
+    model = config["model"]
+    params, w = model["params"], _Weights(seed)
+    if not model["target"].endswith("LatentDiffusion"):
+        _first_stage(w, "", params, model["target"], with_loss=True)
+        return w.sd
+    w.sd.update(schedule_buffers(params))
+    if params.get("scale_by_std"):
+        w.sd["scale_factor"] = torch.tensor(SCALE_FACTOR)
+    _unet(w, "model.diffusion_model.", params["unet_config"]["params"])
+    if params.get("use_ema", True):                              # LitEma(self.model): shadows of every parameter
+        unet = {k: v for k, v in w.sd.items() if k.startswith("model.")}
+        w.sd["model_ema.decay"] = torch.tensor(0.9999)
+        w.sd["model_ema.num_updates"] = torch.tensor(123456, dtype=torch.int32)
+        for k, v in unet.items():                                # an average, near but not equal to the weights
+            w.sd["model_ema." + k[len("model."):].replace(".", "")] = v + 0.1 * v.std() * w.randn(*v.shape)
+    first = params["first_stage_config"]
+    _first_stage(w, "first_stage_model.", first["params"], first["target"], with_loss=False)
+    cond = params.get("cond_stage_config")
+    if isinstance(cond, dict):
+        if not cond["target"].endswith("ClassEmbedder"):
+            raise NotImplementedError(cond["target"])
+        p = cond["params"]
+        w.sd["cond_stage_model.embedding.weight"] = w.randn(p.get("n_classes", 1000), p["embed_dim"])
+    return w.sd
+
+
+# ------------------------------------------------------------------ the Lightning 1.4 checkpoint
+@contextlib.contextmanager
+def _pickled_as(module: str, name: str, obj):
+    """While inside, pickle writes `obj` as the global `module.name` (a module that need not be
+    installed: a stand-in is registered in sys.modules, with any missing parents, then removed)."""
+    obj.__module__, obj.__qualname__ = module, name
+    parts = module.split(".")
+    names = [".".join(parts[:i + 1]) for i in range(len(parts))]
+    saved = {n: sys.modules.get(n) for n in names}
+    for n in names:
+        if n == module or n not in sys.modules:
+            sys.modules[n] = types.ModuleType(n)
+    setattr(sys.modules[module], name, obj)
+    try:
+        yield
+    finally:
+        for n, m in saved.items():
+            if m is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = m
+
+
+class _NumpyScalar:
+    """np.float64(value) as numpy 1.x pickled it: numpy.core.multiarray.scalar(dtype, bytes)."""
+
+    def __init__(self, value: float):
+        self.value = np.float64(value)
+
+    def __reduce__(self):
+        return _numpy_scalar, (self.value.dtype, self.value.tobytes())
+
+
+def _numpy_scalar(dtype, data):          # pickled as numpy.core.multiarray.scalar; never called here
+    raise AssertionError
+
+
+def write_lightning_ckpt(path, state_dict: dict, *, global_step: int, epoch: int):
+    """`state_dict` saved as PyTorch Lightning 1.4.2 saved a checkpoint: the callbacks' states keyed by
+    the callback class (the global pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint),
+    a tensor and a numpy scalar (numpy.core.multiarray.scalar) among them. `path`: a path or a binary file."""
+    if isinstance(path, (str, Path)):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    model_checkpoint = type("ModelCheckpoint", (), {})
+    ckpt = {
+        "epoch": epoch, "global_step": global_step, "pytorch-lightning_version": "1.4.2",
+        "state_dict": OrderedDict(state_dict),             # module.state_dict() is an OrderedDict
+        "callbacks": {model_checkpoint: {
+            "monitor": "val/loss_simple_ema", "best_model_score": torch.tensor(0.1502),
+            "best_model_path": "logs/checkpoints/epoch=000042.ckpt", "current_score": torch.tensor(0.1517),
+            "dirpath": "logs/checkpoints", "kth_value": _NumpyScalar(0.1517),
+        }},
+        "optimizer_states": [], "lr_schedulers": [],
+    }
+    with _pickled_as("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint", model_checkpoint), \
+            _pickled_as("numpy.core.multiarray", "scalar", _numpy_scalar):
+        torch.save(ckpt, path)
+    return path
+
+
+def _zip(path: Path, member: str, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(member, data)
+
+
+def write_mirror(folder, names, seed: int = 0) -> dict[str, Path]:
+    """For each zoo name, its published file under `folder` at the published relative path (a
+    .zip holding `model.ckpt`, or the bare .ckpt), from `shrunk_config(name)`. Returns the paths."""
+    folder, out = Path(folder), {}
+    for n, name in enumerate(names):
+        model = ZOO[name]
+        sd = original_state_dict(shrunk_config(name), seed + n)
+        target = folder / model.file
+        if model.file.endswith(".zip"):
+            buf = io.BytesIO()
+            write_lightning_ckpt(buf, sd, global_step=100_000 + n, epoch=40 + n)
+            _zip(target, model.member, buf.getvalue())
+        else:
+            write_lightning_ckpt(target, sd, global_step=100_000 + n, epoch=40 + n)
+        out[name] = target
+    return out
+
+
+def write_configs(folder, names) -> Path:
+    """`<folder>/<name>.yaml`: the shrunk configs, named as the vendored ones in `ldm_core.zoo.CONFIGS`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(shrunk_config(name), sort_keys=False))
+    return folder
+
+
+class _Trap:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def malicious_ckpt(path, marker) -> Path:
+    """A checkpoint (zip-format torch pickle, with a plausible state_dict) whose unpickling creates
+    `marker`; a path ending in .zip gets it as the archive's `model.ckpt`, like a published zip."""
+    path = Path(path)
+    ckpt = {"state_dict": {"betas": torch.zeros(4)}, "callbacks": _Trap(str(marker))}
+    if path.suffix == ".zip":
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        _zip(path, "model.ckpt", buf.getvalue())
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, path)
+    return path
