@@ -53,7 +53,7 @@ def sampling_controls(studio: Service, task: str, size: bool = True, guidance: b
                       batch: bool = True) -> SamplingControls:
     entry = studio.entry(task)
     lim = studio.limits
-    model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model",
+    model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model", elem_id=f"{task}-model",
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
         steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps",

@@ -1,0 +1,149 @@
+"""Every zoo entry of the catalog from its offline mirror (the real download's layout, shrunk
+widths, random weights) through the CLI, the HTTP API and the browser, at its native size and at
+an awkward one; and the hub's CompVis/ldm-celebahq-256 beside them.
+
+    download (file:// mirror) -> safe read -> convert once -> load -> run
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from servers import webui
+
+from ldm_core import zoo
+from ldm_core.__main__ import main
+from ldm_core.provenance import read_parameters
+from ldm_core.zoo import ZOO
+from ldm_core.zoo.mirror import write_configs, write_mirror
+
+ROOT = Path(__file__).resolve().parent.parent
+LDMS = [n for n, m in ZOO.items() if m.kind == "ldm"]
+HUB = "ldm-celebahq-256"
+CLASS = {"cin256": "goldfish", "cin256-v2": "tabby cat"}
+
+
+def _toml(entry: dict) -> str:
+    return "[[model]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items()) + "\n"
+
+
+@pytest.fixture(scope="module")
+def zoo_env(tmp_path_factory, tiny_catalog, hub_mirrors):
+    """The mirrors served from a file:// folder, an empty zoo folder, and a catalog: the tiny models
+    plus the real catalog's zoo entries and ldm-celebahq-256, as models/catalog.toml has them."""
+    root = tmp_path_factory.mktemp("zoo")
+    write_mirror(root / "mirror", LDMS, seed=1)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(zoo, "CONFIGS", write_configs(root / "configs", LDMS))     # the mirror's widths
+    env = {"LDM_ZOO_URL": f"file://{root / 'mirror'}/", "LDM_ZOO_DIR": str(root / "converted")}
+    for k, v in env.items():
+        mp.setenv(k, v)
+    real = tomllib.loads((ROOT / "models" / "catalog.toml").read_text())["model"]
+    ours = [e for e in real if e["source"].startswith("zoo:") or e["name"] == HUB]
+    assert sorted(e["source"][4:] for e in ours if e["source"].startswith("zoo:")) == sorted(LDMS)
+    catalog = root / "catalog.toml"
+    catalog.write_text(tiny_catalog.read_text() + "".join(_toml(e) for e in ours))
+    catalog.write_text(f'root = "{tiny_catalog.parent}"\n' + catalog.read_text())
+    yield catalog, env, {e["name"]: e for e in ours}
+    mp.undo()
+
+
+def sizes(name: str, entry: dict) -> list[tuple[int, int]]:
+    """The model's native size, and an awkward one: wider and shorter by the smallest step its
+    autoencoder and UNet take (a multiple of f x 2^(levels - 1))."""
+    if name == HUB:
+        return [(256, 256), (96, 160)]
+    folder = zoo.converted(name)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    step = 2 ** (len(vae["block_out_channels"]) - 1) * 2 ** (len(unet["block_out_channels"]) - 1)
+    w = entry["width"]
+    return [(w, entry["height"]), (w + step, w - step)]
+
+
+def task_args(name: str, entry: dict) -> list[str]:
+    return [entry["task"], CLASS[name]] if name in CLASS else [entry["task"]]
+
+
+@pytest.fixture(scope="module")
+def converted(zoo_env, tmp_path_factory):
+    """`python -m ldm_core download <name>` for every zoo entry: from the mirror, converted once."""
+    catalog, _, entries = zoo_env
+    for name in LDMS:
+        assert main(["--models", str(catalog), "download", name]) == 0
+        assert zoo.converted(name) and zoo.source_info(name)["sha256"]
+    assert main(["--models", str(catalog), "download", "celeba256"]) == 0     # again: nothing fetched
+    return entries
+
+
+def test_cli_runs_every_zoo_entry_at_native_and_awkward_sizes(zoo_env, converted, tmp_path, capsys):
+    catalog, _, entries = zoo_env
+    for name, entry in entries.items():
+        for w, h in sizes(name, entry):
+            args = ["--models", str(catalog), "--device", "cpu", "--outdir", str(tmp_path), *task_args(name, entry),
+                    "--model", name, "--steps", "2", "--width", str(w), "--height", str(h), "--seed", "3"]
+            assert main(args) == 0, capsys.readouterr().err
+            path = [p for p in capsys.readouterr().out.split() if p.endswith(".png")][-1]
+            params = read_parameters(path)
+            assert params["model"] == name and params["size"] == f"{w}x{h}" and Image.open(path).size == (w, h)
+            if name in CLASS:
+                assert CLASS[name] in params["class_name"]
+
+
+def test_api_runs_every_zoo_entry(zoo_env, converted, tmp_path):
+    from gradio_client import Client
+    catalog, env, entries = zoo_env
+    with webui(catalog, tmp_path / "out", "--offline", env=env) as server:
+        client = Client(server.url, verbose=False)
+        for name, entry in entries.items():
+            for w, h in sizes(name, entry):
+                kwargs = dict(model=name, steps=2, width=w, height=h, seed=1, api_name=f"/{entry['task']}")
+                if name in CLASS:
+                    kwargs.update(class_name=CLASS[name], guidance_scale=entry["guidance"])
+                images, info = client.predict(**kwargs)
+                assert json.loads(info)["model"] == name and Image.open(images[0]["image"]).size == (w, h)
+
+
+def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path):
+    test_browser = pytest.importorskip("test_browser")        # skips without chromium
+    catalog, env, entries = zoo_env
+    with webui(catalog, tmp_path / "out", "--offline", env=env) as server, \
+            test_browser.sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(test_browser.CHROMIUM), args=test_browser.CHROME_ARGS)
+        page = browser.new_page(viewport=test_browser.VIEWPORT)
+        page.set_default_timeout(test_browser.UI_MS)
+        page.goto(server.url, wait_until="domcontentloaded", timeout=60_000)
+        page.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+        done = 0
+        for name, entry in entries.items():
+            prefix, title = ("c2i", "Class → Image") if entry["task"] == "class2img" else ("uncond", "Unconditional")
+            page.get_by_role("tab", name=title).click()
+            panel = page.locator(f"#{entry['task']}-model")
+            panel.locator("input").click()
+            page.keyboard.press("Control+A")           # the shown choice's text goes, the typed name filters
+            page.keyboard.type(name)
+            panel.locator(f"[data-testid=dropdown-option][aria-label^='{name} ']").click()
+            if name in CLASS:           # the list follows the model: ImageNet's 1000 names
+                page.wait_for_function("() => document.querySelector('#c2i-classes').innerText"
+                                       ".includes('1000 classes')", timeout=test_browser.UI_MS)
+                page.locator("#c2i-classes input").click()
+                page.keyboard.type(CLASS[name])
+                page.locator("#c2i-classes [data-testid=dropdown-option]").first.click()
+                page.keyboard.press("Escape")
+            steps = page.locator(f"#{entry['task']}-steps input[type=number]")
+            steps.click(click_count=3)
+            page.keyboard.type("2")
+            page.keyboard.press("Enter")
+            page.click(f"#{prefix}-generate")
+            done += 1
+            page.wait_for_function(f"(m) => document.querySelector('#{prefix}-info').innerText"
+                                   f".includes('\"model\": \"' + m + '\"')", arg=name,
+                                   timeout=test_browser.GENERATION_MS)
+            assert not page.locator("[data-testid=toast-body].error").count(), test_browser.toasts(page)
+        test_browser.screenshot(page, "zoo-class2img")
+        browser.close()
+    made = {read_parameters(p)["model"] for p in (tmp_path / "out").glob("**/*.png")}
+    assert made == set(entries) and done == len(entries)
