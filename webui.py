@@ -31,7 +31,7 @@ from server import security
 from server.fair_use import calm_queue, reserve_per_client
 from server.owners import VisitorCookie
 from server.owners import configure as configure_owners
-from tabs import api, history, pnginfo, task_tabs
+from tabs import api, compression, history, pnginfo, task_tabs
 from tabs.common import GPU_CONCURRENCY_ID
 from tabs.controls import first_image, info_updates
 
@@ -45,7 +45,8 @@ CSS = ("#sr-input img, #sr-gallery img { width: 100%; height: 100%; object-fit: 
        + " { max-height: none !important; overflow-y: visible !important; }\n"
        # a phone: text->image's results right under its Generate button, its settings below them
        "@media (max-width: 640px) { #t2i-left { display: contents; } #t2i-results { order: 1; } "
-       "#t2i-settings { order: 2; } }")
+       "#t2i-settings { order: 2; } }\n"
+       "#compress-gallery img { image-rendering: pixelated; }")      # reconstructions: every pixel as it came out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -126,6 +127,8 @@ def build_app(ui: Service) -> gr.Blocks:
             for name, module in task_tabs(ui.tasks).items():
                 with gr.Tab(TASKS[name].title, id=name):
                     built[name] = module.build(ui)
+            with gr.Tab("Perceptual compression", id="compression"):
+                compression.build(ui)
             with gr.Tab("History", id="history") as history_tab:
                 past = history.build(ui)
             with gr.Tab("PNG info", id="pnginfo"):

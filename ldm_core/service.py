@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from . import compression
 from .catalog import ModelEntry
 from .compositions import COMPOSITIONS, Composition, Plan, composition_of
 from .device import return_freed_memory
@@ -50,6 +51,7 @@ class Service:
         self.limits = stack.limits
         self._history = History(stack.output_dir)
         self.throughput = Throughput()
+        self._first_stages = compression.Loaded(stack.device, stack.dtype)   # perceptual compression's, kept
 
     @classmethod
     def from_catalog(cls, path=None, **stack_options) -> "Service":
@@ -196,6 +198,28 @@ class Service:
             return None if stage.model is None else self.stack.preview(stage.model, latents)
         return Job(lambda callback: self.generate(request, callback, stage, owner), preview if previews else None,
                    self.stack.submit, abandoned)
+
+    # ------------------------------------------------------------ perceptual compression (paper §3.1, §4.1)
+    def autoencoders(self) -> list[compression.Autoencoder]:
+        """Every first stage there is: built-ins, the f trade-off's, the zoo's (unconverted ones not ready)."""
+        return compression.autoencoders(self.catalog.root)
+
+    def compress(self, image, names) -> list[compression.RoundTrip]:
+        """`image` (a path, bytes, PIL image or upload) encoded and decoded by each autoencoder of
+        `names`, one at a time on the device thread: the reconstructions and what they kept."""
+        image = compression.check_image(image, self.limits)
+        chosen = compression.pick(self.autoencoders(), names)
+
+        def one(ae):
+            with self.stack.device_lock():
+                self.stack.cpu.start()
+                with_deadline(None, self.limits.max_seconds)
+                try:
+                    return compression.run(self._first_stages, ae, image)
+                finally:
+                    clear_deadline()
+                    return_freed_memory()
+        return [self.stack.submit(one, ae).result() for ae in chosen]
 
     def submit(self, fn, *args):
         """`fn(*args)` on the device thread (loading a model before serving, say)."""
