@@ -105,10 +105,13 @@ def validator(names: list[str], check=None):
     return with_signature(validate, names)
 
 
-def with_signature(fn, names: list[str], progress: bool = False):
+def with_signature(fn, names: list[str], progress: bool = False, optional=()):
     """`fn(*values, request[, progress])` as Gradio sees an event function of the named parameters
-    `names`, then the gr.Request (found by its type hint) and, with `progress`, a gr.Progress."""
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    `names`, then the gr.Request (found by its type hint) and, with `progress`, a gr.Progress. Names
+    in `optional` default to None (an API parameter left unset: the model's own default applies)."""
+    first = min((names.index(n) for n in optional if n in names), default=len(names))
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,   # (no default may follow a default)
+                                default=None if i >= first else inspect.Parameter.empty) for i, n in enumerate(names)]
     params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                     annotation=gr.Request))
     if progress:

@@ -74,8 +74,9 @@ def _one_image(outs):
         outs.close()
 
 
-def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: bool):
-    """The event function of an endpoint whose parameters are `names`, in the contract's order."""
+def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: bool, optional=()):
+    """The event function of an endpoint whose parameters are `names`, in the contract's order
+    (`optional`: those whose default is unset, i.e. the model's own)."""
     def run(*values):
         client = values[len(names)] if len(values) > len(names) else None
         try:
@@ -84,7 +85,7 @@ def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: b
             raise user_error(e) from None
         outs = _results(studio, request, client)
         yield from (_one_image(outs) if returns_one else outs)
-    return gpu(with_signature(run, list(names)))
+    return gpu(with_signature(run, list(names), optional=optional))
 
 
 def _inputs(studio: Service, task: Task, names: tuple[str, ...]) -> list:
@@ -116,7 +117,9 @@ def build(studio: Service) -> None:
                 _composition(studio, comp)
         for task in (TASKS[name] for name in studio.tasks):
             result = gr.Image(type="filepath", format="png") if task.returns_one else gr.Gallery(format="png")
-            gr.Button(visible=False).click(_event(studio, task.api, lambda v, t=task: t.request(**v), task.returns_one),
+            unset = [k for k, v in (task.api_defaults or {}).items() if v is None]
+            gr.Button(visible=False).click(_event(studio, task.api, lambda v, t=task: t.request(**v), task.returns_one,
+                                                  unset),
                                            _inputs(studio, task, task.api), [result, gr.Textbox()],
                                            api_name=task.name, concurrency_id=GPU_CONCURRENCY_ID,
                                            validator=validator(list(task.api)))

@@ -22,6 +22,7 @@ class Task:
     positional: tuple[str, ...] = ()   # CLI: fields given as positional arguments
     api: tuple[str, ...] = ()     # API: the endpoint's parameters, in the contract's order (docs/api.md)
     api_defaults: dict[str, Any] | None = None  # API: a parameter's default where the dataclass's is None
+                                  # (None here: unset, so the chosen model's own default applies)
     returns_one: bool = False     # API: one image back (super-resolution), not a gallery
     scale: int = 1                # output side / input image side (super-resolution: 4)
     help: str = ""

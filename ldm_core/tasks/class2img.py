@@ -12,7 +12,7 @@ from ..data.shapes import COLORS, SHAPES
 from ..pipelines.class2img import ClassConditionalPipeline
 from ..requests import RequestError, check_size
 from .base import Task
-from .unconditional import check_eta
+from .unconditional import MODEL_OWN, check_eta
 
 MAX_CLASS_TEXT = 4000                    # characters of class names in one request
 
@@ -128,6 +128,7 @@ TASK = Task(
     info=info,
     image_info=lambda req, i: {"class_name": str(class_of(req, i))},
     output_size=lambda r: (r.width, r.height, 1),
+    api_defaults=MODEL_OWN,
     pipelines={"ClassConditionalPipeline": ClassConditionalPipeline},
     example=example,
     positional=("class_name",),

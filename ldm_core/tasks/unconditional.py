@@ -9,6 +9,10 @@ from ..requests import RequestError, check_size, number
 from .base import Task
 
 
+# the API's defaults for these: unset, so the chosen model's own apply (celeba256: 200 DDIM steps at 256²)
+MODEL_OWN = {"sampler": "", **{f: None for f in ("steps", "guidance_scale", "width", "height", "eta")}}
+
+
 @dataclass(kw_only=True)
 class UnconditionalRequest:
     steps: int | None = None             # None: the model's default
@@ -56,6 +60,7 @@ TASK = Task(
     call=call,
     info=info,
     output_size=lambda r: (r.width, r.height, 1),
+    api_defaults=MODEL_OWN,
     pipelines={"UnconditionalPipeline": UnconditionalPipeline},
     example=example,
     api=("num_images", "steps", "seed", "sampler", "eta", "width", "height", "model"),
