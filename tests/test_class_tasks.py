@@ -61,9 +61,10 @@ def test_one_class_per_image_cycling_with_guidance_recorded_per_image(service):
     assert [p["class_name"] for p in result.per_image] == ["blue diamond", "red circle", "blue diamond"]
     paths = service.save(result)
     assert read_parameters(paths[1])["class_name"] == "red circle"
-    # image i alone, from its own recorded class and seed, is the same picture (per-image seeds)
+    # image i alone, from its own recorded class and seed, is the same picture (per-image seeds; a batch
+    # of 2B rows through the UNet may round differently from 2 rows: within a grey level)
     alone = service.run(Class2ImgRequest(class_name=result.per_image[1]["class_name"], seed=5, guidance_scale=2.0))
-    assert np.array_equal(_pixels(alone.images[0]), _pixels(result.images[1]))
+    assert np.abs(_pixels(alone.images[0]) - _pixels(result.images[1])).max() <= 1
 
 
 def _class_pipe(null_class):

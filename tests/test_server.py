@@ -105,9 +105,9 @@ def test_every_endpoint(client, tmp_path):
     assert json.loads(info)["eta"] == 1.0 and Image.open(images[0]["image"]).size == (48, 40)
 
     images, info = client.predict(class_name="red circle; 7", num_images=3, seed=1, api_name="/class2img")
-    assert json.loads(info)["class_name"] == "red circle; cyan diamond"
+    assert json.loads(info)["class_name"] == "red circle; yellow diamond"     # index 7: colours x shapes
     assert [_check_png(i["image"], "class2img")["class_name"] for i in images] == [
-        "red circle", "cyan diamond", "red circle"]     # one class per image, cycling
+        "red circle", "yellow diamond", "red circle"]     # one class per image, cycling
 
 
 def test_same_seed_reproduces_over_the_api(client):
