@@ -149,3 +149,21 @@ def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path
         browser.close()
     made = {read_parameters(p)["model"] for p in (tmp_path / "out").glob("**/*.png")}
     assert made == set(entries) and done == len(entries)
+
+
+def test_the_zoo_first_stages_download_and_serve_the_compression_view(tmp_path, monkeypatch, service):
+    """kl-f8 and vq-f4 from their mirrors through `download`, then listed and run by the Perceptual
+    compression view: latent shapes f and c as the real configs say (widths shrunk, random weights)."""
+    names = ["kl-f8", "vq-f4"]
+    write_mirror(tmp_path / "mirror", names, seed=2)
+    monkeypatch.setattr(zoo, "CONFIGS", write_configs(tmp_path / "configs", names))
+    monkeypatch.setenv("LDM_ZOO_URL", f"file://{tmp_path / 'mirror'}/")
+    monkeypatch.setenv("LDM_ZOO_DIR", str(tmp_path / "converted"))
+    listed = {a.name: a for a in service.autoencoders()}
+    assert not listed["zoo:kl-f8"].ready and "download kl-f8" in listed["zoo:kl-f8"].how
+    for name in names:
+        assert main(["download", name]) == 0
+    image = Image.new("RGB", (64, 48), (200, 40, 40))
+    runs = {r.autoencoder.name: r for r in service.compress(image, ["zoo:kl-f8", "zoo:vq-f4"])}
+    assert runs["zoo:kl-f8"].latent_shape == (4, 6, 8) and runs["zoo:vq-f4"].latent_shape == (3, 12, 16)
+    assert all(r.image.size == (64, 48) and not r.error and r.psnr is not None for r in runs.values())
