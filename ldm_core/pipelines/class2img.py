@@ -71,6 +71,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
         null = torch.full_like(ids, self.class_embedder.config.null_class)
         return torch.cat([self.class_embedder(null), cond])               # (2B, 1, D)
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.prepare_latents
     def prepare_latents(self, scheduler, n, height, width, generators, dtype):
         shape = latent_shape(self.vae, n, height, width)
         return per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma  # (B, C, h, w)

@@ -60,6 +60,7 @@ class UnconditionalPipeline(DiffusionPipeline):
     def check_inputs(self, height, width, steps, seeds, eta):
         check_size_and_schedule(self.vae, self.unet, height, width, steps, seeds, eta)
 
+    # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.prepare_latents
     def prepare_latents(self, scheduler, n, height, width, generators, dtype):
         shape = latent_shape(self.vae, n, height, width)
         return per_image_noise(shape, generators, self.device, dtype) * scheduler.init_noise_sigma  # (B, C, h, w)
