@@ -10,6 +10,7 @@
     python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
     python -m ldm_core.eval inpaint-wide --model NAME [--n-scenes 24 --seeds 1]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
+    python -m ldm_core.eval classes [--n-per-class 20 --n-uncond 480 --steps 25 --guidance 3]
     (--catalog FILE evaluates models of another catalog)
 
 Reports are printed and written (report.md, results.json, grid.png) under --out
@@ -34,16 +35,10 @@ from ..data.images import from_uint8, save_grid, to_uint8
 from ..data.images import psnr as psnr_db
 from ..data.shapes import render_batch
 from ..pipelines.latents import vae_scale_factor
+from . import classes
 from .detector import validate
-from .evaluate import (
-    FLOOR_SEED0,
-    TEXT_SEED0,
-    evaluate_layout2img,
-    evaluate_text2img,
-    guidance_sweep,
-    relayout,
-    text2img_prompts,
-)
+from .evaluate import FLOOR_SEED0, TEXT_SEED0, evaluate_layout2img, evaluate_text2img, guidance_sweep  # noqa: I001
+from .evaluate import relayout, text2img_prompts
 from .features import features, fid, train_classifier
 from .restore import evaluate_inpaint, evaluate_inpaint_wide, evaluate_superres
 from .sizes import evaluate_sizes
@@ -263,7 +258,16 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
     p.add_argument("--n-per-form", type=int, default=24)
-    # each registered task's model evaluations (ldm_core.tasks), in the tasks' order
+    classes.add_arguments(add("classes", classes.task, "unconditional + class-conditional models: class "
+                                                    "accuracy, objects, FID"))
+    add_model_evaluations(add)
+    a = parser.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    a.fn(a)
+
+
+def add_model_evaluations(add) -> None:
+    """Each registered task's model evaluations (ldm_core.tasks), in the tasks' order."""
     evaluations = {"text2img": [("text2img", task_text2img)], "layout2img": [("layout2img", task_layout2img)],
                    "inpaint": [("inpaint", task_inpaint), ("inpaint-wide", task_inpaint_wide)],
                    "superres": [("superres", task_superres)]}
@@ -288,10 +292,6 @@ def main(argv=None) -> None:
         if name == "superres":
             p.add_argument("--n-photos", type=int, default=64, help="held-out photo crops")
             p.add_argument("--no-large", action="store_true", help="skip the 256² -> 1024² timing")
-
-    a = parser.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    a.fn(a)
 
 
 if __name__ == "__main__":

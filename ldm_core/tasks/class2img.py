@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from .. import zoo
-from ..data.shapes import COLORS, SHAPES
+from ..data.object_kinds import CLASS_NAMES
 from ..pipelines.class2img import ClassConditionalPipeline
 from ..requests import RequestError, check_size
 from .base import Task
@@ -33,7 +33,7 @@ class Class2ImgRequest:
 
 def shapes_world_classes() -> tuple[str, ...]:
     """The built-in model's classes: every colour (PALETTE order) with every shape (SHAPES order)."""
-    return tuple(f"{c} {s}" for c in COLORS for s in SHAPES)
+    return CLASS_NAMES
 
 
 CLASS_LISTS = {"imagenet": zoo.imagenet_classes, "shapes-world": shapes_world_classes}

@@ -18,6 +18,8 @@ STAGES = {
     "text2img": ("ldm_core.train.text2img", "Text2ImgConfig"),
     "inpaint": ("ldm_core.train.inpaint", "InpaintConfig"),
     "superres": ("ldm_core.train.superres", "SuperResConfig"),
+    "unconditional": ("ldm_core.train.unconditional", "UnconditionalConfig"),
+    "class2img": ("ldm_core.train.class2img", "Class2ImgConfig"),
 }
 
 
