@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LDMS = [n for n, m in ZOO.items() if m.kind == "ldm"]
 HUB = "ldm-celebahq-256"
 CLASS = {"cin256": "goldfish", "cin256-v2": "tabby cat"}
+REAL_CONFIGS = zoo.CONFIGS       # the vendored real configs (a fixture points zoo.CONFIGS at shrunk ones)
 
 
 def _toml(entry: dict) -> str:
@@ -156,6 +157,7 @@ def test_the_zoo_first_stages_download_and_serve_the_compression_view(tmp_path, 
     """kl-f8 and vq-f4 from their mirrors through `download`, then listed and run by the Perceptual
     compression view: latent shapes f and c as the real configs say (widths shrunk, random weights)."""
     names = ["kl-f8", "vq-f4"]
+    monkeypatch.setattr(zoo, "CONFIGS", REAL_CONFIGS)          # the mirror is built from the real configs
     write_mirror(tmp_path / "mirror", names, seed=2)
     monkeypatch.setattr(zoo, "CONFIGS", write_configs(tmp_path / "configs", names))
     monkeypatch.setenv("LDM_ZOO_URL", f"file://{tmp_path / 'mirror'}/")
