@@ -28,9 +28,8 @@ from ..pipelines.class_embedder import ClassEmbedder
 from ..pipelines.common import denoise, make_generators, make_scheduler, per_image_noise
 from ..pipelines.latents import decode_latents, encode_latents, latent_shape
 from .common import ensure_dir, save_json
-from .diffusion import DiffusionConfig, Stage, Weights, _Diffusion
+from .diffusion import DiffusionConfig, Stage, Weights, _Diffusion, fit
 from .latents import Latents
-from .loop import step_loop
 
 
 class EmbedderAsEncoder(torch.nn.Module):
@@ -175,11 +174,4 @@ class _Run(_Diffusion):
 
 def fit_model(cfg: DiffusionConfig, acc, out: Path, data: Latents, stage: Stage) -> None:
     """`diffusion.fit` with this stage's export (`stage.pipeline` is the pipeline's class name)."""
-    run = _Run(cfg, acc, out, data, stage)
-    for m in run.modules:
-        m.train()
-    step_loop(acc, cfg, run.ckpt, run.log, run.budget, run.train_step, run.evaluate,
-              after_checkpoint=(lambda: run.export(out / "latest_export")) if cfg.export else None)
-    if cfg.export:
-        run.export(Path(cfg.export))
-        acc.print(f"exported to {cfg.export}")
+    fit(cfg, acc, out, data, stage, run_class=_Run)

@@ -200,10 +200,11 @@ class _Diffusion:
         return {"loss": self.loss_avg, "lr": lr, **row}
 
 
-def fit(cfg: DiffusionConfig, acc: Accelerator, out: Path, data: Latents, stage: Stage) -> None:
+def fit(cfg: DiffusionConfig, acc: Accelerator, out: Path, data: Latents, stage: Stage, run_class=None) -> None:
     """Train `stage`'s networks on batches it builds until the step or time budget is spent, then
-    export the EMA weights to `cfg.export` (and to <out>/latest_export at every checkpoint)."""
-    run = _Diffusion(cfg, acc, out, data, stage)
+    export the EMA weights to `cfg.export` (and to <out>/latest_export at every checkpoint).
+    `run_class`: a `_Diffusion` subclass with an export of its own (train/class_models.py)."""
+    run = (run_class or _Diffusion)(cfg, acc, out, data, stage)
     for m in run.modules:
         m.train()
     step_loop(acc, cfg, run.ckpt, run.log, run.budget, run.train_step, run.evaluate,
