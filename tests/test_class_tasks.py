@@ -24,7 +24,8 @@ def test_unconditional_seeds_are_per_image_and_eta_draws_noise(service):
     both = service.run(UnconditionalRequest(num_images=2, seed=11, sampler="DDIM", eta=1.0, steps=3))
     alone = service.run(UnconditionalRequest(num_images=1, seed=12, sampler="DDIM", eta=1.0, steps=3))
     assert both.info["seeds"] == [11, 12] and both.info["eta"] == 1.0
-    assert np.array_equal(_pixels(both.images[1]), _pixels(alone.images[0]))     # batch-invariant, eta > 0 too
+    # batch-invariant, eta > 0 too (a batch of 2 may round differently from 1 on another CPU: a grey level)
+    assert np.abs(_pixels(both.images[1]) - _pixels(alone.images[0])).max() <= 1
     again = service.run(UnconditionalRequest(num_images=1, seed=12, sampler="DDIM", eta=1.0, steps=3))
     assert np.array_equal(_pixels(again.images[0]), _pixels(alone.images[0]))    # reproducible
     still = service.run(UnconditionalRequest(num_images=1, seed=12, sampler="DDIM", eta=0.0, steps=3))
