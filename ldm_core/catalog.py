@@ -30,7 +30,9 @@ DEFAULT_CATALOG = MODELS_DIR / "catalog.toml"
 REQUEST_DEFAULTS = {"steps": "steps", "guidance_scale": "guidance", "width": "width", "height": "height",
                     "sampler": "sampler", "average": "average", "model": "name", "eta": "eta"}
 # a converted model's pipeline -> its task (models the user converted join the catalog)
-ZOO_TASKS = {"UnconditionalPipeline": "unconditional", "ClassConditionalPipeline": "class2img"}
+ZOO_TASKS = {"UnconditionalPipeline": "unconditional", "ClassConditionalPipeline": "class2img",
+             "SuperResPipeline": "superres", "PaperInpaintPipeline": "inpaint", "SemanticPipeline": "semantic2img",
+             "PaperLayoutPipeline": "layout2img", "Text2ImgPipeline": "text2img"}
 
 
 class CatalogError(ValueError):
@@ -216,8 +218,9 @@ def user_converted_entries() -> list[ModelEntry]:
             continue
         side = int(unet.get("sample_size") or 64) * 2 ** (len(vae.get("block_out_channels", [0])) - 1)
         out.append(ModelEntry(name=name, task=task, source=f"zoo:{name}", pipeline=index["_class_name"],
-                              width=side, height=side, steps=50, sampler=DDIM, guidance=3.0 if null else 1.0,
-                              guided=null is not None,
+                              width=side, height=side, steps=50, sampler=DDIM,
+                              guidance=3.0 if null else 5.0 if task == "text2img" else 1.0,   # txt2img.py: scale 5
+                              guided=null is not None or task == "text2img",
                               classes="imagenet" if len(classes.get("class_names") or ()) == 1000 else "",
                               description=f"Converted here from {info.get('file', 'a checkpoint')}."))
     return out

@@ -14,6 +14,7 @@ from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBe
 from . import hub, zoo
 from .catalog import Catalog, ModelEntry
 from .pipelines.class_embedder import ClassEmbedder
+from .pipelines.spatial_rescaler import SpatialRescaler
 from .zoo.convert import LDMUNet2DModel
 from .zoo.download import download
 
@@ -25,7 +26,7 @@ class ModelLoadError(RuntimeError):
 
 
 # components of this project's own that a model_index.json may name as ["ldm_core", class name]
-OWN_COMPONENTS = {"ClassEmbedder": ClassEmbedder, "LDMUNet2DModel": LDMUNet2DModel}
+OWN_COMPONENTS = {"ClassEmbedder": ClassEmbedder, "LDMUNet2DModel": LDMUNet2DModel, "SpatialRescaler": SpatialRescaler}
 
 
 def component_class(library: str, class_name: str):

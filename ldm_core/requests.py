@@ -78,11 +78,14 @@ def text(name: str, v, limits: Limits) -> str:
     return v.replace("\x00", "").strip()
 
 
+GREY_MODES = ("L", "I", "I;16", "I;16B", "I;16L")   # kept by `keep_grey`: a label map's class ids
+
+
 def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
-               max_pixels: int | None = None) -> Image.Image:
+               max_pixels: int | None = None, keep_grey: bool = False) -> Image.Image:
     """Open an uploaded image safely: size and pixel limits checked from the header before
     decoding; any mode (palette, RGBA, CMYK, 16-bit, greyscale) converted to RGB, with
-    transparency composited on white."""
+    transparency composited on white (`keep_grey`: greyscale kept as it is, for class ids)."""
     max_pixels = max_pixels or limits.max_input_pixels
     if src is None:
         raise RequestError(f"no {what} given")
@@ -123,7 +126,7 @@ def load_image(src, limits: Limits = DEFAULT_LIMITS, what: str = "image",
         img.load()              # a truncated file fails here (PIL's LOAD_TRUNCATED_IMAGES is left as it is: off)
     except Exception:
         raise RequestError(f"{what} is truncated or corrupt") from None
-    return to_rgb(img)
+    return img if keep_grey and img.mode in GREY_MODES else to_rgb(img)
 
 
 def _mb(n: int) -> str:

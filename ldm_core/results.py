@@ -20,7 +20,7 @@ def result_of(checked: Checked, out, seeds: list[int], seconds: float) -> Result
     w, h = out.images[0].size
     info = {"task": checked.task.name, "model": checked.entry.name, "steps": req.steps, "sampler": req.sampler,
             "size": f"{w}x{h}", "seeds": seeds, "seed": seeds[0], **checked.task.info(req),
-            "scheduler": out.scheduler}
+            **getattr(out, "info", {}), "scheduler": out.scheduler}
     if out.warnings:
         info["warnings"] = list(out.warnings)
     own = checked.task.image_info or (lambda _req, _i: {})

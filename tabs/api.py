@@ -26,7 +26,7 @@ from server.fair_use import validator, with_signature
 
 from .common import GPU_CONCURRENCY_ID, gpu, job_events
 
-FILES = ("image", "mask")
+FILES = ("image", "mask", "label_map")
 NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations onto the input; 0 = off (as diffusers)",
          "average": "samples averaged; 1 = one (as diffusers); 0 = the model's default",
          "keep_unmasked": "pixels outside the mask exactly as given; false: as decoded (as diffusers)",

@@ -10,6 +10,7 @@ import numpy as np
 from gradio.components.base import server
 from PIL import Image
 
+from ldm_core.catalog import CatalogError
 from ldm_core.limits import Limits
 from ldm_core.options import MASK_DOWNSAMPLING
 from ldm_core.requests import RequestError
@@ -25,6 +26,7 @@ from .controls import SamplingControls, sampling_controls
 BRUSH = ("#202020", 0.55)
 MAX_EDITOR_LAYERS = 2   # the editor is built with layers=False: one drawing layer (and room for one more)
 MAX_EDITOR_SESSIONS = 64  # editor values uploaded in pieces (accept_blobs) held at once
+NO_PROMPT = "this model takes no prompt: it fills the mask from the rest of the image"
 
 
 def _check_image(f, what: str, limits: Limits) -> None:
@@ -132,6 +134,18 @@ class InpaintTab:
                 "mask_blur": self.mask_blur, **self.extend}
 
 
+def follow_prompt(studio: Service, name: str):
+    """A new model: the prompts (and guidance) usable only where the model reads text (the paper's
+    inpainting_big does not); a prompt given to it anyway is ignored, with a warning."""
+    try:
+        entry = studio.entry("inpaint", name)
+    except CatalogError:
+        return gr.skip(), gr.skip(), gr.skip()
+    text = entry.pipeline != "PaperInpaintPipeline"
+    return (gr.update(interactive=text, info=None if text else NO_PROMPT), gr.update(interactive=text),
+            gr.update(interactive=entry.guided))
+
+
 def make_request(values: dict) -> InpaintRequest:
     """The request from the tab's named inputs: the editor's picture and painted mask."""
     pads = {f"extend_{side}": int(values.pop(f"extend_{side}")) for side in SIDES}
@@ -171,6 +185,8 @@ def build(studio: Service) -> InpaintTab:
               "keep_unmasked": keep_unmasked, "mask_downsampling": mask_downsampling, "mask_blur": mask_blur, **extend}
     wire(studio, generate, stop, inputs, make_request, shown)
     controls.follow_model(studio, "inpaint")
+    controls.model.change(lambda name: follow_prompt(studio, name), controls.model,
+                          [prompt, negative, controls.guidance_scale], api_visibility="private")
     return InpaintTab(editor, prompt, negative, controls, shown.gallery, keep_unmasked, mask_downsampling, mask_blur,
                       extend)
 

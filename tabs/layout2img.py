@@ -13,7 +13,7 @@ from ldm_core.data.shapes import COLORS, SHAPES
 from ldm_core.grounding import parse_label
 from ldm_core.requests import RequestError
 from ldm_core.service import Service
-from ldm_core.tasks.layout2img import Box, Layout2ImgRequest
+from ldm_core.tasks.layout2img import Box, Layout2ImgRequest, label_error, label_names, takes_caption
 
 from .common import Form, Panel, buttons, merged, results, standalone, wire
 from .controls import SamplingControls, sampling_controls
@@ -24,6 +24,7 @@ LABELS = [f"{c} {s}" for c in COLORS for s in SHAPES]
 PALETTE_HEX = {"red": "#dc2828", "yellow": "#e6c81e", "green": "#28aa3c", "cyan": "#1eb4c8", "blue": "#2846dc",
                "magenta": "#c832be"}
 NO_COLOUR_HEX = "#888888"   # a box with no label yet, or one whose label names no colour
+CLASS_HEX = [*PALETTE_HEX.values(), "#e67e22", "#8e44ad", "#16a085", "#7f5539"]   # a class list's colours, in turn
 # The annotator fills a new box's label dialog with its first choice: a blank first choice (hidden from the
 # list by CSS) makes a new box start unlabelled and grey, instead of silently "red circle".
 CHOICES = ["", *LABELS]
@@ -37,6 +38,10 @@ HELP = ("**Draw** a box: drag on the canvas with the **Draw** tool (key **C**), 
         "the box; then drag it or its corners, **double-click** it (or press **E**) to change its label, or press "
         "**Delete** (or the **Delete** button) to remove it. Back to drawing: the **Draw** tool.  \n"
         f"**Labels the built-in model knows:** {VOCABULARY}. Up to 8 boxes; the caption is optional.")
+# A model with a class list (the paper's OpenImages model) offers its classes in the label dialog instead.
+HELP_CLASSES = ("**Labels this model knows:** the {n} classes it was trained on, offered in the label dialog: type to "
+                "search the list (e.g. `Person`, `Car`, `Tree`; `Man`, `Woman`, `Boy`, `Girl` are `Person` to it). "
+                "Up to 8 boxes; it reads no caption and takes no guidance.")
 # The annotator cannot hide its rotate buttons (rotating a blank canvas only turns the boxes) nor its blank first
 # choice, and its tools are bare icons: they get a word each. The boxes panel shows no gutter (its fold marker sat
 # a line low). build() puts this CSS in the page itself.
@@ -55,8 +60,13 @@ def blank_canvas() -> np.ndarray:
     return np.full((CANVAS, CANVAS, 3), 255, np.uint8)
 
 
-def label_hex(label: str | None) -> str:
-    """A label's colour: its colour word's (the first one), else grey."""
+def label_hex(label: str | None, names: list[str] | tuple[str, ...] = ()) -> str:
+    """A label's colour: with a model's class list `names`, the palette's colour at the class's place (grey
+    when it is none of them); else its colour word's (the first one), else grey."""
+    if names:
+        lower = [n.lower() for n in names]
+        key = (label or "").strip().lower()
+        return CLASS_HEX[lower.index(key) % len(CLASS_HEX)] if key in lower else NO_COLOUR_HEX
     for word in re.findall(r"[a-z]+", (label or "").lower()):
         if word in PALETTE_HEX:
             return PALETTE_HEX[word]
@@ -96,14 +106,18 @@ def annotation_to_boxes(value: dict | None) -> list[Box]:
     return out
 
 
-def unknown_labels(value: dict | None, pipeline: str | None) -> str | None:
-    """Why a built-in model cannot draw these boxes' labels (None: it can, or the model reads free text)."""
-    if pipeline not in VOCABULARY_PIPELINES or not value or not value.get("boxes"):
+def unknown_labels(value: dict | None, entry) -> str | None:
+    """Why the model cannot draw these boxes' labels (None: it can, or the model reads free text)."""
+    if entry is None or not value or not value.get("boxes"):
         return None
     h, w = _size(value)
     for b in value["boxes"]:
         label = (b.get("label") or "").strip()
-        if not label:
+        why = label_error(label, entry) if label else None
+        if why:
+            return (f"{_where(b, w, h)}: {why} Choose the Select tool under the canvas and double-click the box "
+                    "to change its label")
+        if not label or entry.pipeline not in VOCABULARY_PIPELINES:
             continue
         try:
             parse_label(label)
@@ -139,12 +153,12 @@ def boxes_text(value: dict | None) -> str:
     return "[\n  " + ",\n  ".join(rows) + "\n]"
 
 
-def recoloured(value: dict | None) -> dict | None:
+def recoloured(value: dict | None, names: list[str] | tuple[str, ...] = ()) -> dict | None:
     """The annotation with every box in its label's colour, or None when they all are already. (The
     annotator colours a box by a picked label but keeps the old colour for a typed one.)"""
     if not value or not value.get("boxes"):
         return None
-    boxes = [{**b, "color": _rgb(label_hex(b.get("label")))} for b in value["boxes"]]
+    boxes = [{**b, "color": _rgb(label_hex(b.get("label"), names))} for b in value["boxes"]]
     if all(tuple(b.get("color") or ()) == n["color"] for b, n in zip(value["boxes"], boxes)):
         return None
     return {"image": value["image"], "boxes": boxes, "orientation": 0}
@@ -170,11 +184,35 @@ class Layout2ImgTab:
                 **self.controls.params(), **merged(self.panels).controls}
 
 
-def _pipeline(studio: Service, model: str | None) -> str | None:
+def _entry(studio: Service, model: str | None):
     try:
-        return studio.entry("layout2img", model or None).pipeline
+        return studio.entry("layout2img", model or None)
     except Exception:  # an unknown name: the request's own check says so
         return None
+
+
+def model_classes(studio: Service, model: str | None) -> list[str]:
+    """The model's class names as the label dialog lists them (alphabetical); [] for free-text labels."""
+    entry = _entry(studio, model)
+    return sorted(label_names(entry), key=str.lower) if entry is not None else []
+
+
+def follow_labels(studio: Service, value: dict | None, model: str | None):
+    """A new model: its class list in the label dialog (the built-in words for the others) and the boxes in
+    its colours, its help line, guidance only where it was trained for it, the caption only where it reads one."""
+    entry = _entry(studio, model)
+    names = model_classes(studio, model)
+    choices = ["", *names] if names else CHOICES
+    colours = [label_hex(c, names) if names else label_hex(c) for c in choices]
+    text = HELP.split("**Labels the built-in")[0] + HELP_CLASSES.format(n=len(names)) if names else HELP
+    guided = entry is None or entry.guided
+    caption = entry is None or takes_caption(entry)
+    fixed = recoloured(value, names)      # now, not at the next edit (that update would cut a drag short)
+    boxes = {} if fixed is None else {"value": fixed}
+    return (gr.update(label_list=choices, label_colors=colours, **boxes), gr.update(value=text),
+            gr.update(interactive=guided, info="" if guided else "this model was trained without guidance"),
+            *[gr.update(interactive=True, placeholder="") if caption else
+              gr.update(interactive=False, value="", placeholder="this model reads no caption")] * 2)
 
 
 def layout_problem(studio: Service, annotation: dict | None, model: str | None) -> str | None:
@@ -183,12 +221,12 @@ def layout_problem(studio: Service, annotation: dict | None, model: str | None) 
         annotation_to_boxes(annotation)
     except RequestError as e:
         return str(e)
-    return unknown_labels(annotation, _pipeline(studio, model))
+    return unknown_labels(annotation, _entry(studio, model))
 
 
 def _canvas():
     """The drawing canvas with its help line, status line and boxes panel."""
-    gr.Markdown(HELP, elem_id="layout-help")
+    help_line = gr.Markdown(HELP, elem_id="layout-help")
     annotator = image_annotator({"image": blank_canvas(), "boxes": []}, label_list=CHOICES,
                                 label_colors=[label_hex(lab) for lab in CHOICES],
                                 sources=[], image_type="numpy", height=CANVAS, width=CANVAS,
@@ -202,7 +240,7 @@ def _canvas():
                          elem_id="layout-boxes")
     # the tab brings its CSS into the page's <head> itself: webui.py's CSS does not need it
     gr.HTML("", head=f"<style>{CSS}</style>", js_on_load=None, padding=False, container=False)
-    return annotator, status, boxes_json
+    return annotator, status, boxes_json, help_line
 
 
 def status_text(studio: Service, value, model) -> str:
@@ -222,7 +260,7 @@ def make_request(values: dict) -> Layout2ImgRequest:
 def build(studio: Service) -> Layout2ImgTab:
     with gr.Row():
         with gr.Column(scale=3):
-            annotator, status, boxes_json = _canvas()
+            annotator, status, boxes_json, help_line = _canvas()
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
@@ -236,7 +274,7 @@ def build(studio: Service) -> Layout2ImgTab:
         panels = add_panels(studio, form)
 
     def show_boxes(value, model):
-        fixed = recoloured(value)
+        fixed = recoloured(value, model_classes(studio, model))
         return boxes_text(value), status_text(studio, value, model), (gr.skip() if fixed is None else fixed)
 
     def check(values: dict) -> str | None:
@@ -249,6 +287,8 @@ def build(studio: Service) -> Layout2ImgTab:
                      api_visibility="private", show_progress="hidden", queue=False)
     wire(studio, generate, stop, form.inputs, make_request, shown, check=check)
     controls.follow_model(studio, "layout2img")
+    controls.model.change(lambda v, m: follow_labels(studio, v, m), [annotator, controls.model],
+                          [annotator, help_line, controls.guidance_scale, prompt, negative], api_visibility="private")
     controls.model.change(lambda v, m: status_text(studio, v, m), [annotator, controls.model], status,
                           api_visibility="private", show_progress="hidden")
     return Layout2ImgTab(prompt, negative, annotator, controls, shown.gallery, panels)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ldm_core.zoo import CONFIGS, ZOO
+from ldm_core.zoo.bert import unet_node
 from ldm_core.zoo.convert import (
     ConversionError,
     LDMUNet2DModel,
@@ -28,6 +29,9 @@ from ldm_core.zoo.convert import (
     convert_state_dict,
     read_config,
 )
+from ldm_core.zoo.mirror_bert import bert_keys, is_bert, shrink_bert
+from ldm_core.zoo.mirror_concat import concat_cond_keys
+from ldm_core.zoo.mirror_keys import Weights
 from ldm_core.zoo.safe_load import CheckpointRefused, ModelCheckpointStub, read_state_dict
 
 torch.set_num_threads(1)
@@ -48,7 +52,10 @@ def shrink(cfg: dict) -> dict:
         u["model_channels"] = 32
         if "context_dim" in u:
             u["context_dim"] = 64
-            p["cond_stage_config"]["params"]["embed_dim"] = 64
+            if is_bert(p["cond_stage_config"]):      # BERTEmbedder: n_embed is the UNet's context width
+                shrink_bert(p, 64)
+            else:                                    # ClassEmbedder
+                p["cond_stage_config"]["params"]["embed_dim"] = 64
     return cfg
 
 
@@ -227,14 +234,17 @@ def ldm_sd(cfg: dict, ema=True) -> dict:
     p = cfg["model"]["params"]
     unet = openai_unet_sd(p["unet_config"]["params"])
     sd = {f"model.diffusion_model.{k}": v for k, v in unet.items()}
-    if ema:   # LitEma: the parameter names with their dots removed, and different values
+    if ema and p.get("use_ema", True):   # LitEma: the parameter names with their dots removed, and different values
         sd |= {"model_ema." + f"diffusion_model.{k}".replace(".", ""): v * 0.5 for k, v in unet.items()}
         sd |= {"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(7, dtype=torch.int)}
     fs = p["first_stage_config"]
     sd |= {f"first_stage_model.{k}": v
            for k, v in first_stage_sd(fs["params"], fs["target"].endswith("AutoencoderKL")).items()}
-    cs = p["cond_stage_config"]
-    if isinstance(cs, dict):
+    cs, w = p["cond_stage_config"], Weights(2)
+    w.sd = sd          # the cond-stage key writers of ldm_core.zoo.mirror_bert / mirror_concat add to it
+    if is_bert(cs):                            # txt2img-large, text2img256, layout2img-openimages256
+        bert_keys(w, p)
+    elif not concat_cond_keys(w, p) and isinstance(cs, dict):   # concat: bsr_sr, inpainting_big, semantic_*
         sd["cond_stage_model.embedding.weight"] = torch.randn(cs["params"].get("n_classes", 1000),
                                                               cs["params"]["embed_dim"])
     if p.get("scale_by_std"):
@@ -355,8 +365,9 @@ def ref_unet(x, t, sd, u, ctx=None):
 
     def attn(h, p):
         heads = h.shape[1] // nhc if nhc != -1 else nh
-        return ref_spatial(h, ctx, sd, p, heads) if u.get("use_spatial_transformer") else \
-            ref_attention_block(h, sd, p, heads)
+        if u.get("use_spatial_transformer"):
+            return ref_spatial(h, ctx, sd, p, heads, u.get("transformer_depth", 1))   # layout2img: depth 3
+        return ref_attention_block(h, sd, p, heads)
 
     half = mc // 2
     freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
@@ -444,8 +455,58 @@ def unet_part(sd: dict) -> dict:
 
 
 # ------------------------------------------------------------------ tests: conversion
+TEXT = ("txt2img-large", "text2img256")
+# what each zoo LatentDiffusion becomes: its pipeline, and the classes of UNet and first stage
+PIPELINES = {"cin256": "ClassConditionalPipeline", "cin256-v2": "ClassConditionalPipeline",
+             "txt2img-large": "Text2ImgPipeline", "text2img256": "Text2ImgPipeline",
+             "layout2img-openimages256": "PaperLayoutPipeline", "bsr_sr": "SuperResPipeline",
+             "inpainting_big": "PaperInpaintPipeline", "semantic_synthesis256": "SemanticPipeline",
+             "semantic_synthesis512": "SemanticPipeline"}
+CROSS_ATTENTION = {"cin256", "cin256-v2", "layout2img-openimages256", *TEXT}   # SpatialTransformer UNets
+HEADS_FIXED = {"lsun_churches256", "inpainting_big"}       # num_heads fixed while the widths vary
+
+
+def expected_index(name: str) -> dict:
+    """model_index.json's components (besides the scheduler) of a converted zoo LatentDiffusion."""
+    unet = "UNet2DConditionModel" if name in CROSS_ATTENTION else \
+        "LDMUNet2DModel" if name in HEADS_FIXED else "UNet2DModel"
+    index = {"_class_name": PIPELINES.get(name, "UnconditionalPipeline"),
+             "vae": ["diffusers", "AutoencoderKL" if name in ("lsun_churches256", "txt2img-large") else "VQModel"],
+             "unet": ["ldm_core" if unet.startswith("LDM") else "diffusers", unet]}
+    if name.startswith("cin"):
+        index["class_embedder"] = ["ldm_core", "ClassEmbedder"]
+    if name in CROSS_ATTENTION - {"cin256", "cin256-v2"}:
+        index["text_encoder"] = ["diffusers", "LDMBertModel"]
+    if name in TEXT:
+        index["tokenizer"] = ["transformers", "BertTokenizer"]
+    if name.startswith("semantic"):
+        index["rescaler"] = ["ldm_core", "SpatialRescaler"]
+    return index
+
+
+def check_conditioning(name: str, conv, sd: dict, u: dict):
+    """The converted conditioning stage; returns the UNet context its forward is checked with."""
+    if name.startswith("cin"):
+        labels = torch.tensor([1, 999])
+        ctx = conv.class_embedder(labels)
+        assert torch.equal(ctx[:, 0], sd["cond_stage_model.embedding.weight"][labels])
+        assert conv.class_embedder.config.null_class == (1000 if name == "cin256-v2" else None)
+        assert conv.class_embedder.name_of(1).startswith("goldfish")
+        return ctx
+    if conv.text_encoder is not None:       # BERTEmbedder: its token embedding, and a context of its width
+        emb = sd["cond_stage_model.transformer.token_emb.weight"]
+        assert torch.equal(conv.text_encoder.model.embed_tokens.weight, emb) and emb.shape[1] == u["context_dim"]
+        assert (conv.tokenizer is None) == (name not in TEXT)
+        return torch.randn(2, conv.text_encoder.config.max_position_embeddings, u["context_dim"])
+    if conv.rescaler is not None:
+        assert torch.equal(conv.rescaler.channel_mapper.weight, sd["cond_stage_model.channel_mapper.weight"])
+    return None
+
+
 @pytest.mark.parametrize("name", LDMS + STAGES)
-def test_every_zoo_config_converts_strictly_and_reloads(name, tmp_path):
+def test_every_zoo_config_converts_strictly_and_reloads(name, tmp_path, request):
+    if name in TEXT:       # their conversion reads bert-base-uncased's tokenizer from the (mirrored) hub cache
+        request.getfixturevalue("hub_mirrors")
     cfg, sd = original(name)
     (tmp_path / "config.yaml").write_text(json.dumps(cfg))   # JSON is YAML
     out = convert_checkpoint(write_ckpt(tmp_path / "model.ckpt", sd), tmp_path / "config.yaml", name,
@@ -460,36 +521,25 @@ def test_every_zoo_config_converts_strictly_and_reloads(name, tmp_path):
         assert index["_class_name"] == "FirstStage" and set(index) - {"_class_name", "_diffusers_version"} == {"vae"}
         assert index["vae"] == ["diffusers", "AutoencoderKL" if name.startswith("kl") else "VQModel"]
         return
-    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
-    assert index["vae"][1] == ("AutoencoderKL" if name == "lsun_churches256" else "VQModel")
-    unet_cls = {"lsun_churches256": "LDMUNet2DModel", "cin256": "UNet2DConditionModel",
-                "cin256-v2": "UNet2DConditionModel"}.get(name, "UNet2DModel")
-    assert index["unet"] == ["ldm_core" if unet_cls.startswith("LDM") else "diffusers", unet_cls]
+    assert index.pop("scheduler") == ["diffusers", "DDIMScheduler"] and index.pop("_diffusers_version")
+    assert index == expected_index(name)
     # the saved folder reloads to the same weights (heads included: LDMUNet2DModel keeps them in its config)
     import diffusers
+    unet_cls = index["unet"][1]
     cls = LDMUNet2DModel if unet_cls == "LDMUNet2DModel" else getattr(diffusers, unet_cls)
     unet = cls.from_pretrained(out / "unet")
     for k, v in conv.unet.state_dict().items():
         assert torch.equal(unet.state_dict()[k], v), k
     # the schedule is the checkpoint's
     torch.testing.assert_close(conv.scheduler.alphas_cumprod, sd["alphas_cumprod"], rtol=1e-5, atol=1e-7)
-    # the UNet computes what the original computes
+    # the UNet computes what the original computes (concat models: latent and conditioning channels)
     u = p["unet_config"]["params"]
     side = 2 ** (len(u["channel_mult"]) - 1)
     x, t = torch.randn(2, u["in_channels"], side, side), torch.tensor([10, 900])
     with torch.no_grad():
-        if name.startswith("cin"):
-            assert index["_class_name"] == "ClassConditionalPipeline"
-            assert index["class_embedder"] == ["ldm_core", "ClassEmbedder"]
-            labels = torch.tensor([1, 999])
-            ctx = conv.class_embedder(labels)
-            assert torch.equal(ctx[:, 0], sd["cond_stage_model.embedding.weight"][labels])
-            assert conv.class_embedder.config.null_class == (1000 if name == "cin256-v2" else None)
-            assert conv.class_embedder.name_of(1).startswith("goldfish")
-            close(unet(x, t, encoder_hidden_states=ctx).sample, ref_unet(x, t, unet_part(sd), u, ctx))
-        else:
-            assert index["_class_name"] == "UnconditionalPipeline"
-            close(unet(x, t).sample, ref_unet(x, t, unet_part(sd), u))
+        ctx = check_conditioning(name, conv, sd, u)
+        kw = {"encoder_hidden_states": ctx} if name in CROSS_ATTENTION else {}
+        close(unet(x, t, **kw).sample, ref_unet(x, t, unet_part(sd), u, ctx))
     if name == "lsun_churches256":
         assert conv.vae.config.scaling_factor == pytest.approx(0.8)   # the scale_by_std buffer
         assert unet.config.attention_heads == [8] * 6
@@ -509,12 +559,19 @@ def test_full_size_configs_map_every_key(name, monkeypatch):
             vae = convert_first_stage(first_stage_sd(p, m["target"].endswith("AutoencoderKL")), m)
             assert vae.config.scaling_factor == 1.0
             return
-        unet = convert_unet(openai_unet_sd(p["unet_config"]["params"]), p["unet_config"])
+        original_unet = openai_unet_sd(p["unet_config"]["params"])
+        unet = convert_unet(original_unet, unet_node(p["unet_config"]))   # txt2img-large: legacy False
         fs = p["first_stage_config"]
         convert_first_stage(first_stage_sd(fs["params"], fs["target"].endswith("AutoencoderKL")), fs)
-    millions = round(sum(t.numel() for t in unet.parameters()) / 1e6)
-    # CelebA/FFHQ/Bedrooms LDM-4 274M, Churches LDM-8 295M, cin LDM-8 395M, cin-v2 LDM-4 401M
-    assert millions == {"lsun_churches256": 295, "cin256": 395, "cin256-v2": 401}.get(name, 274)
+    count = sum(t.numel() for t in unet.parameters())
+    assert count == sum(t.numel() for t in original_unet.values())
+    # CelebA/FFHQ/Bedrooms LDM-4 274M, Churches LDM-8 295M, cin LDM-8 395M, cin-v2 LDM-4 401M; txt2img-large
+    # 872M (the hub copy's unet: 3.49 GB fp32), bsr_sr 114M (the hub copy's fp16 unet: 227 MB), inpainting_big
+    # 387M, text2img256 404M, layout2img 246M, semantic_synthesis 215M: UNets only
+    assert round(count / 1e6) == {"lsun_churches256": 295, "cin256": 395, "cin256-v2": 401, "txt2img-large": 872,
+                                  "text2img256": 404, "layout2img-openimages256": 246, "bsr_sr": 114,
+                                  "inpainting_big": 387, "semantic_synthesis256": 215,
+                                  "semantic_synthesis512": 215}.get(name, 274)
 
 
 def test_attention_block_heads_and_resblock_scale_shift():
@@ -580,13 +637,16 @@ def test_ema_choice(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["extra key", "missing key", "shape", "schedule", "vq scale", "conditioning",
-                                  "target"])
+                                  "concat conditioning", "target"])
 def test_refusals(case):
     cfg, sd = original("celeba256")
     p = cfg["model"]["params"]
+    clip = "ldm.modules.encoders.modules.FrozenCLIPEmbedder"    # a conditioning stage no zoo model has
     match = {"extra key": "model.diffusion_model.bogus", "missing key": "missing",
              "shape": "shape mismatches", "schedule": "betas", "vq scale": "scale_factor",
-             "conditioning": "conditioning_key", "target": "unet_config.target"}[case]
+             "conditioning": f"conditioning_key 'crossattn' with cond_stage_config '{clip}' is not supported",
+             "concat conditioning": f"concat conditioning with cond_stage_config '{clip}' .* not supported",
+             "target": "unet_config.target"}[case]
     if case == "extra key":
         sd["model.diffusion_model.bogus.weight"] = torch.zeros(1)
         match = "does not know"
@@ -598,8 +658,9 @@ def test_refusals(case):
         p["linear_end"] = 0.0155
     elif case == "vq scale":
         p["scale_factor"] = 0.5
-    elif case == "conditioning":
-        p["cond_stage_config"] = {"target": "ldm.modules.encoders.modules.BERTEmbedder"}
+    elif case in ("conditioning", "concat conditioning"):    # celeba256: concat_mode false, so crossattn
+        p["cond_stage_config"] = {"target": clip}
+        p["concat_mode"] = case.startswith("concat")
     else:
         p["unet_config"]["target"] = "os.system"
     with pytest.raises(ConversionError, match=match):

@@ -1,6 +1,8 @@
 """Every zoo entry of the catalog from its offline mirror (the real download's layout, shrunk
-widths, random weights) through the CLI, the HTTP API and the browser, at its native size and at
-an awkward one; and the hub's CompVis/ldm-celebahq-256 beside them.
+widths, random weights) through the CLI and the HTTP API, at its native size and at an awkward one,
+each with its task's inputs (a prompt, an image, image and mask, OpenImages boxes, a label map); the
+ones whose tab takes text or nothing (unconditional, class, text) also through the browser; and the
+hub's CompVis/ldm-celebahq-256 beside them.
 
     download (file:// mirror) -> safe read -> convert once -> load -> run
 """
@@ -10,6 +12,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from servers import webui
@@ -17,6 +20,7 @@ from servers import webui
 from ldm_core import zoo
 from ldm_core.__main__ import main
 from ldm_core.provenance import read_parameters
+from ldm_core.tasks import TASKS
 from ldm_core.zoo import ZOO
 from ldm_core.zoo.mirror import write_configs, write_mirror
 
@@ -25,6 +29,12 @@ LDMS = [n for n, m in ZOO.items() if m.kind == "ldm"]
 HUB = "ldm-celebahq-256"
 CLASS = {"cin256": "goldfish", "cin256-v2": "tabby cat"}
 REAL_CONFIGS = zoo.CONFIGS       # the vendored real configs (a fixture points zoo.CONFIGS at shrunk ones)
+PROMPT = "a lighthouse on a cliff at dusk"
+# layout2img-openimages256: OpenImages class names (ldm_core/pipelines/openimages_classes.txt)
+BOXES = json.dumps([{"label": "Car", "box": [0.05, 0.5, 0.5, 0.95]}, {"label": "Tree", "box": [0.55, 0.05, 0.95, 0.9]}])
+SUPERRES_NATIVE = 256            # bsr_sr: 64² low-resolution inputs to 256² (its config: image_size 64, f=4)
+BROWSER = {"unconditional": ("uncond", "Unconditional"), "class2img": ("c2i", "Class → Image"),
+           "text2img": ("t2i", "Text → Image")}     # the tabs this file drives: (element prefix, tab title)
 
 
 def _toml(entry: dict) -> str:
@@ -53,7 +63,7 @@ def zoo_env(tmp_path_factory, tiny_catalog, hub_mirrors):
 
 
 def sizes(name: str, entry: dict) -> list[tuple[int, int]]:
-    """The model's native size, and an awkward one: wider and shorter by the smallest step its
+    """The model's native output size, and an awkward one: wider and shorter by the smallest step its
     autoencoder and UNet take (a multiple of f x 2^(levels - 1))."""
     if name == HUB:
         return [(256, 256), (96, 160)]
@@ -61,12 +71,48 @@ def sizes(name: str, entry: dict) -> list[tuple[int, int]]:
     unet = json.loads((folder / "unet" / "config.json").read_text())
     vae = json.loads((folder / "vae" / "config.json").read_text())
     step = 2 ** (len(vae["block_out_channels"]) - 1) * 2 ** (len(unet["block_out_channels"]) - 1)
-    w = entry["width"]
-    return [(w, entry["height"]), (w + step, w - step)]
+    w = entry.get("width", SUPERRES_NATIVE)
+    return [(w, entry.get("height", SUPERRES_NATIVE)), (w + step, w - step)]
 
 
-def task_args(name: str, entry: dict) -> list[str]:
-    return [entry["task"], CLASS[name]] if name in CLASS else [entry["task"]]
+def scene(w: int, h: int) -> Image.Image:
+    y, x = np.mgrid[0:h, 0:w]
+    return Image.fromarray(np.stack([x * 255 // w, y * 255 // h, (x * y) % 256], -1).astype(np.uint8))
+
+
+def label_map(w: int, h: int) -> Image.Image:
+    """Greyscale COCO-Stuff class ids (the semantic models' 182): sky above, sea, then sand."""
+    ids = np.full((h, w), 156, np.uint8)                           # sky-other
+    ids[h // 2:], ids[3 * h // 4:] = 154, 153                      # sea, sand
+    return Image.fromarray(ids, mode="L")
+
+
+def task_inputs(name: str, task: str, w: int, h: int, folder: Path) -> dict:
+    """The request fields a model's task needs for a w x h output (images saved under `folder`, as paths)."""
+    files = {}
+    if task == "superres":          # 4x: the low-resolution input is a quarter of the output
+        files["image"] = scene(w // 4, h // 4)
+    elif task == "inpaint":
+        mask = Image.new("L", (w, h), 0)
+        mask.paste(255, (w // 4, h // 4, w // 2, h // 2))
+        files.update(image=scene(w, h), mask=mask)
+    elif task == "semantic2img":
+        files["label_map"] = label_map(w, h)
+    given = {"text2img": {"prompt": PROMPT}, "layout2img": {"boxes": BOXES}}.get(task, {})
+    if name in CLASS:
+        given["class_name"] = CLASS[name]
+    for field, img in files.items():
+        given[field] = folder / f"{name}-{field}-{w}x{h}.png"
+        img.save(given[field])
+    if "width" in TASKS[task].api:     # not super-resolution: its output is 4x its input
+        given.update(width=w, height=h)
+    return given
+
+
+def cli_args(name: str, task: str, w: int, h: int, folder: Path) -> list[str]:
+    given = task_inputs(name, task, w, h, folder)
+    positional = [str(given.pop(f)) for f in TASKS[task].positional if f in given]
+    return [task, *positional, *(a for k, v in given.items() for a in ("--" + k.replace("_", "-"), str(v)))]
 
 
 @pytest.fixture(scope="module")
@@ -84,31 +130,39 @@ def test_cli_runs_every_zoo_entry_at_native_and_awkward_sizes(zoo_env, converted
     catalog, _, entries = zoo_env
     for name, entry in entries.items():
         for w, h in sizes(name, entry):
-            args = ["--models", str(catalog), "--device", "cpu", "--outdir", str(tmp_path), *task_args(name, entry),
-                    "--model", name, "--steps", "2", "--width", str(w), "--height", str(h), "--seed", "3"]
+            args = ["--models", str(catalog), "--device", "cpu", "--outdir", str(tmp_path / "out"),
+                    *cli_args(name, entry["task"], w, h, tmp_path), "--model", name, "--steps", "2", "--seed", "3"]
             assert main(args) == 0, capsys.readouterr().err
             path = [p for p in capsys.readouterr().out.split() if p.endswith(".png")][-1]
             params = read_parameters(path)
-            assert params["model"] == name and params["size"] == f"{w}x{h}" and Image.open(path).size == (w, h)
+            assert params["model"] == name and params["size"] == f"{w}x{h}" and Image.open(path).size == (w, h), \
+                (name, params["size"], (w, h))
             if name in CLASS:
                 assert CLASS[name] in params["class_name"]
+            if entry["task"] == "layout2img":
+                assert [b["label"] for b in params["boxes"]] == ["Car", "Tree"]
+            if entry["task"] == "semantic2img":
+                assert params["label_map_size"] == [w, h] and params["eta"] == entry["eta"]
 
 
 def test_api_runs_every_zoo_entry(zoo_env, converted, tmp_path):
-    from gradio_client import Client
+    from gradio_client import Client, handle_file
     catalog, env, entries = zoo_env
     with webui(catalog, tmp_path / "out", "--offline", env=env) as server:
         client = Client(server.url, verbose=False)
         for name, entry in entries.items():
             for w, h in sizes(name, entry):
-                kwargs = dict(model=name, steps=2, width=w, height=h, seed=1, api_name=f"/{entry['task']}")
-                if name in CLASS:      # guidance left unset: the model's own (cin256 has none: 1)
-                    kwargs.update(class_name=CLASS[name])
-                images, info = client.predict(**kwargs)
-                info = json.loads(info)
-                assert info["model"] == name and Image.open(images[0]["image"]).size == (w, h)
-                assert info.get("eta") == entry.get("eta", 0.0)                 # the model's own defaults
-                assert info.get("guidance_scale") in (None, entry["guidance"])
+                # guidance and eta left unset: the model's own (cin256, inpainting_big, layout: no guidance, 1)
+                kwargs = {k: handle_file(str(v)) if isinstance(v, Path) else v
+                          for k, v in task_inputs(name, entry["task"], w, h, tmp_path).items()}
+                if entry["task"] == "text2img":   # its endpoint's defaults are fixed (docs/api.md), not the model's
+                    kwargs["guidance_scale"] = entry["guidance"]
+                images, info = client.predict(**kwargs, model=name, steps=2, seed=1, api_name=f"/{entry['task']}")
+                info, image = json.loads(info), images if isinstance(images, str) else images[0]["image"]
+                assert info["model"] == name and Image.open(image).size == (w, h), (name, w, h)   # superres: one path
+                if entry["task"] in ("unconditional", "class2img", "semantic2img"):   # DDIM eta: the model's own
+                    assert info["eta"] == entry.get("eta", 0.0), name
+                assert info.get("guidance_scale") in (None, entry.get("guidance")), name
 
 
 def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path):
@@ -121,9 +175,9 @@ def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path
         page.set_default_timeout(test_browser.UI_MS)
         page.goto(server.url, wait_until="domcontentloaded", timeout=60_000)
         page.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
-        done = 0
-        for name, entry in entries.items():
-            prefix, title = ("c2i", "Class → Image") if entry["task"] == "class2img" else ("uncond", "Unconditional")
+        done, driven = 0, {n: e for n, e in entries.items() if e["task"] in BROWSER}
+        for name, entry in driven.items():
+            prefix, title = BROWSER[entry["task"]]
             page.get_by_role("tab", name=title).click()
             panel = page.locator(f"#{entry['task']}-model")
             panel.locator("input").click()
@@ -137,6 +191,8 @@ def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path
                 page.keyboard.type(CLASS[name])
                 page.locator("#c2i-classes [data-testid=dropdown-option]").first.click()
                 page.keyboard.press("Escape")
+            if entry["task"] == "text2img":
+                page.locator("#t2i-prompt textarea").fill(PROMPT)
             steps = page.locator(f"#{entry['task']}-steps input[type=number]")
             steps.click(click_count=3)
             page.keyboard.type("2")
@@ -150,7 +206,7 @@ def test_the_ui_runs_every_zoo_entry_with_the_mouse(zoo_env, converted, tmp_path
         test_browser.screenshot(page, "zoo-class2img")
         browser.close()
     made = {read_parameters(p)["model"] for p in (tmp_path / "out").glob("**/*.png")}
-    assert made == set(entries) and done == len(entries)
+    assert made == set(driven) and done == len(driven) and {"txt2img-large", "cin256", "celeba256"} <= set(driven)
 
 
 def test_the_zoo_first_stages_download_and_serve_the_compression_view(tmp_path, monkeypatch, service):

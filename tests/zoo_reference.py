@@ -11,7 +11,9 @@ Written from the semantics of the original modules (not a copy):
   - model.Encoder/Decoder (taming): ResnetBlock, AttnBlock, Downsample (pad right/bottom, stride 2),
     nearest Upsample; GroupNorm(32, eps 1e-6);
   - VQ: the nearest codebook entry; KL: the posterior's mode (its mean);
-  - ClassEmbedder: embedding(labels[:, None]) -> (B, 1, D).
+  - ClassEmbedder: embedding(labels[:, None]) -> (B, 1, D);
+  - BERTEmbedder (x_transformer.py TransformerWrapper + Encoder): token + absolute position
+    embeddings, pre-norm layers of self-attention (8 heads of 64, no mask) and GELU feed-forward, LayerNorm.
 Configs are the `model.params` dicts of the original config files.
 """
 from __future__ import annotations
@@ -267,3 +269,16 @@ def decode(sd, first, z, prefix="", force_not_quantize=False):
 def class_embedding(sd, labels, prefix="cond_stage_model."):
     """ClassEmbedder: (B,) labels -> (B, 1, D) cross-attention context."""
     return F.embedding(labels[:, None], sd[prefix + "embedding.weight"])
+
+
+def bert_forward(sd, n_layer, tokens, prefix="cond_stage_model.transformer."):
+    """BERTEmbedder on token ids (B, N) -> (B, N, n_embed) (`return_embeddings=True`: no to_logits)."""
+    p = prefix
+    x = F.embedding(tokens, sd[p + "token_emb.weight"]) + sd[p + "pos_emb.emb.weight"][:tokens.shape[1]]
+    for i in range(n_layer):
+        a, f = f"{p}attn_layers.layers.{2 * i}", f"{p}attn_layers.layers.{2 * i + 1}"
+        h = _ln(sd, a + ".0", x)
+        q, k, v = (F.linear(h, sd[f"{a}.1.to_{n}.weight"]) for n in "qkv")     # no bias; (B, N, 8 * 64)
+        x = x + _linear(sd, a + ".1.to_out", _attend(q, k, v, 8))
+        x = x + _linear(sd, f + ".1.net.2", F.gelu(_linear(sd, f + ".1.net.0.0", _ln(sd, f + ".0", x))))
+    return _ln(sd, p + "norm", x)

@@ -11,6 +11,7 @@
     python -m ldm_core.eval inpaint-wide --model NAME [--n-scenes 24 --seeds 1]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
     python -m ldm_core.eval classes [--n-per-class 20 --n-uncond 480 --steps 25 --guidance 3]
+    python -m ldm_core.eval zoo-vs-hub txt2img-large [--steps 50 --seeds 0 1]   (ldm_core/eval/zoo_vs_hub.py)
     (--catalog FILE evaluates models of another catalog)
 
 Reports are printed and written (report.md, results.json, grid.png) under --out
@@ -35,7 +36,7 @@ from ..data.images import from_uint8, save_grid, to_uint8
 from ..data.images import psnr as psnr_db
 from ..data.shapes import render_batch
 from ..pipelines.latents import vae_scale_factor
-from . import classes
+from . import classes, zoo_vs_hub
 from .detector import validate
 from .evaluate import FLOOR_SEED0, TEXT_SEED0, evaluate_layout2img, evaluate_text2img, guidance_sweep  # noqa: I001
 from .evaluate import relayout, text2img_prompts
@@ -260,6 +261,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-per-form", type=int, default=24)
     classes.add_arguments(add("classes", classes.task, "unconditional + class-conditional models: class "
                                                     "accuracy, objects, FID"))
+    zoo_vs_hub.add_arguments(add("zoo-vs-hub", zoo_vs_hub.task, "an original checkpoint vs its hub copy"))
     add_model_evaluations(add)
     a = parser.parse_args(argv)
     torch.set_num_threads(a.threads)

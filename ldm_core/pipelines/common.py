@@ -178,6 +178,7 @@ class PipelineOutput:
     seeds: list[int]
     warnings: list[str] = field(default_factory=list)   # for the user: a prompt cut, ...
     scheduler: str = ""   # the scheduler class that ran
+    info: dict = field(default_factory=dict)   # what the pipeline read from its input, for the result's info
 
 
 # ---------------------------------------------------------------- the shared pieces of a call

@@ -31,8 +31,10 @@ def unet_multiple(unet) -> int:
     return 2 ** (len(unet.config.block_out_channels) - 1)
 
 
-def check_size_and_schedule(vae, unet, height: int, width: int, steps: int, seeds: list[int], eta: float) -> None:
-    """The checks both noise-to-image pipelines make."""
+def check_size_and_schedule(vae, unet, height: int, width: int, steps: int, seeds: list[int], eta: float,
+                            concat_channels: int = 0) -> None:
+    """The checks the noise-to-image pipelines make (`concat_channels`: conditioning channels the UNet
+    takes after the latent's, semantic synthesis)."""
     multiple = vae_scale_factor(vae) * unet_multiple(unet)
     if height % multiple or width % multiple:
         raise ValueError(f"height and width must be multiples of {multiple} for this model (its autoencoder "
@@ -44,9 +46,9 @@ def check_size_and_schedule(vae, unet, height: int, width: int, steps: int, seed
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be between 0 and 1, got {eta}")
     c = latent_channels(vae)
-    if unet.config.in_channels != c:
+    if unet.config.in_channels != c + concat_channels:
         raise ValueError(f"this UNet takes {unet.config.in_channels} input channels; the autoencoder's latents "
-                         f"have {c}")
+                         f"have {c}" + (f" and the conditioning {concat_channels}" if concat_channels else ""))
 
 
 class UnconditionalPipeline(DiffusionPipeline):

@@ -12,6 +12,7 @@ from PIL import Image
 from ..limits import DEFAULT_LIMITS, Limits
 from ..options import MASK_DOWNSAMPLING
 from ..pipelines.inpaint import InpaintPipeline
+from ..pipelines.inpaint_paper import PaperInpaintPipeline
 from ..requests import SAMPLING_API, RequestError, Sampling, check_size, load_image, number, own_size, whole
 from .base import Task, example_scene
 
@@ -76,6 +77,9 @@ def check(req: InpaintRequest, entry, limits) -> dict:
         image, mask = extend(image, mask, pads)
     if not isinstance(req.keep_unmasked, bool):
         raise RequestError(f"keep_unmasked must be true or false, got {str(req.keep_unmasked)[:20]!r}")
+    if req.guidance_scale > 1 and not entry.guided:       # the paper's inpainting_big: no unconditional mode
+        raise RequestError(f"{entry.name} has no text conditioning and no unconditional prediction, so "
+                           f"classifier-free guidance cannot run: set guidance to 1")
     if req.mask_downsampling not in MASK_DOWNSAMPLING:
         raise RequestError(f"mask_downsampling must be one of {', '.join(MASK_DOWNSAMPLING)}, "
                            f"got {str(req.mask_downsampling)[:20]!r}")
@@ -113,11 +117,13 @@ TASK = Task(
     call=call,
     info=info,
     output_size=lambda r: (*own_size(r), 1),
-    pipelines={"InpaintPipeline": InpaintPipeline},
+    pipelines={"InpaintPipeline": InpaintPipeline, "PaperInpaintPipeline": PaperInpaintPipeline},
     example=example,
     positional=("image", "mask"),
     api=("image", "mask", "prompt", "negative_prompt", *SAMPLING_API, "keep_unmasked", "mask_downsampling",
          "mask_blur", *(f"extend_{side}" for side in SIDES)),
-    api_defaults={"width": 0, "height": 0},      # 0: the input's own size (the extended canvas)
+    # 0: the input's own size (the extended canvas); steps and guidance unset: the model's own
+    # (inpainting_big has no guidance: 1, 50 steps)
+    api_defaults={"width": 0, "height": 0, "steps": None, "guidance_scale": None},
     help="an image and a mask (white = repaint, black = keep) in; --extend-* pixels: outpainting",
 )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..limits import DEFAULT_LIMITS, Limits
 from ..pipelines.layout2img import GligenLayoutPipeline, Layout2ImgPipeline
+from ..pipelines.layout_paper import PaperLayoutPipeline
 from ..requests import SAMPLING_API, RequestError, Sampling, check_size
 from .base import Task
 
@@ -66,11 +67,62 @@ def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
     return boxes
 
 
+PIPELINES = {"Layout2ImgPipeline": Layout2ImgPipeline, "GligenLayoutPipeline": GligenLayoutPipeline,
+             "PaperLayoutPipeline": PaperLayoutPipeline}
+
+
+def label_names(entry) -> tuple[str, ...]:
+    """The class names a model's boxes must carry (the paper's model: 340 OpenImages classes); () when
+    its labels are free text or words of its own (checked by its pipeline)."""
+    cls = PIPELINES.get(entry.pipeline)
+    return cls.class_names() if hasattr(cls, "class_names") else ()
+
+
+def takes_caption(entry) -> bool:
+    """Whether the model reads a caption (and a negative prompt) besides the boxes."""
+    return getattr(PIPELINES.get(entry.pipeline), "takes_caption", True)
+
+
+def label_error(label: str, entry) -> str | None:
+    """Why the model cannot draw a box labelled `label`, with close names (None: it can, or its labels are
+    free text or words of its own, checked by its pipeline)."""
+    cls = PIPELINES.get(entry.pipeline)
+    try:
+        if hasattr(cls, "class_of"):
+            cls.class_of(label)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def known_labels(boxes: list[Box], entry) -> list[Box]:
+    """The boxes with each label as the model's class name (any case; a merged class as the one it became);
+    a label the model does not know is refused with close names."""
+    cls = PIPELINES.get(entry.pipeline)
+    if not hasattr(cls, "class_of"):
+        return boxes
+    for i, b in enumerate(boxes, 1):
+        why = label_error(b.label, entry)
+        if why:
+            raise RequestError(f"box {i}: {why}")
+    return [Box(cls.class_of(b.label), b.box) for b in boxes]
+
+
 def check(req: Layout2ImgRequest, entry, limits) -> dict:
     boxes = parse_boxes(req.boxes, limits)
+    cls = PIPELINES.get(entry.pipeline)
+    if not takes_caption(entry):
+        if req.prompt or req.negative_prompt:
+            raise RequestError(f"{entry.name} reads boxes and classes only, no caption or negative prompt: "
+                               f"leave them empty")
+        if not boxes:
+            raise RequestError(f"give at least one box: {entry.name} draws from boxes alone")
     if not boxes and not req.prompt:
         raise RequestError("give at least one box (or a caption)")
-    return {"boxes": boxes, **check_size(req, entry, limits)}
+    if req.guidance_scale != 1 and not (entry.guided and getattr(cls, "guided", True)):
+        raise RequestError(f"{entry.name} was trained without a null layout, so classifier-free guidance cannot "
+                           f"run: set guidance to 1")
+    return {"boxes": known_labels(boxes, entry), **check_size(req, entry, limits)}
 
 
 def call(pipe, req: Layout2ImgRequest, seeds, callback):
@@ -99,9 +151,11 @@ TASK = Task(
     call=call,
     info=info,
     output_size=lambda r: (r.width, r.height, 1),
-    pipelines={"Layout2ImgPipeline": Layout2ImgPipeline, "GligenLayoutPipeline": GligenLayoutPipeline},
+    pipelines=PIPELINES,
     example=example,
     api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
-    api_defaults={"boxes": "[]", "hires_model": ""},
+    # sampling parameters left unset: the chosen model's own (the paper's model: 256², 100 DDIM steps, guidance 1)
+    api_defaults={"boxes": "[]", "hires_model": "", "sampler": "",
+                  **{f: None for f in ("steps", "guidance_scale", "width", "height")}},
     help='boxes as JSON: [{"label": "red circle", "box": [x0, y0, x1, y1]}], normalised to [0, 1]',
 )

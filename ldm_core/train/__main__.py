@@ -20,6 +20,7 @@ STAGES = {
     "superres": ("ldm_core.train.superres", "SuperResConfig"),
     "unconditional": ("ldm_core.train.unconditional", "UnconditionalConfig"),
     "class2img": ("ldm_core.train.class2img", "Class2ImgConfig"),
+    "semantic": ("ldm_core.train.semantic", "SemanticConfig"),
 }
 
 

@@ -45,7 +45,7 @@ class ZooModel:
     file: str            # the published file, relative to the URL base: a .zip holding `member`, or a .ckpt
     task: str | None     # the studio task it runs ("unconditional", "class2img"); None for an autoencoder
     size: int | None = None   # published bytes, where a source states it
-    member: str = "model.ckpt"   # the checkpoint inside the zip
+    member: str = "model.ckpt"   # the checkpoint inside the zip; "": the .zip is itself the checkpoint
     note: str = ""       # what the paper says it is
 
     @property
@@ -77,6 +77,26 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in (
     ZooModel("cin256-v2", "ldm", "nitro/cin/model.ckpt", "class2img", size=1_827_378_153,
              note="ImageNet 256², LDM-VQ-4 with a null class for classifier-free guidance (FID 3.6); the "
                   "notebook samples 20 DDIM steps, eta 0, scale 3"),
+    # ---- conditional models (§4.3-4.5; scripts/download_models.sh, README "Text-to-Image", "Inpainting")
+    ZooModel("txt2img-large", "ldm", "nitro/txt2img-f8-large/model.ckpt", "text2img",
+             note="LAION-400M text-to-image, LDM-KL-8 + BERT (1.45B); the hub's ldm-text2im-large-256 is its "
+                  "diffusers copy. Config: configs/latent-diffusion/txt2img-1p4B-eval.yaml"),
+    ZooModel("text2img256", "ldm", "text2img.zip", "text2img",
+             note="Conceptual Captions 256², LDM-VQ-4 + BERT (finetuned from LAION); FID 16.79, 100 DDIM steps, eta 0"),
+    ZooModel("layout2img-openimages256", "ldm", "layout2img_model.zip", "layout2img",
+             note="OpenImages layout-to-image 256², LDM-VQ-4; boxes and labels as tokens through a BERT encoder"),
+    ZooModel("semantic_synthesis256", "ldm", "semantic_synthesis256.zip", "semantic2img",
+             note="Landscapes from 182-class segmentation maps, 256², LDM-VQ-4, map concatenated (SpatialRescaler)"),
+    ZooModel("semantic_synthesis512", "ldm", "semantic_synthesis.zip", "semantic2img",
+             note="Landscapes from segmentation maps, 512² crops; sampled convolutionally beyond (§4.3.2, Fig. 9)"),
+    ZooModel("bsr_sr", "ldm", "sr_bsr.zip", "superres",
+             note="4x super-resolution, BSR degradation, LDM-VQ-4, low-res image concatenated; the hub's "
+                  "ldm-super-resolution-4x-openimages is its diffusers copy"),
+    ZooModel("inpainting_big", "ldm", "inpainting_big.zip", "inpaint",
+             member="",    # not a zip of a .ckpt: the checkpoint itself (torch's zip format), as users found
+                           # (CompVis/stable-diffusion#208: `wget -O .../last.ckpt .../inpainting_big.zip` works)
+             note="Inpainting (§4.5, Table 7 'big'), LDM-VQ-4 no-attention first stage; masked image and mask "
+                  "concatenated to the latent"),
     # ---- first stages (§3.1, README "Pretrained Autoencoding Models")
     ZooModel("kl-f4", "first_stage", "kl-f4.zip", None, note="KL, f=4, d=3; PSNR 27.53"),
     ZooModel("kl-f8", "first_stage", "kl-f8.zip", None, note="KL, f=8, d=4; PSNR 24.19"),

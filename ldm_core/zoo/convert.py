@@ -19,6 +19,9 @@ What each zoo config becomes:
   openaimodel + SpatialTransformer -> UNet2DConditionModel (attention_head_dim = heads per level).
   VQModel(Interface) -> VQModel; AutoencoderKL -> AutoencoderKL (scaling_factor = scale_factor).
   ClassEmbedder -> ldm_core ClassEmbedder; the schedule -> DDIMScheduler.
+  concat conditioning (bsr_sr, inpainting_big, semantic_synthesis) -> SuperResPipeline,
+      PaperInpaintPipeline, SemanticPipeline (+ SpatialRescaler): ldm_core.zoo.concat.
+  BERTEmbedder -> LDMBertModel (+ bert-base-uncased's tokenizer where it tokenizes): ldm_core.zoo.bert.
 
 Here: config reading, the schedule, the class embedder, the whole model and writing it; the UNet
 is ldm_core.zoo.unet's, the first stage ldm_core.zoo.first_stage's, the renaming machinery
@@ -41,6 +44,8 @@ from diffusers import DDIMScheduler
 
 from ..pipelines.class_embedder import ClassEmbedder
 from . import SOURCE_FILE, imagenet_classes, zoo_dir
+from .bert import BERT_EMBEDDER, TEXT_PIPELINES, text_components, text_pipeline, unet_node
+from .concat import CONCAT_PIPELINES, concat_components, concat_pipeline
 from .first_stage import KL, VQ, convert_first_stage
 from .rename import ConversionError, load_strict, need
 from .safe_load import read_state_dict
@@ -79,9 +84,13 @@ class Converted:
     scheduler: DDIMScheduler | None = None
     class_embedder: ClassEmbedder | None = None
     ema: bool = False                  # whether the UNet's weights are the EMA copy
+    rescaler: torch.nn.Module | None = None   # SemanticPipeline: the SpatialRescaler (ldm_core.zoo.concat)
+    text_encoder: torch.nn.Module | None = None   # BERTEmbedder -> LDMBertModel (ldm_core.zoo.bert)
+    tokenizer: object | None = None    # its BERT tokenizer (None where it takes token ids)
 
     def components(self) -> dict:
-        return {k: v for k in ("vae", "unet", "scheduler", "class_embedder") if (v := getattr(self, k)) is not None}
+        return {k: v for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "class_embedder", "rescaler")
+                if (v := getattr(self, k)) is not None}
 
 
 # ------------------------------------------------------------------ the schedule
@@ -124,6 +133,10 @@ def _pipeline_of(p: dict) -> str:
         return "UnconditionalPipeline"
     if key == "crossattn" and isinstance(cs, dict) and cs.get("target") == CLASS_EMBEDDER:
         return "ClassConditionalPipeline"
+    if key == "crossattn" and isinstance(cs, dict) and cs.get("target") == BERT_EMBEDDER:
+        return text_pipeline(cs)       # txt2img-large, text2img256, layout2img: ldm_core.zoo.bert
+    if key == "concat":                # bsr_sr, inpainting_big, semantic_synthesis: ldm_core.zoo.concat
+        return concat_pipeline(p)
     raise ConversionError(f"conditioning_key {key!r} with cond_stage_config "
                           f"{cs.get('target') if isinstance(cs, dict) else cs!r} is not supported")
 
@@ -197,20 +210,25 @@ def convert_state_dict(sd: dict, config: dict, *, ema: bool | None = None) -> Co
     cond_sd = _take(sd, "cond_stage_model.")
     if sd:
         raise ConversionError(f"{len(sd)} keys this converter does not know, e.g. {list(sd)[:4]}")
-    unet = convert_unet(unet_sd, need(p, "unet_config", "model.params"))
+    unet = convert_unet(unet_sd, unet_node(need(p, "unet_config", "model.params")))
     vae = convert_first_stage(vae_sd, need(p, "first_stage_config", "model.params"), scale)
-    embedder = None
+    embedder, extra = None, {}
     if pipeline == "ClassConditionalPipeline":
         embedder = _class_embedder(cond_sd, p["cond_stage_config"])
+    elif pipeline in CONCAT_PIPELINES:      # empties cond_sd: the rescaler, or nothing of its own
+        extra = concat_components(pipeline, cond_sd, vae_sd, p)
+    elif pipeline in TEXT_PIPELINES:        # empties cond_sd: LDMBertModel and its tokenizer
+        extra = text_components(cond_sd, p)
     elif cond_sd:
         raise ConversionError(f"an unconditional model with cond_stage_model keys {list(cond_sd)[:4]}")
-    return Converted(pipeline, vae, unet, scheduler, embedder, ema)
+    return Converted(pipeline, vae, unet, scheduler, embedder, ema, **extra)
 
 
 # ------------------------------------------------------------------ writing
 def _library(component) -> list[str]:
     cls = type(component)
-    return ["diffusers" if cls.__module__.startswith("diffusers") else "ldm_core", cls.__name__]
+    lib = cls.__module__.partition(".")[0]
+    return [lib if lib in ("diffusers", "transformers") else "ldm_core", cls.__name__]
 
 
 def save_converted(conv: Converted, folder, source: dict) -> None:
@@ -219,7 +237,7 @@ def save_converted(conv: Converted, folder, source: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     index = {"_class_name": conv.pipeline, "_diffusers_version": diffusers.__version__}
     for name, comp in conv.components().items():
-        if isinstance(comp, DDIMScheduler):
+        if isinstance(comp, DDIMScheduler) or not isinstance(comp, torch.nn.Module):   # a scheduler, a tokenizer
             comp.save_pretrained(folder / name)
         else:
             comp.save_pretrained(folder / name, safe_serialization=True)

@@ -107,7 +107,7 @@ def download(name: str, *, progress=print, ema: bool | None = None) -> Path:
     progress(f"{name}: checking {archive.name}")
     digest = sha256_file(archive)
     ckpt = archive
-    if suffix == ".zip":
+    if suffix == ".zip" and m.member:      # member "": the .zip is the checkpoint itself (inpainting_big)
         ckpt = extract_member(archive, m.member, work / f"{name}.ckpt")
     progress(f"{name}: converting")
     try:

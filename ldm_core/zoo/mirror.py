@@ -36,6 +36,8 @@ import torch
 import yaml
 
 from . import ZOO
+from .mirror_bert import bert_keys, is_bert, shrink_bert
+from .mirror_concat import concat_cond_keys
 from .mirror_keys import Weights, first_stage_keys, unet_keys
 
 # ------------------------------------------------------------------ configs
@@ -63,8 +65,10 @@ def shrunk_config(name: str) -> dict:
         if unet.get("context_dim") is not None:
             unet["context_dim"] = CONTEXT                      # 512 in cin256, cin256-v2
         cond = params.get("cond_stage_config")
-        if isinstance(cond, dict):
+        if isinstance(cond, dict) and cond["target"].endswith("ClassEmbedder"):
             cond["params"]["embed_dim"] = CONTEXT              # ClassEmbedder: 512
+        if is_bert(cond):                                      # BERTEmbedder: n_embed = context_dim
+            shrink_bert(params, CONTEXT)
         first = params["first_stage_config"]["params"]
     else:
         first = params
@@ -125,6 +129,11 @@ def original_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     first = params["first_stage_config"]
     first_stage_keys(w, "first_stage_model.", first["params"], first["target"], with_loss=False)
     cond = params.get("cond_stage_config")
+    if concat_cond_keys(w, params):                              # bsr_sr, inpainting_big, semantic_synthesis
+        return w.sd
+    if is_bert(cond):                                            # txt2img-large, text2img256, layout2img
+        bert_keys(w, params)
+        return w.sd
     if isinstance(cond, dict):
         if not cond["target"].endswith("ClassEmbedder"):
             raise NotImplementedError(cond["target"])
@@ -208,7 +217,7 @@ def write_mirror(folder, names, seed: int = 0) -> dict[str, Path]:
         model = ZOO[name]
         sd = original_state_dict(shrunk_config(name), seed + n)
         target = folder / model.file
-        if model.file.endswith(".zip"):
+        if model.file.endswith(".zip") and model.member:    # member "": the file is the checkpoint (inpainting_big)
             buf = io.BytesIO()
             write_lightning_ckpt(buf, sd, global_step=100_000 + n, epoch=40 + n)
             _zip(target, model.member, buf.getvalue())
