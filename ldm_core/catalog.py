@@ -59,6 +59,9 @@ class ModelEntry:
     eta: float = 0.0                 # DDIM's eta (0: deterministic), as the paper's scripts sample the model
     guided: bool = True              # trained for classifier-free guidance (cin256 was not: guidance stays 1)
     classes: str = ""                # class2img: the class list its indices name ("imagenet", "shapes-world")
+    refine_above: int = 0            # layout2img: a canvas larger than this is drawn at this size first, then
+                                     # enlarged and refined at its own (a hires fix); 0: the UNet on the larger latent
+    refine_strength: float = 0.0     # ... how far the enlarged first stage is noised and drawn again (0: not at all)
 
     def default_for(self, field: str):
         """This model's default for a request field it has one for (steps, guidance_scale, ...), else None."""

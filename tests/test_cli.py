@@ -21,11 +21,14 @@ def test_every_task(tiny_catalog, tmp_path, capsys):
     assert main([*base, "img2img", str(tmp_path / "img.png"), "--prompt", "a", "--strength", "0.5", "--seed", "9"]) == 0
     assert main([*base, "unconditional", "--eta", "0.5", "--seed", "3"]) == 0
     assert main([*base, "class2img", "green triangle; 0", "--num-images", "2", "--guidance-scale", "2"]) == 0
+    Image.fromarray(np.full((32, 48), 6, np.uint8), mode="L").save(tmp_path / "labels.png")   # all "yellow square"
+    assert main([*base, "semantic2img", str(tmp_path / "labels.png"), "--width", "96", "--height", "64"]) == 0
     paths = [p for p in capsys.readouterr().out.split() if p.endswith(".png")]
-    assert len(paths) == 9
+    assert len(paths) == 10
     params = [read_parameters(p) for p in paths]
     assert [p["task"] for p in params] == ["text2img", "text2img", "layout2img", "superres", "inpaint", "img2img",
-                                           "unconditional", "class2img", "class2img"]
+                                           "unconditional", "class2img", "class2img", "semantic2img"]
+    assert params[9]["size"] == "96x64" and params[9]["label_map_classes"] == {"yellow square": 1.0}
     assert params[6]["eta"] == 0.5 and params[6]["seed"] == 3
     assert [p["class_name"] for p in params[7:]] == ["green triangle", "red circle"]
     params = params[:6]

@@ -44,3 +44,50 @@ def test_layout_eval_size_option_on_the_builtin_model(tmp_path):
     assert n == 5 and hits >= 1   # measured 3/5 (the small boxes); at 64² all 5
     assert "| 128² | 32² |" in (tmp_path / "report.md").read_text()
     assert Image.open(tmp_path / "grid.png").size[0] == 2 * (256 + 6) + 6
+
+
+BOXES = [{"label": "red circle", "box": [0.1, 0.2, 0.5, 0.6]}, {"label": "blue square", "box": [0.6, 0.5, 0.9, 0.8]}]
+
+
+def test_builtin_model_draws_larger_canvases_at_64_then_enlarges():
+    """The catalog's refine_above = 64: a 128² request is drawn at 64² and enlarged, exactly the size
+    asked for, the same for the same seed, its steps reported; refine_from = 0: the UNet at 128²."""
+    from ldm_core.stack import ModelStack
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
+    stack = ModelStack.from_catalog(None, device="cpu")
+    steps = []
+    req = Layout2ImgRequest(boxes=BOXES, width=128, height=96, seed=5, steps=6)
+    a = stack.run(req, callback=lambda s: steps.append((s.step, s.total, tuple(s.latents.shape[-2:]))))
+    b = stack.run(req)
+    assert a.images[0].size == (128, 96) and np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    assert steps == [(i, 6, (12, 16)) for i in range(1, 7)]   # all at the 64×48 first stage (latent 16×12)
+    assert a.info["refine_from"] == 64 and a.info["refine_strength"] == 0.0
+    conv = stack.run(Layout2ImgRequest(boxes=BOXES, width=128, height=96, seed=5, steps=6, refine_from=0))
+    assert conv.images[0].size == (128, 96) and "refine_from" not in conv.info
+    assert not np.array_equal(np.asarray(conv.images[0]), np.asarray(a.images[0]))
+    native = stack.run(Layout2ImgRequest(boxes=BOXES, seed=5, steps=6))
+    assert native.images[0].size == (64, 64) and "refine_from" not in native.info
+
+
+def test_refine_path_on_the_tiny_model(stack):
+    """Draw at 32², enlarge, then SDEdit at 64² with the boxes' map: 4 + 2 steps numbered across both
+    stages, seed-reproducible, exactly the size asked for; cancelling in the second stage stops it."""
+    import pytest
+
+    from ldm_core.pipelines.common import GenerationCancelled
+    from ldm_core.requests import RequestError
+    from ldm_core.tasks.layout2img import Layout2ImgRequest
+    req = Layout2ImgRequest(boxes=BOXES, width=64, height=48, seed=2, refine_from=32, refine_strength=0.5)
+    steps = []
+    a = stack.run(req, callback=lambda s: steps.append((s.step, s.total, tuple(s.latents.shape[-2:]))))
+    b = stack.run(req)
+    assert a.images[0].size == (64, 48) and np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    f = 64 // steps[-1][2][1]
+    assert [s[:2] for s in steps] == [(i, 6) for i in range(1, 7)]
+    assert steps[0][2] == (24 // f, 32 // f) and steps[-1][2] == (48 // f, 64 // f)
+    with pytest.raises(GenerationCancelled):
+        stack.run(req, callback=lambda s: s.step == 5)
+    with pytest.raises(RequestError, match="refine_from"):
+        stack.run(Layout2ImgRequest(boxes=BOXES, model="tiny-gligen", width=64, height=64, refine_from=32))
+    with pytest.raises(RequestError, match="refine_strength"):
+        stack.run(Layout2ImgRequest(boxes=BOXES, refine_from=32, refine_strength=1.5))

@@ -90,10 +90,10 @@ def _apart(a: ShapeObject, b: ShapeObject) -> bool:
     return ax1 + GAP <= bx0 or bx1 + GAP <= ax0 or ay1 + GAP <= by0 or by1 + GAP <= ay0
 
 
-def draw_objects(objects: list[ShapeObject]) -> np.ndarray:
-    """Render objects on a white canvas; returns (64, 64, 3) uint8."""
+def draw_objects(objects: list[ShapeObject], width: int = CANVAS, height: int = CANVAS) -> np.ndarray:
+    """Render objects on a white canvas; returns (height, width, 3) uint8 (64 x 64: the world's)."""
     k = SUPERSAMPLE
-    big = Image.new("RGB", (CANVAS * k, CANVAS * k), (255, 255, 255))
+    big = Image.new("RGB", (width * k, height * k), (255, 255, 255))
     d = ImageDraw.Draw(big)
     for o in objects:
         fill = PALETTE[o.color]

@@ -11,6 +11,7 @@
     python -m ldm_core.eval inpaint-wide --model NAME [--n-scenes 24 --seeds 1]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
     python -m ldm_core.eval classes [--n-per-class 20 --n-uncond 480 --steps 25 --guidance 3]
+    python -m ldm_core.eval semantic [--model shapes-semantic --n 48 --size 64 128 256]
     python -m ldm_core.eval zoo-vs-hub txt2img-large [--steps 50 --seeds 0 1]   (ldm_core/eval/zoo_vs_hub.py)
     (--catalog FILE evaluates models of another catalog)
 
@@ -36,7 +37,7 @@ from ..data.images import from_uint8, save_grid, to_uint8
 from ..data.images import psnr as psnr_db
 from ..data.shapes import render_batch
 from ..pipelines.latents import vae_scale_factor
-from . import classes, zoo_vs_hub
+from . import classes, semantic, zoo_vs_hub
 from .detector import validate
 from .evaluate import FLOOR_SEED0, TEXT_SEED0, evaluate_layout2img, evaluate_text2img, guidance_sweep  # noqa: I001
 from .evaluate import relayout, text2img_prompts
@@ -245,11 +246,9 @@ def main(argv=None) -> None:
     p.add_argument("--blur", type=float, default=0.7, help="Gaussian blur sigma (px) of the degraded run")
     p.add_argument("--noise", type=float, default=5.0, help="noise sigma (in /255 units) of the degraded run")
     p = add("train-classifier", task_train_classifier, "train the FID feature classifier")
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=4000), p.add_argument("--seed", type=int, default=0)
     p = add("fid-floor", task_fid_floor, "FID between two disjoint sets of GT renders")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--n-per-form", type=int, default=50, help="text2img prompt set size per form")
+    p.add_argument("--n", type=int, default=1000), p.add_argument("--n-per-form", type=int, default=50, help="per form")
     p = add("autoencoder", task_autoencoder, "reconstruction PSNR of an exported AutoencoderKL")
     p.add_argument("--model", default="models/shapes-autoencoder")
     p.add_argument("--n", type=int, default=256)
@@ -262,6 +261,7 @@ def main(argv=None) -> None:
     classes.add_arguments(add("classes", classes.task, "unconditional + class-conditional models: class "
                                                     "accuracy, objects, FID"))
     zoo_vs_hub.add_arguments(add("zoo-vs-hub", zoo_vs_hub.task, "an original checkpoint vs its hub copy"))
+    semantic.add_arguments(add("semantic", semantic.task, "semantic model: region agreement at sizes, FID"))
     add_model_evaluations(add)
     a = parser.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -13,14 +13,24 @@ scenes (`features.py`).
 """
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from ..data.detector import detect
-from ..data.label_maps import tiled_scene
+from ..data.images import save_grid
+from ..data.label_maps import colorize, tiled_scene
 from ..data.shapes import CANVAS, ShapeObject, draw_objects
+from ..stack import ModelStack
+from ..tasks.semantic2img import Semantic2ImgRequest
+from .features import features, fid
 
 SEMANTIC_SEED0 = 33_000_000     # held-out maps (training scenes are 0..N-1)
 MATCH_IOU = 0.5
+MIN_FID_N = 32                  # FID over fewer images is not defined well enough (a singular covariance)
 
 
 def _iou(a, b) -> float:
@@ -69,3 +79,53 @@ def region_scores(images, maps) -> dict:
 def renders(maps) -> np.ndarray:
     """The scenes the maps were made from, drawn (64² maps only)."""
     return np.stack([draw_objects(objects) for objects, _, _ in maps])
+
+
+def evaluate(generate, sizes=(64, 128, 256), n: int = 48, seed: int = 0) -> tuple[str, dict, dict]:
+    """generate(label map PIL, seed) -> uint8 image, at each size on held-out maps (seeds seed..).
+    Returns (markdown table, results, {size: first images})."""
+    res, shown = {"n": n, "seeds": f"{seed}..{seed + n - 1}", "sizes": {}}, {}
+    for size in sizes:
+        maps = eval_maps(n, size)
+        t0 = time.monotonic()
+        images = [generate(Image.fromarray(colorize(labels)), seed + i) for i, (_, _, labels) in enumerate(maps)]
+        r = {**region_scores(images, maps), "seconds_per_image": (time.monotonic() - t0) / n}
+        if size == CANVAS and n >= MIN_FID_N:
+            ref = features(renders(maps))
+            r["fid"] = fid(features(np.stack(images)), ref)
+            r["reference_fid"] = fid(features(renders(eval_maps(n, size, SEMANTIC_SEED0 + 10_000_000))), ref)
+        res["sizes"][size], shown[size] = r, images[:8]
+    lines = ["| canvas | painted objects | region agreement | precision | FID vs renders (64² only) | s / image |",
+             "|---|---|---|---|---|---|"]
+    for size, r in res["sizes"].items():
+        f = f"{r['fid']:.1f} (renders vs renders {r['reference_fid']:.1f})" if "fid" in r else "—"
+        lines.append(f"| {size}² | {r['painted']} | {100 * r['region_agreement']:.1f} % | {100 * r['precision']:.1f} % "
+                     f"| {f} | {r['seconds_per_image']:.2f} |")
+    return "\n".join(lines), res, shown
+
+
+def add_arguments(p) -> None:
+    """`python -m ldm_core.eval semantic`'s options."""
+    p.add_argument("--model", default="shapes-semantic", help="catalog model name")
+    p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
+    p.add_argument("--n", type=int, default=48, help="maps per size")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--size", type=int, nargs="+", default=[64, 128, 256])
+
+
+def task(a) -> None:
+    """The semantic model through the studio's own request path, at each size."""
+    stack = ModelStack.from_catalog(a.catalog)
+
+    def generate(label_map, seed):
+        req = Semantic2ImgRequest(label_map=label_map, seed=seed, steps=a.steps, model=a.model)
+        return np.asarray(stack.run(req).images[0].convert("RGB"))
+
+    table, res, shown = evaluate(generate, a.size, a.n)
+    out = Path(a.out or f"outputs/eval/semantic-{a.model}")
+    out.mkdir(parents=True, exist_ok=True)
+    for size, images in shown.items():
+        save_grid(np.stack(images), out / f"grid-{size}.png", cols=4, scale=max(1, 256 // size))
+    (out / "report.md").write_text(f"## semantic2img: {a.model}, {a.steps} steps\n\n{table}\n")
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    print(table)

@@ -7,6 +7,13 @@ optional caption is read through cross-attention. The same UNet draws from a cap
 alone with an empty map, so `shapes-text2img` and `shapes-layout2img` share its weights.
 Guidance pushes from (negative prompt, empty map) towards (caption, boxes).
 
+Beyond the training size (`refine_from`, the catalog's `refine_above`): a canvas larger than
+`refine_from` is drawn there first (the objects at the pixel size the model learnt), the result
+decoded, enlarged bicubically and encoded at the requested size, then noised to
+`refine_strength` and denoised again with the boxes' grounding map at the larger latent (a
+"hires fix": SDEdit at the target size). docs/evaluation.md has the measurements that chose it
+over plain convolutional sampling.
+
 A UNet without the map channels gets the boxes the paper's token way instead (label and
 corners quantised to 1/32, appended to the caption, `ldm_core.text.layout_text`). GLIGEN
 hub checkpoints, which ground boxes through gated self-attention, run through
@@ -14,7 +21,10 @@ hub checkpoints, which ground boxes through gated self-attention, run through
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
 from ..grounding import MAX_BOXES, grounding_map
@@ -39,9 +49,39 @@ from .common import (
     text_limit,
     truncation_warnings,
 )
-from .latents import decode_latents, latent_channels, latent_shape, to_pil, vae_scale_factor, with_coords
+from .img2img import start_step
+from .latents import (
+    decode_latents,
+    encode_latents,
+    latent_channels,
+    latent_shape,
+    to_pil,
+    vae_scale_factor,
+    with_coords,
+)
 
 Boxes = list[tuple[str, tuple[float, float, float, float]]]
+REFINE_STRENGTH = 0.5      # hires fix: how far the enlarged first stage is noised before it is drawn again
+UPSCALE = "bicubic"
+
+
+def first_stage_size(height: int, width: int, refine_from: int, f: int) -> tuple[int, int] | None:
+    """A hires fix's first canvas: the requested one scaled so its longer side is `refine_from`
+    (sides multiples of the autoencoder's f); None when no refinement is asked for or it is not larger."""
+    if not refine_from or max(height, width) <= refine_from:
+        return None
+    scale = refine_from / max(height, width)
+    return max(f, round(height * scale / f) * f), max(f, round(width * scale / f) * f)
+
+
+def staged(callback: StepCallback | None, total: int):
+    """stage(offset) -> the step callback of a stage whose steps come after `offset` others: steps are
+    numbered across both stages of a hires fix, out of their `total` (progress, cancelling)."""
+    def stage(offset: int) -> StepCallback | None:
+        if callback is None:
+            return None
+        return lambda info: callback(replace(info, step=info.step + offset, total=total))
+    return stage
 
 
 class Layout2ImgPipeline(DiffusionPipeline):
@@ -98,11 +138,44 @@ class Layout2ImgPipeline(DiffusionPipeline):
             return self.unet(with_coords(x, n), t, encoder_hidden_states=cond).sample
         return model
 
+    def grounding(self, boxes: Boxes, n: int, height: int, width: int) -> torch.Tensor | None:
+        """The boxes' grounding map on the latent grid of a height × width canvas (B, G, h, w); None
+        for a UNet that reads them as tokens."""
+        if not self.grounded:
+            return None
+        f = vae_scale_factor(self.vae)
+        return grounding_map(boxes, height // f, width // f)[None].expand(n, -1, -1, -1).to(self.device)
+
+    def upscale_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Hires fix, step 2: the first stage's latents decoded, enlarged bicubically to height × width
+        and encoded again (B, C, height/f, width/f)."""
+        images = decode_latents(self.vae, latents.to(self.vae.dtype)).clamp(-1, 1)
+        images = F.interpolate(images.float(), size=(height, width), mode=UPSCALE, align_corners=False).clamp(-1, 1)
+        return encode_latents(self.vae, images.to(self.vae.dtype)).to(latents.dtype)
+
+    def refine(self, latents, cond, boxes, height, width, steps, strength, guidance_scale, sampler, generators,
+               callback):
+        """Hires fix, step 3: SDEdit at the requested size: the enlarged latents noised to `strength`
+        and denoised from there, the boxes' grounding map at the larger latent."""
+        scheduler = make_scheduler(self.published_scheduler_config, sampler)
+        scheduler.set_timesteps(steps, device=self.device)
+        first = start_step(steps, strength) * scheduler.order
+        timesteps = scheduler.timesteps[first:]
+        if len(timesteps) == 0:
+            return latents
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        noise = per_image_noise(tuple(latents.shape), generators, self.device, latents.dtype)
+        latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(generators)))
+        model = self.unet_model(cond, self.grounding(boxes, len(generators), height, width), guided(guidance_scale))
+        return denoise(model, scheduler, latents, timesteps, guidance_scale, generators, callback)
+
     @torch.inference_mode()
     def __call__(self, prompt: str, boxes: Boxes = (), negative_prompt: str = "", height: int = 64, width: int = 64,
                  num_inference_steps: int = 25, guidance_scale: float = 5.0, seeds: list[int] | None = None,
                  sampler: str = DEFAULT_SAMPLER, callback: StepCallback | None = None,
-                 output_type: str = "pil") -> PipelineOutput:
+                 output_type: str = "pil", refine_from: int = 0,
+                 refine_strength: float = REFINE_STRENGTH) -> PipelineOutput:
         # 1. inputs: grounded, the boxes go in as a map and the caption alone is text; else all of it is tokens
         boxes = list(boxes)
         text = prompt if self.grounded else layout_text(prompt, boxes)
@@ -110,20 +183,24 @@ class Layout2ImgPipeline(DiffusionPipeline):
         self.check_inputs(text, boxes, negs, height, width, num_inference_steps, guidance_scale, seeds)
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
-        # 2. conditioning: the text, and the boxes' grounding map (B, G, h, w)
+        # 2. conditioning: the text, and the boxes' grounding map (B, G, h, w) at the first stage's size
         do_cfg = guided(guidance_scale)
         cond, warnings = encode_guided(self.tokenizer, self.text_encoder, prompts, negs, do_cfg, self.device)
         f = vae_scale_factor(self.vae)
-        grounding = None
-        if self.grounded:
-            grounding = grounding_map(boxes, height // f, width // f)[None].expand(len(seeds), -1, -1, -1)
-            grounding = grounding.to(self.device)
+        first = first_stage_size(height, width, refine_from, f)   # (h, w) of a hires fix's first stage, or None
+        h0, w0 = first or (height, width)
+        refine_steps = num_inference_steps - start_step(num_inference_steps, refine_strength) if first else 0
+        callback = staged(callback, num_inference_steps + refine_steps)
         # 3. latents
-        latents = self.prepare_latents(scheduler, len(seeds), height, width, generators, cond.dtype)
-        # 4. denoising loop
+        latents = self.prepare_latents(scheduler, len(seeds), h0, w0, generators, cond.dtype)
+        # 4. denoising loop (and the hires fix: enlarge, then refine at the requested size)
         scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = denoise(self.unet_model(cond, grounding, do_cfg), scheduler, latents, scheduler.timesteps,
-                          guidance_scale, generators, callback)
+        latents = denoise(self.unet_model(cond, self.grounding(boxes, len(seeds), h0, w0), do_cfg), scheduler,
+                          latents, scheduler.timesteps, guidance_scale, generators, callback(0))
+        if first:
+            latents = self.refine(self.upscale_latents(latents, height, width), cond, boxes, height, width,
+                                  num_inference_steps, refine_strength, guidance_scale, sampler, generators,
+                                  callback(num_inference_steps))
         # 5. decode
         # Copied from ldm_core.pipelines.text2img.Text2ImgPipeline.__call__: decode
         name = type(scheduler).__name__

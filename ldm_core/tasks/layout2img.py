@@ -24,6 +24,9 @@ class Layout2ImgRequest(Sampling):
     negative_prompt: str = ""
     hires: bool = False                   # then 4x super-resolution of each image (ldm_core/compositions/hires.py)
     hires_model: str | None = None        # its super-resolution model; None: the catalog's default
+    # larger than the model's training size: drawn at refine_from first, enlarged, refined at the requested size
+    refine_from: int | None = None        # None: the model's (catalog `refine_above`); 0: the UNet on the larger latent
+    refine_strength: float | None = None  # how far the enlarged image is noised and redrawn; None: the model's
 
 
 def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
@@ -122,18 +125,39 @@ def check(req: Layout2ImgRequest, entry, limits) -> dict:
     if req.guidance_scale != 1 and not (entry.guided and getattr(cls, "guided", True)):
         raise RequestError(f"{entry.name} was trained without a null layout, so classifier-free guidance cannot "
                            f"run: set guidance to 1")
-    return {"boxes": known_labels(boxes, entry), **check_size(req, entry, limits)}
+    return {"boxes": known_labels(boxes, entry), **check_size(req, entry, limits), **check_refine(req, entry)}
+
+
+def check_refine(req: Layout2ImgRequest, entry) -> dict:
+    """refine_from and refine_strength, the model's own when unset (docs/evaluation.md, larger canvases)."""
+    side = entry.refine_above if req.refine_from is None else req.refine_from
+    strength = entry.refine_strength if req.refine_strength is None else req.refine_strength
+    if isinstance(side, bool) or not isinstance(side, int) or side < 0 or side % 8:
+        raise RequestError(f"refine_from must be 0 (off) or a positive multiple of 8, got {side!r}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+        raise RequestError(f"refine_strength must be a number from 0 to 1, got {strength!r}")
+    if side and entry.pipeline != "Layout2ImgPipeline":
+        raise RequestError(f"{entry.name} cannot draw small and refine (refine_from): set it to 0")
+    return {"refine_from": side, "refine_strength": float(strength)}
 
 
 def call(pipe, req: Layout2ImgRequest, seeds, callback):
     return pipe(prompt=req.prompt, boxes=[(b.label, b.box) for b in req.boxes], negative_prompt=req.negative_prompt,
                 height=req.height, width=req.width, num_inference_steps=req.steps,
-                guidance_scale=req.guidance_scale, seeds=seeds, sampler=req.sampler, callback=callback)
+                guidance_scale=req.guidance_scale, seeds=seeds, sampler=req.sampler, callback=callback,
+                **refined(req))
+
+
+def refined(req: Layout2ImgRequest) -> dict:
+    """The hires-fix arguments of a canvas larger than refine_from ({} when it is not refined)."""
+    if not req.refine_from or max(req.width, req.height) <= req.refine_from:
+        return {}
+    return {"refine_from": req.refine_from, "refine_strength": req.refine_strength}
 
 
 def info(req: Layout2ImgRequest) -> dict:
     return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale,
-            "boxes": [{"label": b.label, "box": list(b.box)} for b in req.boxes]}
+            "boxes": [{"label": b.label, "box": list(b.box)} for b in req.boxes], **refined(req)}
 
 
 def example(side: int) -> dict:
