@@ -15,7 +15,7 @@ MAX_SEED = 2 ** 32 - 1                  # seeds are 32-bit (torch.Generator.manu
 @dataclass(frozen=True)
 class Limits:
     max_prompt_chars: int = 1000
-    max_steps: int = 150
+    max_steps: int = 500              # the paper's zoo samples with 200 (CelebA-HQ, FFHQ, ImageNet) to 400 DDIM steps
     min_steps: int = 1
     max_guidance: float = 30.0
     max_images: int = 8                 # images per request (batch)

@@ -56,7 +56,7 @@ def sampling_controls(studio: Service, task: str, size: bool = True, guidance: b
     model = gr.Dropdown(studio.choices(task), value=entry.name, label="Model", elem_id=f"{task}-model",
                         info="built-in models run offline; a hub model says if it is ready, will download, or cannot")
     with gr.Row():
-        steps = gr.Slider(lim.min_steps, min(lim.max_steps, 100), value=entry.steps, step=1, label="Steps",
+        steps = gr.Slider(lim.min_steps, steps_maximum(lim, entry), value=entry.steps, step=1, label="Steps",
                           elem_id=f"{task}-steps")
         sampler = gr.Dropdown(sampler_choices(studio, entry), value=entry.sampler, label="Sampler")
     with gr.Row():
@@ -90,9 +90,16 @@ def model_defaults(studio: Service, task: str, name: str, targets: dict) -> dict
     for field, control in targets.items():
         if field == "sampler":
             out[control] = gr.update(choices=sampler_choices(studio, e), value=e.sampler)
+        elif field == "steps":     # the slider reaches the model's own default (the paper's zoo: 200-400)
+            out[control] = gr.update(value=e.default_for(field), maximum=steps_maximum(studio.limits, e))
         else:
             out[control] = gr.update(value=e.default_for(field))
     return out
+
+
+def steps_maximum(limits, entry: ModelEntry) -> int:
+    """The steps slider's end: 100, or the model's default where that is more (within the limit)."""
+    return min(limits.max_steps, max(100, entry.steps))
 
 
 def item_path(item) -> str | None:

@@ -170,7 +170,7 @@ def test_the_catalog_entry_validates_with_its_own_defaults():
     req = Layout2ImgRequest(model="layout2img-openimages256", boxes=json.dumps([{"label": "boy", "box": [0, 0, 1, 1]}]))
     checked = validate(req, catalog).request
     assert (checked.width, checked.height, checked.steps, checked.sampler, checked.guidance_scale) == \
-        (256, 256, 100, "DDIM", 1.0)
+        (256, 256, 200, "DDIM", 1.0)
     assert checked.boxes[0].label == "Person"
     with pytest.raises(RequestError, match="trained without a null layout"):
         validate(Layout2ImgRequest(model="layout2img-openimages256", boxes=req.boxes, guidance_scale=5.0), catalog)
