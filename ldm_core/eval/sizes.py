@@ -9,6 +9,10 @@ layout reduces to exactly its 64² ground truth: the judge is neither stricter n
 (Judging at native resolution would need the detector's templates, which stop at 96 px, to cover
 objects of up to 112 px at 256², and its thresholds to be rescaled: not done.)
 
+Each size is asked for as an ordinary request, so it runs the way the model's catalog entry says: the
+built-in layout model draws a canvas above `refine_above` = 64 at 64² and enlarges it (the approaches
+measured against that, convolutional sampling included: docs/evaluation.md, "Larger canvases").
+
 Reported per size: box accuracy, split by box side (small: ≤ SMALL_PX px at 64², i.e. ≤ 5 latent
 cells of the 64² model; large: above) and by boxes per layout; images with every box right; images
 with a detection that no box explains (an object drawn twice, outside every box, or in the
