@@ -126,5 +126,5 @@ def test_the_semantic_eval_is_fair_at_every_size(tiny_catalog, tmp_path):
     table, res, _ = evaluate(perfect, (64, 128), n=2)
     assert all(r["region_agreement"] == 1.0 and r["precision"] == 1.0 for r in res["sizes"].values()), table
     main(["semantic", "--catalog", str(tiny_catalog), "--model", "tiny-semantic", "--n", "1", "--size", "64",
-          "--steps", "1", "--out", str(tmp_path)])
+          "--steps", "1", "--fid-n", "0", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "results.json").read_text())["sizes"]["64"]["painted"] >= 1

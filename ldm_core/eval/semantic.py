@@ -30,7 +30,7 @@ from .features import features, fid
 
 SEMANTIC_SEED0 = 33_000_000     # held-out maps (training scenes are 0..N-1)
 MATCH_IOU = 0.5
-MIN_FID_N = 32                  # FID over fewer images is not defined well enough (a singular covariance)
+MIN_FID_N = 256                 # FID over fewer images is dominated by its estimation error
 
 
 def _iou(a, b) -> float:
@@ -81,24 +81,32 @@ def renders(maps) -> np.ndarray:
     return np.stack([draw_objects(objects) for objects, _, _ in maps])
 
 
-def evaluate(generate, sizes=(64, 128, 256), n: int = 48, seed: int = 0) -> tuple[str, dict, dict]:
-    """generate(label map PIL, seed) -> uint8 image, at each size on held-out maps (seeds seed..).
-    Returns (markdown table, results, {size: first images})."""
+def _fid(generate, n: int, seed: int) -> dict:
+    """FID at 64² against renders of the same n maps' scenes, and renders of other scenes against them."""
+    maps = eval_maps(n, CANVAS)
+    images = np.stack([generate(Image.fromarray(colorize(labels)), seed + i) for i, (_, _, labels) in enumerate(maps)])
+    ref = features(renders(maps))
+    return {"fid": fid(features(images), ref), "fid_n": n,
+            "reference_fid": fid(features(renders(eval_maps(n, CANVAS, SEMANTIC_SEED0 + 10_000_000))), ref)}
+
+
+def evaluate(generate, sizes=(64, 128, 256), n: int = 48, seed: int = 0, fid_n: int = 0) -> tuple[str, dict, dict]:
+    """generate(label map PIL, seed) -> uint8 image, at each size on held-out maps (seeds seed..);
+    with fid_n (>= MIN_FID_N) also FID at 64² over fid_n maps. Returns (markdown table, results,
+    {size: first images})."""
     res, shown = {"n": n, "seeds": f"{seed}..{seed + n - 1}", "sizes": {}}, {}
     for size in sizes:
         maps = eval_maps(n, size)
         t0 = time.monotonic()
         images = [generate(Image.fromarray(colorize(labels)), seed + i) for i, (_, _, labels) in enumerate(maps)]
         r = {**region_scores(images, maps), "seconds_per_image": (time.monotonic() - t0) / n}
-        if size == CANVAS and n >= MIN_FID_N:
-            ref = features(renders(maps))
-            r["fid"] = fid(features(np.stack(images)), ref)
-            r["reference_fid"] = fid(features(renders(eval_maps(n, size, SEMANTIC_SEED0 + 10_000_000))), ref)
+        if size == CANVAS and fid_n >= MIN_FID_N:
+            r.update(_fid(generate, fid_n, seed))
         res["sizes"][size], shown[size] = r, images[:8]
     lines = ["| canvas | painted objects | region agreement | precision | FID vs renders (64² only) | s / image |",
              "|---|---|---|---|---|---|"]
     for size, r in res["sizes"].items():
-        f = f"{r['fid']:.1f} (renders vs renders {r['reference_fid']:.1f})" if "fid" in r else "—"
+        f = f"{r['fid']:.1f} (n {r['fid_n']}; renders vs renders {r['reference_fid']:.1f})" if "fid" in r else "—"
         lines.append(f"| {size}² | {r['painted']} | {100 * r['region_agreement']:.1f} % | {100 * r['precision']:.1f} % "
                      f"| {f} | {r['seconds_per_image']:.2f} |")
     return "\n".join(lines), res, shown
@@ -111,6 +119,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n", type=int, default=48, help="maps per size")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--size", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--fid-n", type=int, default=480, help="maps for FID at 64² (0: no FID)")
 
 
 def task(a) -> None:
@@ -121,7 +130,7 @@ def task(a) -> None:
         req = Semantic2ImgRequest(label_map=label_map, seed=seed, steps=a.steps, model=a.model)
         return np.asarray(stack.run(req).images[0].convert("RGB"))
 
-    table, res, shown = evaluate(generate, a.size, a.n)
+    table, res, shown = evaluate(generate, a.size, a.n, fid_n=a.fid_n)
     out = Path(a.out or f"outputs/eval/semantic-{a.model}")
     out.mkdir(parents=True, exist_ok=True)
     for size, images in shown.items():
