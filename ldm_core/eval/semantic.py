@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.detector import detect
+from ..data.detector import box_iou, detect
 from ..data.images import save_grid
 from ..data.label_maps import colorize, tiled_scene
 from ..data.shapes import CANVAS, ShapeObject, draw_objects
@@ -33,14 +33,6 @@ MATCH_IOU = 0.5
 MIN_FID_N = 256                 # FID over fewer images is dominated by its estimation error
 
 
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def painted_boxes(objects: list[ShapeObject], offsets: list[tuple[int, int]]) -> list[tuple[str, tuple]]:
     return [(o.label, (o.x + ox, o.y + oy, o.x + ox + o.size, o.y + oy + o.size))
             for o, (ox, oy) in zip(objects, offsets)]
@@ -49,7 +41,7 @@ def painted_boxes(objects: list[ShapeObject], offsets: list[tuple[int, int]]) ->
 def agreement(image: np.ndarray, painted: list[tuple[str, tuple]]) -> tuple[int, int, int]:
     """(painted objects matched, painted objects, detections) for one image."""
     dets = detect(image)
-    pairs = sorted(((_iou(box, d.box_px), i, j) for i, (label, box) in enumerate(painted)
+    pairs = sorted(((box_iou(box, d.box_px), i, j) for i, (label, box) in enumerate(painted)
                     for j, d in enumerate(dets) if d.label == label), reverse=True)
     used_p, used_d = set(), set()
     for iou, i, j in pairs:
