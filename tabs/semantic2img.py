@@ -27,16 +27,19 @@ MAX_SIDE = 1024          # the paper's wide canvases (1024×384)
 CELL = "display:inline-block;margin-right:12px;white-space:nowrap;font-size:13px"
 SWATCH = "display:inline-block;width:14px;height:14px;border:1px solid #999;margin-right:4px;vertical-align:-2px;"
 # the class picked in the list becomes the brush colour in the editor itself (its own swatch, in
-# class order), so nothing round-trips through the server and no stroke is lost
+# class order), so nothing round-trips through the server and no stroke is lost; each element is
+# waited for (a slow page), and the swatches are closed again as a click outside does (they cover
+# the canvas)
 PICK_JS = """(i) => { const ed = document.querySelector('#s2i-editor'); if (!ed || i === null) return i;
-  const menu = () => ed.querySelector('menu.swatch');
-  const toggle = () => ed.querySelector("button[aria-label='Color']")?.click();
-  ed.querySelector("button[aria-label='Brush']")?.click();
-  setTimeout(() => { if (!menu()) toggle();
-    setTimeout(() => { ed.querySelectorAll('menu.swatch button.color')[+i]?.click();
-      // closed again, as a click outside closes it: the swatches cover the canvas
-      setTimeout(() => document.body.dispatchEvent(new MouseEvent('mousedown', {bubbles: true})), 60); }, 60);
-  }, 60); return i; }"""
+  const q = (s) => ed.querySelector(s);
+  const until = (ok, then, n = 80) => ok() ? then() : n > 0 && setTimeout(() => until(ok, then, n - 1), 50);
+  const swatches = () => ed.querySelectorAll('menu.swatch button.color');
+  q("button[aria-label='Brush']")?.click();
+  until(() => q("button[aria-label='Color']"), () => {
+    if (!q('menu.swatch')) q("button[aria-label='Color']").click();
+    until(() => swatches().length > +i, () => { swatches()[+i].click();
+      setTimeout(() => document.body.dispatchEvent(new MouseEvent('mousedown', {bubbles: true})), 50); });
+  }); return i; }"""
 SOLID = 128              # a painted pixel counts where the brush's alpha is at least this (no blended edges)
 
 
