@@ -31,6 +31,7 @@ SWATCH = "display:inline-block;width:14px;height:14px;border:1px solid #999;marg
 # waited for (a slow page), and the swatches are closed again as a click outside does (they cover
 # the canvas)
 PICK_JS = """(i) => { const ed = document.querySelector('#s2i-editor'); if (!ed || i === null) return i;
+  ed.dataset.picked = '';    // set to the class once its colour is the brush's and the swatches are shut
   const q = (s) => ed.querySelector(s);
   const until = (ok, then, n = 80) => ok() ? then() : n > 0 && setTimeout(() => until(ok, then, n - 1), 50);
   const swatches = () => ed.querySelectorAll('menu.swatch button.color');
@@ -38,7 +39,8 @@ PICK_JS = """(i) => { const ed = document.querySelector('#s2i-editor'); if (!ed 
   until(() => q("button[aria-label='Color']"), () => {
     if (!q('menu.swatch')) q("button[aria-label='Color']").click();
     until(() => swatches().length > +i, () => { swatches()[+i].click();
-      setTimeout(() => document.body.dispatchEvent(new MouseEvent('mousedown', {bubbles: true})), 50); });
+      setTimeout(() => { document.body.dispatchEvent(new MouseEvent('mousedown', {bubbles: true}));
+        until(() => !q('menu.swatch'), () => { ed.dataset.picked = i; }); }, 50); });
   }); return i; }"""
 SOLID = 128              # a painted pixel counts where the brush's alpha is at least this (no blended edges)
 

@@ -27,10 +27,13 @@ def pick_class(page, typed: str, name: str) -> None:
     box.fill("")
     page.keyboard.type(typed)
     page.locator(f"#s2i-class [data-testid=dropdown-option][aria-label='{name}']").click()
-    rgb = "rgb(%d, %d, %d)" % tuple(PALETTE_RGB[SEMANTIC_CLASSES.index(name)])
-    page.wait_for_function("""(rgb) => { const ed = document.querySelector('#s2i-editor');
+    index = str(SEMANTIC_CLASSES.index(name))
+    rgb = "rgb(%d, %d, %d)" % tuple(PALETTE_RGB[int(index)])
+    page.wait_for_function("""([i, rgb]) => { const ed = document.querySelector('#s2i-editor');
         const b = ed.querySelector("button[aria-label='Color']");
-        return b && getComputedStyle(b).color === rgb && !ed.querySelector('menu.swatch'); }""", arg=rgb)
+        return ed.dataset.picked === i && b && getComputedStyle(b).color === rgb; }""", arg=[index, rgb])
+    page.mouse.move(10, 10)              # the hand leaves the list for the canvas, as a person's does
+    page.wait_for_timeout(600)
 
 
 def stroke(page, bb: dict, start: tuple[float, float], end: tuple[float, float], moves: int = 6) -> None:
