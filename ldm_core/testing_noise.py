@@ -26,14 +26,20 @@ def _index(folder: Path, cls_name: str, unet: str, extra: dict | None = None) ->
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
 
 
+def _tiny_unet2d(in_channels: int) -> UNet2DModel:
+    """The tiny unconditional UNet (4 latent channels out), taking `in_channels` in."""
+    return UNet2DModel(sample_size=8, in_channels=in_channels, out_channels=4, block_out_channels=(16, 32),
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=8,
+                       attention_head_dim=8)
+
+
 def write_noise_like(root: Path) -> dict[str, Path]:
     """tiny-uncond and tiny-class2img (24 Shapes World classes and a null class) beside the other tiny models."""
     paths = {}
     d = root / "tiny-uncond"
     torch.manual_seed(0)
-    UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
-                down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(d / "unet")
+    _tiny_unet2d(4).save_pretrained(d / "unet")
     DDPMScheduler(**DDPM).save_pretrained(d / "scheduler")
     _index(d, "UnconditionalPipeline", "UNet2DModel")
     paths["tiny-uncond"] = d
@@ -57,9 +63,7 @@ def write_noise_like(root: Path) -> dict[str, Path]:
 def _write_semantic(d: Path) -> Path:
     """The built-in semantic model's layout: 25 Shapes World labels -> 3 channels, 4x smaller (f=4)."""
     torch.manual_seed(0)
-    UNet2DModel(sample_size=8, in_channels=4 + 3, out_channels=4, block_out_channels=(16, 32),
-                down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                layers_per_block=1, norm_num_groups=8, attention_head_dim=8).save_pretrained(d / "unet")
+    _tiny_unet2d(4 + 3).save_pretrained(d / "unet")
     SpatialRescaler(n_stages=2, in_channels=len(SEMANTIC_CLASSES), out_channels=3, class_names=list(SEMANTIC_CLASSES),
                     palette=PALETTE_RGB).save_pretrained(d / "rescaler")
     DDPMScheduler(**DDPM).save_pretrained(d / "scheduler")
