@@ -62,6 +62,9 @@ class ModelEntry:
     refine_above: int = 0            # layout2img: a canvas larger than this is drawn at this size first, then
                                      # enlarged and refined at its own (a hires fix); 0: the UNet on the larger latent
     refine_strength: float = 0.0     # ... how far the enlarged first stage is noised and drawn again (0: not at all)
+    speedups: str = ""               # those on by default ("deepcache,bf16"; ldm_core/speedups.py): where evals allow
+    deepcache_interval: int = 3      # DeepCache: a full UNet step every N steps (1: never cached)
+    deepcache_branch: int = 0        # ... the branch rerun between them (0: the shallowest)
 
     def default_for(self, field: str):
         """This model's default for a request field it has one for (steps, guidance_scale, ...), else None."""

@@ -14,3 +14,9 @@ DEFAULT_SAMPLER = DPM_2M
 MASK_MAX = "max"            # a latent cell repaints when any of its pixels does
 MASK_NEAREST = "nearest"    # one pixel per latent cell decides, as diffusers does
 MASK_DOWNSAMPLING = (MASK_MAX, MASK_NEAREST)
+
+# speed-ups that change pixels a little (ldm_core/speedups.py); a request names those it wants
+DEEPCACHE = "deepcache"     # reuse the UNet's deep features between steps (Ma et al. 2023)
+BF16 = "bf16"               # the UNet in bfloat16, on CPUs that compute it natively
+SPEEDUP_NAMES = (DEEPCACHE, BF16)
+NO_SPEEDUPS = "none"

@@ -2,9 +2,10 @@
 
 A preview is a cheap look at the first image's current latents, taken from inside a step
 callback: decoded when the latents are small and a decode costs at most PREVIEW_BUDGET of the
-generation time since the previous preview (or the start), else a false-colour view of the
-latent channels: a decode per preview would slow a small generation noticeably
-(docs/design-notes.md).
+generation time since the previous preview (or the start), else mapped to RGB by the
+autoencoder's fitted linear latent -> RGB map (`latent_rgb.py`: milliseconds at 64x64 latents,
+where a decode per preview would slow a generation noticeably, docs/design-notes.md), and only
+where no map can be fitted, a false-colour view of the latent channels.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import weakref
 
 import torch
 
+from . import latent_rgb
 from .pipelines.latents import decode_latents, latent_preview, to_pil
 
 PREVIEW_BUDGET = 0.02       # the share of generation time previews may spend decoding
@@ -28,9 +30,16 @@ class Previewer:
         """A generation starts: previews budget their decodes from now."""
         self._since = time.perf_counter()
 
+    @staticmethod
+    def prepare(vae) -> None:
+        """Find (or fit, once, then cache) `vae`'s latent -> RGB map now, off the step callbacks:
+        a model load may call this so its first large preview costs no fit."""
+        latent_rgb.for_vae(vae)
+
     @torch.inference_mode()
     def look(self, vae, latents: torch.Tensor):
-        """A PIL image of the first of `latents` (B, C, h, w): decoded by `vae` within the budget."""
+        """A PIL image of the first of `latents` (B, C, h, w): decoded by `vae` within the budget,
+        else through its latent -> RGB map (at the latent grid)."""
         lat = latents[:1]
         now = time.perf_counter()
         since, self._since = self._since, now
@@ -41,4 +50,8 @@ class Previewer:
                 self._since = time.perf_counter()
                 self._decode_seconds[vae] = self._since - now
                 return image
+        rgb = latent_rgb.for_vae(vae)          # a dictionary lookup after the first call per autoencoder
+        self._since = time.perf_counter()      # a first call's fit is no generation time
+        if rgb is not None and rgb.channels == lat.shape[1]:
+            return rgb.images(lat)[0]
         return latent_preview(lat)[0]

@@ -31,7 +31,8 @@ def a1111_text(params: dict) -> str:
         lines.append(f"Negative prompt: {params['negative_prompt']}")
     keys = [("steps", "Steps"), ("sampler", "Sampler"), ("guidance_scale", "CFG scale"), ("seed", "Seed"),
             ("size", "Size"), ("model", "Model"), ("task", "Task")]
-    parts = [f"{label}: {params[k]}" for k, label in keys if params.get(k) not in (None, "")]
+    keys.append(("speedups", "Speed-ups"))     # as A1111 writes its "Token merging ratio": when one ran
+    parts = [f"{label}: {params[k]}" for k, label in keys if params.get(k) not in (None, "", "none")]
     lines.append(", ".join(parts))
     return "\n".join(lines)
 

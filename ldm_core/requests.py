@@ -18,7 +18,7 @@ from PIL import Image
 
 from .catalog import ModelEntry
 from .limits import DEFAULT_LIMITS, Limits
-from .options import SAMPLER_NAMES
+from .options import NO_SPEEDUPS, SAMPLER_NAMES, SPEEDUP_NAMES
 
 
 class RequestError(ValueError):
@@ -35,6 +35,7 @@ class Sampling:
     height: int | None = None
     sampler: str | None = None
     model: str | None = None             # catalog name; None: the task's default
+    speedups: str | list[str] | None = None   # "deepcache,bf16" (or a list), "none"; None or "": the model's own
 
 
 # the sampling fields as an API endpoint takes them, in the contract's order (docs/api.md)
@@ -162,10 +163,27 @@ def check_sampling(req, entry: ModelEntry, limits: Limits) -> dict[str, Any]:
     if sampler not in SAMPLER_NAMES:
         raise RequestError(f"unknown sampler {str(sampler)[:40]!r}; choose one of {', '.join(SAMPLER_NAMES)}")
     upd["sampler"] = sampler
+    if "speedups" in have:
+        upd["speedups"] = check_speedups(entry.speedups if req.speedups in (None, "") else req.speedups)
     for name in ("prompt", "negative_prompt"):
         if name in have:
             upd[name] = text(name, getattr(req, name), limits)
     return upd
+
+
+def check_speedups(v) -> str:
+    """The speed-ups a request names (a comma list, a list, or "none"), as "bf16,deepcache" or "none"."""
+    if isinstance(v, str):
+        v = [] if v.strip().lower() == NO_SPEEDUPS else v.split(",")
+    if not isinstance(v, (list, tuple)) or not all(isinstance(n, str) for n in v):
+        raise RequestError(f"speedups must be a comma-separated list of {', '.join(SPEEDUP_NAMES)}, or "
+                           f"{NO_SPEEDUPS!r}")
+    names = {n.strip().lower() for n in v if n.strip()}
+    unknown = sorted(names - set(SPEEDUP_NAMES))
+    if unknown:
+        raise RequestError(f"unknown speed-up {unknown[0][:40]!r}; choose from {', '.join(SPEEDUP_NAMES)}, or "
+                           f"{NO_SPEEDUPS!r} for none")
+    return ",".join(sorted(names)) or NO_SPEEDUPS
 
 
 def check_size(req, entry: ModelEntry, limits: Limits, native: bool = True, multiple: int = 8) -> dict[str, int]:

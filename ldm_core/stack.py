@@ -3,8 +3,8 @@ and runs one task request; it knows nothing of compositions or of who asked (`se
 
 - loads a catalog entry once per process (safetensors only, never remote code) and keeps
   it on the device; components two models share are loaded once and held once;
-- device CUDA > MPS > CPU, fp16 on CUDA (`device.py`); attention slicing "auto" (on only
-  where it lowers peak memory: MPS, where attention is not fused), "on" or "off";
+- device CUDA > MPS > CPU, fp16 on CUDA (`device.py`); attention slicing "auto" (on only where
+  it lowers peak memory: MPS), "on" or "off"; a request's speed-ups (`speedups.py`);
 - autoencoders decode the whole batch, one image at a time or in tiles as memory allows
   (`pipelines/latents.py`); `compile=True` (or LDM_TORCH_COMPILE=1) compiles each UNet, opt-in;
 - a memory budget: loading past it evicts the least-recently used pipelines first;
@@ -33,8 +33,9 @@ import torch
 from . import hub
 from .catalog import Catalog, ModelEntry
 from .cpu import CpuShare
-from .device import default_dtype, module_bytes, native_small_convs, pick_device
-from .limits import DEFAULT_LIMITS, Limits, TimeLimit, check_deadline
+from .device import default_dtype, module_bytes, pick_device
+from .limits import DEFAULT_LIMITS, Limits, TimeLimit
+from .options import NO_SPEEDUPS
 from .loading import ModelLoadError, component_class, load_component, model_folder
 from .pipelines import COMPONENT_ALIASES
 from .pipelines.common import GenerationCancelled, StepCallback, resolve_seeds
@@ -42,6 +43,7 @@ from .preview import Previewer
 from .provenance import save_png
 from .requests import RequestError
 from .results import Result, result_of
+from .speedups import applied, bf16_unet, is_unet, plan, prepare_module
 from .tasks import TASKS, pipeline_class
 from .validation import validate
 
@@ -126,29 +128,22 @@ class ModelStack:
         return self._worker.submit(fn, *args)
 
     # ------------------------------------------------------------ loading
-    def _component(self, key: str, cls, path: Path, subfolder: str | None, variant: str | None, pickled: bool):
-        """A component, loaded once and shared by every model that names the same files."""
-        if key not in self._components:
-            obj = load_component(cls, path, subfolder, self.dtype, variant, pickled)
-            if isinstance(obj, torch.nn.Module):
-                obj = obj.to(self.device).eval().requires_grad_(False)
-                self._speed_and_memory(obj)
-            self._components[key] = obj
-        return self._components[key]
+    def _component(self, key: str, cls, path: Path, subfolder: str | None, variant: str | None, pickled: bool,
+                   bf16: bool = False):
+        """A component, loaded once and shared by every model that names the same files (a UNet in
+        bfloat16 is another component: `speedups.bf16_unet`)."""
+        bf16 = bf16 and is_unet(cls)
+        full = f"{key}:bf16" if bf16 else key
+        if full not in self._components:
+            obj = self._components.get(key)
+            if obj is None:
+                obj = load_component(cls, path, subfolder, self.dtype, variant, pickled)
+            if isinstance(obj, torch.nn.Module) and key not in self._components:
+                obj = prepare_module(obj.to(self.device).eval().requires_grad_(False), self.device, self.compile)
+            self._components[full] = bf16_unet(obj) if bf16 else obj
+        return self._components[full]
 
-    def _speed_and_memory(self, module: torch.nn.Module) -> None:
-        """The per-component defaults that bench/run.py chose (docs/benchmarks.md)."""
-        if self.device.type == "cpu" and not self.compile:
-            native_small_convs(module)
-        if hasattr(module, "use_slicing") and hasattr(module, "use_tiling"):
-            module.auto_memory = True            # autoencoders: whole batch, one at a time or tiles, as memory allows
-        if isinstance(getattr(module, "decoder", None), torch.nn.Module):
-            # the request's deadline, checked before each image or tile the autoencoder decodes
-            module.decoder.register_forward_pre_hook(lambda *_: check_deadline("decoding"))
-        if self.compile and type(module).__name__.startswith("UNet"):
-            module.compile()                     # torch.compile in place, on the first call
-
-    def _parts(self, entry: ModelEntry, cls) -> tuple[dict, dict]:
+    def _parts(self, entry: ModelEntry, cls, bf16: bool = False) -> tuple[dict, dict]:
         """The components `cls` takes, from the model's model_index.json: {name: module}, {name: cache key}."""
         root, variants = model_folder(self.catalog, entry, self.dtype == torch.float16, self.allow_downloads)
         index = json.loads((root / "model_index.json").read_text())
@@ -167,28 +162,30 @@ class ModelStack:
             else:
                 path, sub = root, comp
             variant, pickled = variants.get(comp, (None, False))
-            keys[name] = f"{path}/{sub or ''}:{class_name}:{variant}"
-            parts[name] = self._component(keys[name], component_class(library, class_name), path, sub, variant,
-                                          pickled)
+            cls_ = component_class(library, class_name)
+            keys[name] = f"{path}/{sub or ''}:{class_name}:{variant}" + (":bf16" if bf16 and is_unet(cls_) else "")
+            parts[name] = self._component(keys[name].removesuffix(":bf16"), cls_, path, sub, variant, pickled, bf16)
         missing = wanted - set(parts)
         if missing:
             raise ModelLoadError(f"model {entry.name!r} lacks components {sorted(missing)}")
         return parts, keys
 
-    def load(self, name_or_entry: str | ModelEntry):
-        """The resident pipeline for a catalog model, loading it on first use."""
+    def load(self, name_or_entry: str | ModelEntry, bf16: bool = False):
+        """The resident pipeline for a catalog model, loading it on first use (with its UNet in
+        bfloat16: another resident pipeline, `name@bf16`)."""
         entry = name_or_entry if isinstance(name_or_entry, ModelEntry) else self.catalog.entries[name_or_entry]
+        key = f"{entry.name}@bf16" if bf16 else entry.name
         with self._load_lock:
-            if entry.name in self._resident:
-                self._resident.move_to_end(entry.name)
-                return self._resident[entry.name].pipe
+            if key in self._resident:
+                self._resident.move_to_end(key)
+                return self._resident[key].pipe
             t0 = time.perf_counter()
             try:
                 cls = pipeline_class(entry.task, entry.pipeline)
             except KeyError as e:
                 raise ModelLoadError(f"model {entry.name!r}: {e.args[0]}") from None
             try:
-                parts, keys = self._parts(entry, cls)
+                parts, keys = self._parts(entry, cls, bf16)
                 pipe = cls(**parts)
             except ModelLoadError as e:
                 self._drop_unreferenced()
@@ -202,10 +199,12 @@ class ModelStack:
                 pipe.set_progress_bar_config(disable=True)
             if self.slicing_enabled() and hasattr(pipe, "enable_attention_slicing"):
                 pipe.enable_attention_slicing()
-            self._resident[entry.name] = _Resident(pipe, keys)
-            self._evict_over_budget(keep=entry.name)
-            self.load_seconds[entry.name] = time.perf_counter() - t0
-            log.info("loaded %s in %.1fs", entry.name, self.load_seconds[entry.name])
+            if hasattr(pipe, "vae"):
+                self.previews.prepare(pipe.vae)   # a cheap preview's latent -> RGB map: found, or fitted once
+            self._resident[key] = _Resident(pipe, keys)
+            self._evict_over_budget(keep=key)
+            self.load_seconds[key] = time.perf_counter() - t0
+            log.info("loaded %s in %.1fs", key, self.load_seconds[key])
             return pipe
 
     def _drop_unreferenced(self) -> None:
@@ -234,7 +233,8 @@ class ModelStack:
         checked = validate(request, self.catalog, self.limits)
         req, entry = checked.request, checked.entry
         task = TASKS[checked.task.name]          # the registry's task now (the tests may wrap its call)
-        pipe = self.load(entry)
+        speed = plan(getattr(req, "speedups", None) or NO_SPEEDUPS, entry, self.device)
+        pipe = self.load(entry, speed.bf16)
         seeds = resolve_seeds(req.seed, req.num_images)
         t0 = time.perf_counter()
         oom = None
@@ -243,7 +243,9 @@ class ModelStack:
             self.cpu.start()
             self.previews.start()
             try:
-                out = task.call(pipe, req, seeds, callback)
+                with applied(speed, pipe):
+                    out = task.call(pipe, req, seeds, callback)
+                out.info = {**out.info, "speedups": speed.describe()}
             except GenerationCancelled as e:
                 log.info("%s", e)
                 raise
@@ -264,7 +266,7 @@ class ModelStack:
     def _out_of_memory(self, req, entry: ModelEntry, what: str) -> OutOfMemory:
         """Free what can be freed after an out-of-memory error; the error to raise."""
         with self._load_lock:
-            others = [n for n in self._resident if n != entry.name]
+            others = [n for n in self._resident if n.split("@")[0] != entry.name]
             for name in others:
                 del self._resident[name]
             self._drop_unreferenced()   # gc.collect() and, on CUDA, torch.cuda.empty_cache()
@@ -278,7 +280,7 @@ class ModelStack:
     def preview(self, model: str, latents: torch.Tensor):
         """A cheap look at the first image's current latents (`preview.py`), from a step callback;
         None while `model` is not resident."""
-        resident = self._resident.get(model)
+        resident = self._resident.get(model) or self._resident.get(f"{model}@bf16")
         return None if resident is None else self.previews.look(resident.pipe.vae, latents)
 
     def save(self, result: Result, out_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -15,6 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 _HF_CACHE = tempfile.mkdtemp(prefix="ldm-test-hf-cache-")
 os.environ["HF_HUB_CACHE"] = _HF_CACHE
 atexit.register(shutil.rmtree, _HF_CACHE, ignore_errors=True)
+# cheap previews' latent -> RGB maps fitted for the tiny test models: a folder of this session's
+_RGB_CACHE = tempfile.mkdtemp(prefix="ldm-test-latent-rgb-")
+os.environ["LDM_LATENT_RGB_DIR"] = _RGB_CACHE
+atexit.register(shutil.rmtree, _RGB_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

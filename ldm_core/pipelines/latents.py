@@ -155,7 +155,8 @@ def to_pil(images: torch.Tensor):
 
 
 def latent_preview(latents: torch.Tensor):
-    """A cheap RGB look at latents (B, C, h, w) for live previews: first 3 channels, rescaled."""
+    """A false-colour look at latents (B, C, h, w): first 3 channels, rescaled. The live previews'
+    last fallback, for an autoencoder without a latent -> RGB map (ldm_core/latent_rgb.py)."""
     x = latents[:, :3].float()
     if x.shape[1] < 3:
         x = x[:, :1].expand(-1, 3, -1, -1)

@@ -132,7 +132,8 @@ TASK = Task(
     pipelines={"ClassConditionalPipeline": ClassConditionalPipeline},
     example=example,
     positional=("class_name",),
-    api=("class_name", "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model", "eta"),
+    api=("class_name", "steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model", "eta",
+         "speedups"),
     help="ImageNet classes (the paper's cin256 models) or Shapes World object kinds in, images out; "
          "several classes separated by ';'",
 )

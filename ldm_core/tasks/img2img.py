@@ -52,7 +52,7 @@ TASK = Task(
     pipelines={"Img2ImgPipeline": Img2ImgPipeline},
     example=example,
     positional=("image",),
-    api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API),
+    api=("image", "prompt", "strength", "negative_prompt", *SAMPLING_API, "speedups"),
     api_defaults={"width": 0, "height": 0},      # 0: the input image's own size
     help="an image noised to --strength and redrawn towards the prompt (SDEdit)",
 )

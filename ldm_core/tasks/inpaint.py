@@ -121,7 +121,7 @@ TASK = Task(
     example=example,
     positional=("image", "mask"),
     api=("image", "mask", "prompt", "negative_prompt", *SAMPLING_API, "keep_unmasked", "mask_downsampling",
-         "mask_blur", *(f"extend_{side}" for side in SIDES)),
+         "mask_blur", *(f"extend_{side}" for side in SIDES), "speedups"),
     # 0: the input's own size (the extended canvas); steps and guidance unset: the model's own
     # (inpainting_big has no guidance: 1, 50 steps)
     api_defaults={"width": 0, "height": 0, "steps": None, "guidance_scale": None},

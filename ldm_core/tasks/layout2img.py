@@ -177,7 +177,7 @@ TASK = Task(
     output_size=lambda r: (r.width, r.height, 1),
     pipelines=PIPELINES,
     example=example,
-    api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
+    api=("prompt", "boxes", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups"),
     # sampling parameters left unset: the chosen model's own (the paper's model: 256², 100 DDIM steps, guidance 1)
     api_defaults={"boxes": "[]", "hires_model": "", "sampler": "",
                   **{f: None for f in ("steps", "guidance_scale", "width", "height")}},

@@ -67,6 +67,6 @@ TASK = Task(
     pipelines={"SemanticPipeline": SemanticPipeline},
     example=lambda side: {"label_map": example_map(side)},
     positional=("label_map",),
-    api=("label_map", "steps", "seed", "num_images", "width", "height", "sampler", "model"),
+    api=("label_map", "steps", "seed", "num_images", "width", "height", "sampler", "model", "speedups"),
     help="a label map (painted in the model's class colours, or greyscale class ids) in, images out",
 )

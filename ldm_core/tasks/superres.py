@@ -22,6 +22,7 @@ class SuperResRequest:
     sampler: str | None = None
     back_projection: int = DEFAULT_BACK_PROJECTION   # iterations onto the input (0: off, as diffusers)
     average: int | None = None            # samples averaged per image (1: one, as diffusers); None or 0: the model's
+    speedups: str | list[str] | None = None   # as Sampling's: None or "": the model's own
 
 
 def check(req: SuperResRequest, entry, limits) -> dict:
@@ -56,7 +57,7 @@ TASK = Task(
     pipelines={"SuperResPipeline": SuperResPipeline},
     example=example,
     positional=("image",),
-    api=("image", "steps", "seed", "model", "back_projection", "average"),
+    api=("image", "steps", "seed", "model", "back_projection", "average", "speedups"),
     api_defaults={"average": 0},
     returns_one=True,
     scale=4,

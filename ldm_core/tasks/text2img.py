@@ -48,7 +48,7 @@ TASK = Task(
     pipelines={"Text2ImgPipeline": Text2ImgPipeline},
     example=example,
     positional=("prompt",),
-    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model"),
+    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups"),
     api_defaults={"hires_model": ""},
     help="a caption in, images out (--hires: then 4x each)",
 )

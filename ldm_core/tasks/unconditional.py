@@ -63,6 +63,6 @@ TASK = Task(
     api_defaults=MODEL_OWN,
     pipelines={"UnconditionalPipeline": UnconditionalPipeline},
     example=example,
-    api=("num_images", "steps", "seed", "sampler", "eta", "width", "height", "model"),
+    api=("num_images", "steps", "seed", "sampler", "eta", "width", "height", "model", "speedups"),
     help="images from noise alone (the paper's CelebA-HQ, FFHQ, LSUN models; Shapes World scenes)",
 )
