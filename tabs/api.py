@@ -18,7 +18,7 @@ import gradio as gr
 from ldm_core.catalog import REQUEST_DEFAULTS
 from ldm_core.compositions import COMPOSITIONS, Composition
 from ldm_core.jobs import Done
-from ldm_core.options import SAMPLER_NAMES
+from ldm_core.options import SAMPLER_NAMES, SPEEDUP_NAMES
 from ldm_core.service import Service
 from ldm_core.tasks import TASKS, Task
 from server.errors import user_error
@@ -31,7 +31,8 @@ NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations ont
          "average": "samples averaged; 1 = one (as diffusers); 0 = the model's default",
          "keep_unmasked": "pixels outside the mask exactly as given; false: as decoded (as diffusers)",
          "mask_downsampling": "max (thin strokes kept) or nearest (as diffusers)",
-         "strength": "0 = the input unchanged, 1 = ignore it"}
+         "strength": "0 = the input unchanged, 1 = ignore it",
+         "speedups": f"{', '.join(SPEEDUP_NAMES)} (comma-separated) or none; \"\" = the model's own"}
 
 
 def _results(studio: Service, request, client: gr.Request | None = None):
@@ -53,6 +54,8 @@ def _component(task: Task, name: str, hint, default_entry):
     f = next(f for f in fields(task.request) if f.name == name)
     if task.api_defaults and name in task.api_defaults:
         value = task.api_defaults[name]
+    elif name == "speedups":
+        value = ""          # the chosen model's own
     elif name in REQUEST_DEFAULTS:
         value = default_entry.default_for(name)
     else:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ldm_core.catalog import CatalogError, ModelEntry
-from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES
+from ldm_core.options import MODEL_DEFAULT, SAMPLER_NAMES, SPEEDUP_NAMES
 from ldm_core.service import Service
 
 
@@ -21,15 +21,16 @@ class SamplingControls:
     height: gr.Slider | None
     sampler: gr.Dropdown
     model: gr.Dropdown
+    speedups: gr.CheckboxGroup
 
     def params(self) -> dict:
         """The controls a result's info fills in, by request field name (those that exist)."""
-        names = ("steps", "guidance_scale", "seed", "width", "height", "sampler", "model")
+        names = ("steps", "guidance_scale", "seed", "width", "height", "sampler", "model", "speedups")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def inputs(self) -> dict:
         """The controls a request reads, by request field name, in the request's field order."""
-        names = ("steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model")
+        names = ("steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model", "speedups")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def follow_model(self, studio: Service, task: str) -> None:
@@ -45,7 +46,7 @@ def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
     size = str(info.get("size", "")).split("x")
     if len(size) == 2 and all(v.isdigit() for v in size):
         info = {"width": int(size[0]), "height": int(size[1]), **info}
-    convert = convert or {}
+    convert = {"speedups": speedup_names, **(convert or {})}
     return [convert.get(n, lambda v: v)(info[n]) if n in info else gr.skip() for n in params]
 
 
@@ -70,7 +71,26 @@ def sampling_controls(studio: Service, task: str, size: bool = True, guidance: b
             width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width", elem_id=f"{task}-width")
             height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height",
                                elem_id=f"{task}-height")
-    return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model)
+    speedups = speedup_controls(entry, f"{task}-speedups")
+    return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model, speedups)
+
+
+SPEEDUP_LABELS = {"deepcache": "DeepCache (reuse the UNet's deep features between steps)",
+                  "bf16": "bf16 UNet (on CPUs that compute bfloat16 natively)"}
+
+
+def speedup_controls(entry: ModelEntry, elem_id: str) -> gr.CheckboxGroup:
+    """The speed-ups a request runs with, in an Advanced panel: the model's own ticked."""
+    with gr.Accordion("Advanced: speed-ups", open=False):
+        return gr.CheckboxGroup([(SPEEDUP_LABELS[n], n) for n in SPEEDUP_NAMES], value=speedup_names(entry.speedups),
+                                label="Speed-ups", elem_id=elem_id,
+                                info="each changes the pixels a little; the image's parameters say which ran")
+
+
+def speedup_names(text: str) -> list[str]:
+    """The speed-up names in a catalog default ("deepcache,bf16") or a result's description of them
+    ("deepcache (interval 3, branch 0), bf16")."""
+    return [n for n in SPEEDUP_NAMES if n in str(text or "")]
 
 
 def sampler_choices(studio: Service, entry: ModelEntry) -> list[tuple[str, str]]:
@@ -90,6 +110,8 @@ def model_defaults(studio: Service, task: str, name: str, targets: dict) -> dict
     for field, control in targets.items():
         if field == "sampler":
             out[control] = gr.update(choices=sampler_choices(studio, e), value=e.sampler)
+        elif field == "speedups":
+            out[control] = gr.update(value=speedup_names(e.speedups))
         elif field == "steps":     # the slider reaches the model's own default (the paper's zoo: 200-400)
             out[control] = gr.update(value=e.default_for(field), maximum=steps_maximum(studio.limits, e))
         else:

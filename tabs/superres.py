@@ -9,7 +9,7 @@ from ldm_core.service import Service
 from ldm_core.tasks.superres import DEFAULT_BACK_PROJECTION, SuperResRequest
 
 from .common import buttons, results, standalone, wire
-from .controls import model_defaults, sampler_choices
+from .controls import model_defaults, sampler_choices, speedup_controls
 
 
 @dataclass
@@ -21,6 +21,7 @@ class SuperResTab:
     gallery: gr.Image
     back_projection: gr.Slider
     average: gr.Slider
+    speedups: gr.CheckboxGroup
 
     @property
     def image_input(self):
@@ -30,7 +31,7 @@ class SuperResTab:
     def params(self) -> dict:
         """The controls a result's info fills in (PNG info's "send to"), by info key."""
         return {"steps": self.steps, "seed": self.seed, "model": self.model, "back_projection": self.back_projection,
-                "average": self.average}
+                "average": self.average, "speedups": self.speedups}
 
 
 def build(studio: Service) -> SuperResTab:
@@ -52,16 +53,17 @@ def build(studio: Service) -> SuperResTab:
                 average = gr.Slider(1, lim.max_average, value=entry.average, step=1,
                                     label="Samples averaged per image (1 = one sample, as diffusers)",
                                     elem_id="sr-average")
+            speedups = speedup_controls(entry, "sr-speedups")
             generate, stop = buttons("sr", "Upscale 4×")
         with gr.Column():
             shown = results("sr", single=True, preview_height=120)
     inputs = {"image": image, "steps": steps, "seed": seed, "sampler": sampler, "model": model,
-              "back_projection": back_projection, "average": average}
+              "back_projection": back_projection, "average": average, "speedups": speedups}
     wire(studio, generate, stop, inputs, lambda values: SuperResRequest(**values), shown)
-    targets = {"steps": steps, "sampler": sampler, "average": average}
+    targets = {"steps": steps, "sampler": sampler, "average": average, "speedups": speedups}
     model.change(lambda name: model_defaults(studio, "superres", name, targets), model, list(targets.values()),
                  api_visibility="private")
-    return SuperResTab(image, steps, seed, model, shown.gallery, back_projection, average)
+    return SuperResTab(image, steps, seed, model, shown.gallery, back_projection, average, speedups)
 
 
 if __name__ == "__main__":

@@ -42,16 +42,18 @@ def test_api_names_and_parameters_match_the_spec(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     params = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     sampling = ["steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"]
-    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling, "hires", "hires_model"]
-    assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling, "hires", "hires_model"]
+    sp = "speedups"     # every endpoint's last: the speed-ups it runs with ("": the model's own)
+    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling, "hires", "hires_model", sp]
+    assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling, "hires", "hires_model", sp]
     # the spec's names first; then keyword parameters the spec allows endpoints to gain, each with a default
-    assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average"]
+    assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average", sp]
     assert params["/inpaint"] == ["image", "mask", "prompt", "negative_prompt", *sampling, "keep_unmasked",
                                   "mask_downsampling", "mask_blur", "extend_left", "extend_top", "extend_right",
-                                  "extend_bottom"]
-    assert params["/img2img"] == ["image", "prompt", "strength", "negative_prompt", *sampling]
-    assert params["/unconditional"] == ["num_images", "steps", "seed", "sampler", "eta", "width", "height", "model"]
-    assert params["/class2img"] == ["class_name", *sampling, "eta"]
+                                  "extend_bottom", sp]
+    assert params["/img2img"] == ["image", "prompt", "strength", "negative_prompt", *sampling, sp]
+    assert params["/unconditional"] == ["num_images", "steps", "seed", "sampler", "eta", "width", "height", "model",
+                                        sp]
+    assert params["/class2img"] == ["class_name", *sampling, "eta", sp]
     for name, ps in api.items():  # every parameter but the inputs (prompt / image, and inpaint's mask) has a default
         required = {"/inpaint": 2, "/unconditional": 0}.get(name, 1)
         assert all(p["parameter_has_default"] for p in ps["parameters"][required:]), name
@@ -67,6 +69,9 @@ def test_every_endpoint(client, tmp_path):
     from gradio_client import handle_file
     images, info = client.predict(prompt="a red circle", seed=42, num_images=2, api_name="/text2img")
     assert len(images) == 2 and json.loads(info)["seeds"] == [42, 43]
+    assert json.loads(info)["speedups"] == "none"           # the tiny model's own: none
+    _, info = client.predict(prompt="a red circle", seed=42, speedups="deepcache", api_name="/text2img")
+    assert json.loads(info)["speedups"] == "deepcache (interval 3, branch 0)"
     assert [_check_png(i["image"], "text2img")["seed"] for i in images] == [42, 43]
 
     images, info = client.predict(prompt="a red circle", hires=True, api_name="/text2img")        # then 4x

@@ -13,7 +13,8 @@
     python -m ldm_core.eval classes [--n-per-class 20 --n-uncond 480 --steps 25 --guidance 3]
     python -m ldm_core.eval semantic [--model shapes-semantic --n 48 --size 64 128 256]
     python -m ldm_core.eval zoo-vs-hub txt2img-large [--steps 50 --seeds 0 1]   (ldm_core/eval/zoo_vs_hub.py)
-    (--catalog FILE evaluates models of another catalog)
+    (--catalog FILE evaluates models of another catalog; --speedups none|deepcache|bf16|deepcache,bf16
+     in the model evaluations and guidance-sweep: default the model's own, ldm_core/speedups.py)
 
 Reports are printed and written (report.md, results.json, grid.png) under --out
 (default outputs/eval/<task>[-<model>]).
@@ -38,63 +39,13 @@ from ..data.images import psnr as psnr_db
 from ..data.shapes import render_batch
 from ..pipelines.latents import vae_scale_factor
 from . import classes, semantic, zoo_vs_hub
+from .adapters import stack_inpaint, stack_layout2img, stack_superres, stack_text2img, stack_text2img_guided
 from .detector import validate
 from .evaluate import FLOOR_SEED0, TEXT_SEED0, evaluate_layout2img, evaluate_text2img, guidance_sweep  # noqa: I001
 from .evaluate import relayout, text2img_prompts
 from .features import features, fid, train_classifier
 from .restore import evaluate_inpaint, evaluate_inpaint_wide, evaluate_superres
 from .sizes import evaluate_sizes
-
-# --- adapters from the model stack to plain generate() callables ---------------------------
-# The only code that knows the stack's API; everything else takes generate() callables.
-# ModelStack.from_catalog().run(request) -> a result whose .images[0] is a PIL image.
-Text2ImgRequest = TASKS["text2img"].request
-Layout2ImgRequest = TASKS["layout2img"].request
-InpaintRequest = TASKS["inpaint"].request
-SuperResRequest = TASKS["superres"].request
-
-
-def stack_text2img(model: str, steps: int = 25, catalog: str | None = None):
-    """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
-    stack = ModelStack.from_catalog(catalog)
-
-    def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
-        return [np.asarray(stack.run(Text2ImgRequest(prompt=p, seed=s, steps=steps, model=model))
-                           .images[0].convert("RGB")) for p, s in zip(prompts, seeds)]
-    return generate
-
-
-def stack_layout2img(model: str, steps: int = 25, catalog: str | None = None, stack=None, size: int | None = None):
-    """generate(prompts, layouts, seeds) via ModelStack + Layout2ImgRequest (boxes: [{"label", "box"}]);
-    size: a size × size canvas (default: the model's own size)."""
-    stack = stack or ModelStack.from_catalog(catalog)
-
-    def generate(prompts: list[str], layouts: list[list[dict]], seeds: list[int]) -> list[np.ndarray]:
-        return [np.asarray(stack.run(Layout2ImgRequest(prompt=p, boxes=b, seed=s, steps=steps, model=model,
-                                                       width=size, height=size)).images[0].convert("RGB"))
-                for p, b, s in zip(prompts, layouts, seeds)]
-    return generate
-
-
-def stack_text2img_guided(model: str, steps: int = 25, catalog: str | None = None):
-    """generate(prompt, seed, guidance) -> (64, 64, 3) uint8, for guidance sweeps."""
-    stack = ModelStack.from_catalog(catalog)
-    return lambda prompt, seed, g: np.asarray(stack.run(Text2ImgRequest(
-        prompt=prompt, seed=seed, steps=steps, model=model, guidance_scale=g)).images[0].convert("RGB"))
-
-
-def stack_inpaint(model: str, steps: int = 25, catalog: str | None = None):
-    """inpaint(prompt, image, mask, seed) -> PIL image, via ModelStack + InpaintRequest."""
-    stack = ModelStack.from_catalog(catalog)
-    return lambda prompt, image, mask, seed: stack.run(
-        InpaintRequest(prompt=prompt, image=image, mask=mask, seed=seed, steps=steps, model=model)).images[0]
-
-
-def stack_superres(model: str, steps: int = 25, catalog: str | None = None):
-    """upscale(image, seed) -> PIL image, via ModelStack + SuperResRequest."""
-    stack = ModelStack.from_catalog(catalog)
-    return lambda image, seed: stack.run(SuperResRequest(image=image, seed=seed, steps=steps, model=model)).images[0]
-
 
 # --- tasks -----------------------------------------------------------------------------------
 
@@ -181,25 +132,35 @@ def task_autoencoder(a) -> None:
     _write(out, report, res)
 
 
+def _head(title: str, a, fn, res: dict) -> str:
+    """The report's heading; the speed-ups that ran (the results' info) when they were not just "none",
+    also written into `res`."""
+    ran = sorted(getattr(fn, "ran", ()))
+    res["speedups"] = {"requested": a.speedups, "ran": ran}
+    return f"## {title}: {a.model}\n\n" + (f"speed-ups: {'; '.join(ran)}\n\n" if ran not in ([], ["none"]) else "")
+
+
 def task_text2img(a) -> None:
-    generate = stack_text2img(a.model, a.steps, a.catalog)
+    generate = stack_text2img(a.model, a.steps, a.catalog, a.speedups)
     table, grid, res = evaluate_text2img(generate, n_per_form=a.n_per_form, seed=a.seed)
-    _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), f"## text2img: {a.model}\n\n{table}", res, grid)
+    _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), _head("text2img", a, generate, res) + table, res, grid)
 
 
 def task_layout2img(a) -> None:
     if a.size:
         return task_layout2img_sizes(a)
-    generate = stack_layout2img(a.model, a.steps, a.catalog)
+    generate = stack_layout2img(a.model, a.steps, a.catalog, speedups=a.speedups)
     table, grid, res = evaluate_layout2img(generate, n=a.n, seed=a.seed)
-    _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), f"## layout2img: {a.model}\n\n{table}", res, grid)
+    head = _head("layout2img", a, generate, res)
+    _write(Path(a.out or f"outputs/eval/layout2img-{a.model}"), head + table, res, grid)
 
 
 def task_layout2img_sizes(a) -> None:
     """The same layouts and seeds at each --size (paper §4.3.2), judged after a box-filter downsample to 64²."""
     stack = ModelStack.from_catalog(a.catalog)
     f = vae_scale_factor(stack.load(a.model).vae)
-    table, grid, res = evaluate_sizes(lambda size: stack_layout2img(a.model, a.steps, stack=stack, size=size),
+    table, grid, res = evaluate_sizes(lambda size: stack_layout2img(a.model, a.steps, stack=stack, size=size,
+                                                                    speedups=a.speedups),
                                       a.size, n=a.n, seed=a.seed, latent_factor=f)
     head = (f"## layout2img at larger canvases: {a.model}\n\n{a.n} layouts (seeds {a.seed}..{a.seed + a.n - 1}), "
             f"{a.steps} steps; judged after a box-filter downsample to 64×64\n\n")
@@ -207,26 +168,33 @@ def task_layout2img_sizes(a) -> None:
 
 
 def task_guidance_sweep(a) -> None:
-    table, res = guidance_sweep(stack_text2img_guided(a.model, a.steps, a.catalog), a.guidance, a.n_per_form)
-    _write(Path(a.out or f"outputs/eval/guidance-{a.model}"), f"## guidance sweep: {a.model}\n\n{table}", res)
+    generate = stack_text2img_guided(a.model, a.steps, a.catalog, a.speedups)
+    table, res = guidance_sweep(generate, a.guidance, a.n_per_form)
+    _write(Path(a.out or f"outputs/eval/guidance-{a.model}"), _head("guidance sweep", a, generate, res) + table, res)
 
 
 def task_inpaint(a) -> None:
-    table, grid, res = evaluate_inpaint(stack_inpaint(a.model, a.steps, a.catalog), n=a.n, seed=a.seed)
-    _write(Path(a.out or f"outputs/eval/inpaint-{a.model}"), f"## inpaint: {a.model}\n\n{table}", res, grid)
+    inpaint = stack_inpaint(a.model, a.steps, a.catalog, a.speedups)
+    table, grid, res = evaluate_inpaint(inpaint, n=a.n, seed=a.seed)
+    _write(Path(a.out or f"outputs/eval/inpaint-{a.model}"), _head("inpaint", a, inpaint, res) + table, res, grid)
 
 
 def task_inpaint_wide(a) -> None:
-    table, grid, res = evaluate_inpaint_wide(stack_inpaint(a.model, a.steps, a.catalog), a.n_scenes, a.seeds)
-    _write(Path(a.out or f"outputs/eval/inpaint-wide-{a.model}"), f"## inpaint, wider eval: {a.model}\n\n{table}",
-           res, grid)
+    inpaint = stack_inpaint(a.model, a.steps, a.catalog, a.speedups)
+    table, grid, res = evaluate_inpaint_wide(inpaint, a.n_scenes, a.seeds)
+    head = _head("inpaint, wider eval", a, inpaint, res)
+    _write(Path(a.out or f"outputs/eval/inpaint-wide-{a.model}"), head + table, res, grid)
 
 
 def task_superres(a) -> None:
-    up = stack_superres(a.model, a.steps, a.catalog)
+    up = stack_superres(a.model, a.steps, a.catalog, a.speedups)
     table, grid, res = evaluate_superres(up, n=a.n, n_photos=a.n_photos, seed=a.seed,
                                          large=None if a.no_large else up)
-    _write(Path(a.out or f"outputs/eval/superres-{a.model}"), f"## superres: {a.model}\n\n{table}", res, grid)
+    _write(Path(a.out or f"outputs/eval/superres-{a.model}"), _head("superres", a, up, res) + table, res, grid)
+
+
+SPEEDUPS_HELP = ('"none", "deepcache", "bf16" or "deepcache,bf16" in every request (default: the catalog '
+                 "model's own, what users get)")
 
 
 def main(argv=None) -> None:
@@ -257,6 +225,7 @@ def main(argv=None) -> None:
     p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, nargs="+", default=[3.0, 4.0, 5.5, 7.5])
+    p.add_argument("--speedups", default=None, help=SPEEDUPS_HELP)
     p.add_argument("--n-per-form", type=int, default=24)
     classes.add_arguments(add("classes", classes.task, "unconditional + class-conditional models: class "
                                                     "accuracy, objects, FID"))
@@ -278,6 +247,7 @@ def add_model_evaluations(add) -> None:
         p.add_argument("--model", required=True, help="catalog model name")
         p.add_argument("--catalog", default=None, help="catalog file (default: models/catalog.toml)")
         p.add_argument("--steps", type=int, default=25, help="sampling steps")
+        p.add_argument("--speedups", default=None, help=SPEEDUPS_HELP)
         if name == "inpaint-wide":   # every mask style and prompt kind, stratified
             p.add_argument("--n-scenes", type=int, default=24, help="held-out scenes (the caption forms in turn)")
             p.add_argument("--seeds", type=int, default=1, help="generation seeds per case")

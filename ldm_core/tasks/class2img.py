@@ -29,6 +29,7 @@ class Class2ImgRequest:
     sampler: str | None = None
     model: str | None = None
     eta: float | None = None             # DDIM's eta; None: the model's
+    speedups: str | list[str] | None = None   # as Sampling's: None or "": the model's own
 
 
 def shapes_world_classes() -> tuple[str, ...]:

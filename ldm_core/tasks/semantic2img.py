@@ -27,6 +27,7 @@ class Semantic2ImgRequest:
     sampler: str | None = None
     model: str | None = None
     eta: float | None = None             # DDIM's eta; None: the model's
+    speedups: str | list[str] | None = None   # as Sampling's: None or "": the model's own
 
 
 def check(req: Semantic2ImgRequest, entry, limits) -> dict:

@@ -23,6 +23,7 @@ class UnconditionalRequest:
     sampler: str | None = None
     model: str | None = None
     eta: float | None = None             # DDIM's eta; None: the model's (the paper's scripts)
+    speedups: str | list[str] | None = None   # as Sampling's: None or "": the model's own
 
 
 def check_eta(req, entry) -> float:
