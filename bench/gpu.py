@@ -15,6 +15,8 @@ to JSON after every case.
   (mode "default", then "reduce-overhead" = with CUDA graphs, if time is left; the compile
   runs last, in a subprocess with a deadline, so a slow compile cannot take the suite past
   its budget: whatever the deadline cuts off is reported as such);
+- DeepCache: the guided step under the studio's DeepCache (ldm_core.speedups; the one import
+  of the studio, torch and the DeepCache package only), a full call every 3rd or 5th step;
 - variants: the guided step with each SDPA kernel alone (flash, memory-efficient, cuDNN, math)
   and with fused QKV projections, each with its largest output difference from the eager
   default; torch.compile also with mode "max-autotune", and the compile repeated in a new
@@ -26,6 +28,7 @@ to JSON after every case.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import tempfile
@@ -185,6 +188,25 @@ class GpuSuite:
                                                   self.device, **self.sizes)}
         row["max_diff"] = (out.float() - base.float()).abs().max().item()
         return row
+
+    def run_deepcache(self) -> None:
+        """DeepCache as the studio runs it (ldm_core.speedups.deep_cache, branch 0): guided UNet
+        calls per second over a falling 50-step schedule (a full call every `interval`, the shallow
+        branch between), each call's output against the exact UNet's at a cached step."""
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from ldm_core.speedups import deep_cache   # torch and DeepCache's helper only
+        name, dt = R.LABELS[self.unet], str(self.dtype).replace("torch.", "")
+        with torch.inference_mode():
+            m = R.build_unet(self.unet, self.device, self.dtype)
+            x, _, ctx = R.unet_inputs(self.unet, 2, self.device, self.dtype)
+            for interval in (3, 5):
+                def row(interval=interval):
+                    schedule = itertools.cycle(range(980, -1, -20))
+                    with deep_cache(m, interval, 0):
+                        rate = calls_per_second(lambda: m(x, next(schedule), encoder_hidden_states=ctx,
+                                                          return_dict=False), self.device, **self.sizes)
+                    return {"guided_its": rate}
+                self.case("speed", f"{name}, {dt}, SDPA, DeepCache interval {interval} (the studio's)", row)
 
     def run_variants(self) -> None:
         """The attention kernels PyTorch can pick for SDPA, one at a time, and diffusers' fused QKV
@@ -374,7 +396,8 @@ class GpuSuite:
     # ------------------------------------------------------------ all
     def run(self) -> dict:
         _log(f"[gpu] {self.results['meta']}")
-        for part in (self.run_speed, self.run_variants, self.run_memory, self.run_graph, self.run_compile):
+        for part in (self.run_speed, self.run_deepcache, self.run_variants, self.run_memory, self.run_graph,
+                     self.run_compile):
             try:
                 part()
             except Exception as e:  # noqa: BLE001
