@@ -34,7 +34,8 @@ NATIVE = {  # catalog name -> the request at the model's native size
 STEPS = 2
 
 
-def request(task: str, size: int, model: str):
+def request(task: str, size: int, model: str, steps: int | None = STEPS):
+    """The task's request at `size` (steps None: the catalog's default)."""
     from PIL import Image
 
     from ldm_core.tasks.inpaint import InpaintRequest
@@ -42,16 +43,16 @@ def request(task: str, size: int, model: str):
     from ldm_core.tasks.superres import SuperResRequest
     from ldm_core.tasks.text2img import Text2ImgRequest
     if task == "text2img":
-        return Text2ImgRequest(prompt="a painting of a lighthouse", model=model, steps=STEPS, seed=0)
+        return Text2ImgRequest(prompt="a painting of a lighthouse", model=model, steps=steps, seed=0)
     if task == "layout2img":
         return Layout2ImgRequest(prompt="a cat on a sofa", boxes='[{"label": "a cat", "box": [0.2, 0.3, 0.6, 0.8]}]',
-                                 model=model, steps=STEPS, seed=0)
+                                 model=model, steps=steps, seed=0)
     image = Image.effect_mandelbrot((size, size), (-2, -1.5, 1, 1.5), 50).convert("RGB")
     if task == "superres":
-        return SuperResRequest(image=image, model=model, steps=STEPS, seed=0)
+        return SuperResRequest(image=image, model=model, steps=steps, seed=0)
     mask = Image.new("L", (size, size), 0)
     mask.paste(255, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
-    return InpaintRequest(image=image, mask=mask, prompt="a red door", model=model, steps=STEPS, seed=0)
+    return InpaintRequest(image=image, mask=mask, prompt="a red door", model=model, steps=steps, seed=0)
 
 
 def peak_rss_mb() -> float:
@@ -63,10 +64,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def use_cache(cache: str) -> None:
+    """Point huggingface_hub at the mirror cache (a child gets HF_HUB_CACHE in its environment;
+    this is for a run in this process)."""
+    import huggingface_hub.constants as constants
+    constants.HF_HUB_CACHE = cache
+
+
 def child_hub(name: str, cache: str, device: str) -> dict:
     """In a fresh process: load one hub model from the mirror cache, run one native-size request."""
-    import huggingface_hub.constants as constants
-    constants.HF_HUB_CACHE = cache      # (the child gets HF_HUB_CACHE in its environment; this is for in-process)
+    use_cache(cache)
     from ldm_core.catalog import Catalog
     from ldm_core.stack import ModelStack
     stack = ModelStack(Catalog.load(), device=device)
@@ -90,12 +97,16 @@ def child_hub(name: str, cache: str, device: str) -> dict:
             "scheduler": result.info["scheduler"]}
 
 
-def run(models: list[str], scale: str = "full", device: str = "cpu", in_process: bool = False,
-        log=print) -> tuple[list[dict], list[str]]:
+def on_mirrors(models: list[str], scale: str, device: str, in_process: bool, log, child, script: str,
+               *args: str, timeout: float = 3600, live: bool = False):
+    """For each model in turn: write its mirror (`scale`) to a temporary cache, run
+    `child(name, cache, device, *args)` in this process or in a fresh `python script --child name
+    cache device *args` (which prints its JSON result last), remove the mirror; yields each result
+    with `pickle_opened` (whether a booby-trapped pickle was opened) added. `live`: the child's
+    stderr (its progress) shows as it runs instead of being kept for the error message."""
     from ldm_core.catalog import Catalog
     from ldm_core.hub_mirror import REPOS, write_mirror
     catalog = Catalog.load()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="ldm-hub-bench-") as tmp:
         cache, marker = Path(tmp) / "cache", Path(tmp) / "a-pickle-was-opened"
         for name in models:
@@ -106,19 +117,28 @@ def run(models: list[str], scale: str = "full", device: str = "cpu", in_process:
             written = time.perf_counter() - t0
             log(f"{name}: {scale} mirror written in {written:.0f} s")
             if in_process:
-                r = child_hub(name, str(cache), device)
+                r = child(name, str(cache), device, *args)
             else:
                 env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
                        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-                p = subprocess.run([sys.executable, __file__, "--child", name, str(cache), device],
-                                   capture_output=True, text=True, env=env, cwd=ROOT, timeout=3600)
+                p = subprocess.run([sys.executable, script, "--child", name, str(cache), device, *args],
+                                   stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE, text=True,
+                                   env=env, cwd=ROOT, timeout=timeout)
                 if p.returncode:
-                    raise RuntimeError(f"{name}: {(p.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+                    why = (p.stderr or "").strip().splitlines() or [f"exit status {p.returncode} (its log is above)"]
+                    raise RuntimeError(f"{name}: {why[-1][:300]}")
                 r = json.loads(p.stdout.strip().splitlines()[-1])
             r["pickle_opened"] = marker.exists()
-            log(json.dumps(r))
-            rows.append(r)
+            yield r
             shutil.rmtree(snapshot.parent.parent, ignore_errors=True)   # free the disk for the next model
+
+
+def run(models: list[str], scale: str = "full", device: str = "cpu", in_process: bool = False,
+        log=print) -> tuple[list[dict], list[str]]:
+    rows = []
+    for r in on_mirrors(models, scale, device, in_process, log, child_hub, __file__):
+        log(json.dumps(r))
+        rows.append(r)
     what = "full published configuration" if scale == "full" else "TINY widths (smoke run, not a measurement)"
     lines = [f"| hub model ({what}, random weights, {device}, {STEPS} steps at native size) | UNet params | "
              f"weights | load | s/step | request | peak memory |", "|---|---|---|---|---|---|---|"]

@@ -3,6 +3,8 @@
     python bench/run.py                 # the full suite on this machine (< 15 min on 2 CPU cores)
     python bench/run.py --smoke         # one tiny case of each benchmark (CI, < 1 min)
     python bench/run.py --sections hub  # the catalog's hub models at full size (not in the default run)
+    python bench/run.py --sections cpu-real   # three hub models at full size on 2 threads: studio, diffusers,
+                                              # OpenVINO (issue #28; not in the default run, its smoke case is)
     python bench/run.py --gpu-only      # only the real-size GPU cases (< 5 min on an H100; no gradio needed)
     python bench/run.py --sections latency,overhead   # a subset
 
@@ -30,6 +32,10 @@ each one. Every figure is the median of several runs with its spread (min-max). 
              attention slicing off / on / the studio's auto / unfused attention, and SD-1.5 VAE
              decodes (512², 1024² whole / tiled, batch of 4 whole / sliced), each in a fresh
              process (peak RSS on CPU), with the time of each;
+- cpu-real   (only when named; its tiny case joins --smoke) bench/cpu_real.py: the paper's text->image
+             LDM, LDM-SR and SD-inpainting at full size and catalog defaults on 2 CPU threads, the
+             studio (default speed-ups, none, each one) against diffusers' own pipeline and that
+             pipeline with an OpenVINO UNet, s/image and the largest pixel difference;
 - gpu        (CUDA only) bench/gpu.py: fp16/bf16, SDPA/sliced, channels-last, CUDA graph and
              torch.compile on the SD-1.5-sized UNet at 512², and the memory cases on the GPU.
 
@@ -59,7 +65,8 @@ import serving  # noqa: E402  (the request path and a busy CPU; imports gradio's
 
 SECTIONS = ("latency", "overhead", "resident", "webui", "request", "contention", "predict", "superres", "memory",
             "gpu")
-OPTIONAL_SECTIONS = ("hub",)   # run only when named: minutes, and GBs of full-size mirrors (bench/hub.py)
+OPTIONAL_SECTIONS = ("hub", "cpu-real")   # run only when named: minutes, GBs of full-size mirrors (bench/hub.py)
+SMOKE_ALSO = ("cpu-real",)    # optional sections whose tiny case is in the default --smoke run
 PROMPT = "a red circle left of a blue square"
 
 
@@ -577,6 +584,13 @@ def bench_hub(ctx) -> tuple[dict, list[str]]:
     return {"models": rows}, lines
 
 
+# ------------------------------------------------------------------ real size on 2 CPU threads (bench/cpu_real.py)
+def bench_cpu_real(ctx) -> tuple[dict, list[str]]:
+    import cpu_real
+    return cpu_real.run(list(cpu_real.MODELS), "tiny" if ctx.smoke else "full", in_process=ctx.smoke,
+                        repeats=ctx.repeats, budget=ctx.budget, log=log)
+
+
 # ------------------------------------------------------------------ driver
 class Context:
     def __init__(self, a, catalog: str, tmp: str, device: str):
@@ -609,7 +623,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="one tiny case of each benchmark (tiny random models)")
     p.add_argument("--gpu-only", action="store_true", help="only the real-size GPU cases (bench/gpu.py)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)} (default: "
+                   f"all; --smoke also {','.join(SMOKE_ALSO)}), or of {','.join(OPTIONAL_SECTIONS)}")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=7, help="most runs per figure (at least 2)")
     p.add_argument("--budget-s", type=float, default=6.0, help="time per figure before stopping repeats")
@@ -629,7 +644,8 @@ def main(argv=None) -> None:
         return
     import torch
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    sections = ([s.strip() for s in a.sections.split(",") if s.strip()] if a.sections is not None
+                else list(SECTIONS) + list(SMOKE_ALSO) * a.smoke)
     unknown = set(sections) - set(SECTIONS) - set(OPTIONAL_SECTIONS)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS + OPTIONAL_SECTIONS}")
@@ -657,7 +673,7 @@ def main(argv=None) -> None:
                  "webui": bench_webui, "request": lambda c: serving.bench_request(c, sys.modules[__name__]),
                  "contention": lambda c: serving.bench_contention(c, sys.modules[__name__]),
                  "superres": bench_superres, "memory": bench_memory, "gpu": bench_gpu,
-                 "hub": bench_hub, "predict": bench_predict}
+                 "hub": bench_hub, "predict": bench_predict, "cpu-real": bench_cpu_real}
         for name in sections:
             t0 = time.perf_counter()
             log(f"\n### {name}")

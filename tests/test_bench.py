@@ -148,3 +148,25 @@ def test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process(tmp_path):
     assert rows[0]["output"] == [256, 256] and rows[1]["output"] == [512, 512]
     assert not any(x["pickle_opened"] for x in rows) and all(x["step_s"] > 0 for x in rows)
     assert "| `stable-diffusion-inpainting` (inpaint, 512×512) |" in r.stdout
+
+
+def test_cpu_real_bench_runs_the_studio_diffusers_and_openvino_on_a_tiny_mirror(tmp_path):
+    """bench/cpu_real.py (issue #28) on a tiny mirror in a fresh process: the studio rows with and
+    without speed-ups, diffusers' own pipeline, the paper's-protocol row, and that pipeline with
+    its UNet converted by OpenVINO at static shapes (the guidance batch of 2)."""
+    out = tmp_path / "cpu-real.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_real.py"), "--scale", "tiny", "--models",
+                        "ldm-text2im-large-256", "--repeats", "2", "--out", str(out)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    m = json.loads(out.read_text())["models"][0]
+    rows = {x["row"]: x for x in m["rows"]}
+    assert not m["pickle_opened"]                       # diffusers read only what the studio reads
+    assert {"studio", "studio exact", "plain diffusers", "OpenVINO"} <= set(rows)
+    assert rows["studio exact"]["speedups"] == "none" and rows["studio exact"]["max_diff"] == 0
+    assert all(0 <= x["max_diff"] <= 255 for x in m["rows"] if "max_diff" in x)
+    assert any(k.startswith("plain diffusers, 1 DDIM") for k in rows)
+    ov = rows["OpenVINO"]
+    assert ov["input_shapes"] == [[2, 4, 8, 8], [], [2, 77, 1280]] and ov["precision"] in ("f32", "bf16", "f16")
+    assert rows["plain diffusers"]["vs_plain"] == 1 and all(x["median"] > 0 for x in m["rows"] if "median" in x)
+    assert "| OpenVINO |" in r.stdout and "(vs plain diffusers)" in r.stdout
