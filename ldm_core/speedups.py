@@ -139,8 +139,8 @@ def _deepcache_helper():
 def deep_cache(unet: torch.nn.Module, interval: int, branch: int):
     """DeepCache on `unet` for the duration: its step count is kept from the calls themselves.
     A call at the same timestep as the one before is another piece of the same step (tiled
-    super-resolution: each tile keeps its own cache); a timestep that does not decrease, or a new
-    input shape, starts a new schedule with a full step."""
+    super-resolution: each tile keeps its own cache, and runs in full while it has none); a
+    timestep that rises, or a new input shape, starts a new schedule with a full step."""
     helper = _deepcache_helper()(pipe=SimpleNamespace(unet=unet))
     helper.set_params(cache_interval=interval, cache_branch_id=branch)
     helper.reset_states()
@@ -159,8 +159,9 @@ def deep_cache(unet: torch.nn.Module, interval: int, branch: int):
             else:
                 state.update(step=state["step"] + 1, piece=0)
             state.update(t=t, shape=sample.shape)
-            helper.cur_timestep = state["step"]
             helper.cached_output = state["caches"].setdefault(state["piece"], {})
+            # a piece with nothing cached yet runs in full (PNDM repeats a timestep: a second piece)
+            helper.cur_timestep = state["step"] if helper.cached_output else 0
             return forward(sample, timestep, *args, **kwargs)
         unet.forward = counted
 

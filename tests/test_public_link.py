@@ -71,10 +71,11 @@ def join(studio, fn: int, trigger: int, data: list, session: str, **kw) -> httpx
 # the parameters endpoints gained since these attacks were written, at their defaults: over raw HTTP every
 # parameter is sent in order (gradio_client fills defaults itself; docs/api.md)
 GAINED = {"text2img": [False, ""], "layout2img": [False, ""], "inpaint": [2.0, 0, 0, 0, 0]}
+LAST = {"xyplot": []}       # every task endpoint's last parameter: `speedups` ("": the model's own)
 
 
 def full(api: str, data: list) -> list:
-    return [*data, *GAINED.get(api, [])]
+    return [*data, *GAINED.get(api, []), *LAST.get(api, [""])]
 
 
 def call(studio, api: str, data: list, **kw) -> str:
@@ -94,7 +95,7 @@ def test_an_editor_layer_bomb_is_refused_before_decoding(studio):
     fn, trigger, inputs = dependency(studio, "inpaint-generate")
     big = upload(studio, png(2896, 2896))                       # 8.4 MP in a few tens of kB
     small = upload(studio, png(64, 64))
-    rest = ["a", "", 1, 3.0, 1, 1, "DDIM", "tiny-inpaint", True, "max", 2.0, 0, 0, 0, 0]
+    rest = ["a", "", 1, 3.0, 1, 1, "DDIM", "tiny-inpaint", [], True, "max", 2.0, 0, 0, 0, 0]   # [] speed-ups
     assert len(inputs) == 1 + len(rest)
     before = studio.rss_kb()
     r = join(studio, fn, trigger, [{"background": small, "layers": [small] * 50, "composite": small, "id": None},
@@ -353,7 +354,8 @@ def test_bad_boxes_and_images_get_clear_errors(studio):
     mask = upload(studio, png(64, 64, "L"))
     text = call(studio, "inpaint", [image, mask, "a", "", 1, 3.0, 1, 1, 64, 64, "DDIM", "tiny-inpaint", True, "max"])
     assert "too many pixels" in text or "the limit is 1048576" in text, text[-400:]
-    junk = http(studio, "POST", "gradio_api/call/superres", json={"data": ["notafile", 2, 1, "tiny-superres", 0, 0]})
+    junk = http(studio, "POST", "gradio_api/call/superres",
+                json={"data": ["notafile", 2, 1, "tiny-superres", 0, 0, ""]})
     assert junk.status_code == 400 and "FileData" in junk.json()["detail"]   # Gradio's own check, a message
 
 

@@ -79,6 +79,17 @@ def test_deepcache_keeps_a_cache_per_tile_of_a_step():
 
 
 @torch.inference_mode()
+def test_deepcache_runs_a_repeated_timestep_in_full_once():
+    unet = tiny_cond_unet().eval()
+    calls = _counting_mid_block(unet)
+    x, ctx = torch.randn(1, 4, 8, 8), torch.randn(1, 8, 32)
+    with deep_cache(unet, 3, 0):
+        for t in (900, 800, 800, 700, 600, 500):        # PNDM's schedule repeats its second timestep
+            unet(x, t, ctx)
+    assert len(calls) == 3                              # step 0, the repeat (nothing cached for it), step 3
+
+
+@torch.inference_mode()
 def test_a_bf16_unet_takes_and_returns_float32_and_keeps_the_timestep():
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,

@@ -113,7 +113,8 @@ def compare(steps: int = 20, seed: int = 0, side: int = 64, catalog=None, out=No
     hub, ours = stack.load(HUB), stack.load(ZOO_NAME)
     low = sample_input(side, seed)
     report = {"weights": weight_report(hub, ours), "steps": steps, "seed": seed, "input": f"{side}x{side}"}
-    a, b = (np.asarray(stack.run(SuperResRequest(image=low, model=m, steps=steps, seed=seed, sampler=DPM_2M))
+    a, b = (np.asarray(stack.run(SuperResRequest(image=low, model=m, steps=steps, seed=seed, sampler=DPM_2M,
+                                                         speedups="none"))
                        .images[0], dtype=int) for m in (HUB, ZOO_NAME))
     report["studio_max_pixel_diff"] = int(np.abs(a - b).max())
     with torch.inference_mode():
