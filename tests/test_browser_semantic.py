@@ -40,11 +40,23 @@ def stroke(page, bb: dict, start: tuple[float, float], end: tuple[float, float],
     """A brush stroke from `start` to `end` (fractions of the canvas), a few moves as a hand would."""
     x0, y0 = bb["x"] + bb["width"] * start[0], bb["y"] + bb["height"] * start[1]
     x1, y1 = bb["x"] + bb["width"] * end[0], bb["y"] + bb["height"] * end[1]
-    page.mouse.move(x0, y0)
+    page.mouse.move(x0, y0, steps=3)
     page.mouse.down()
-    for i in range(1, moves + 1):
-        page.mouse.move(x0 + (x1 - x0) * i / moves, y0 + (y1 - y0) * i / moves)
+    for i in range(1, moves + 1):      # several events per move, as a hand's mouse sends them
+        page.mouse.move(x0 + (x1 - x0) * i / moves, y0 + (y1 - y0) * i / moves, steps=4)
     page.mouse.up()
+
+
+def steady_box(canvas, tries: int = 20) -> dict:
+    """The canvas's box once it stops moving (the editor zooms a new canvas to fit in steps)."""
+    bb = canvas.bounding_box()
+    for _ in range(tries):
+        canvas.page.wait_for_timeout(250)
+        now = canvas.bounding_box()
+        if now == bb:
+            break
+        bb = now
+    return bb
 
 
 def near(shot: np.ndarray, rgb, tol: float = 30) -> int:
@@ -88,13 +100,12 @@ def test_paint_a_label_map_and_generate_wide(page, studio):
     idle(page)
     canvas = page.locator("#s2i-editor canvas").first
     canvas.scroll_into_view_if_needed()
-    bb = canvas.bounding_box()
     red, blue = (PALETTE_RGB[SEMANTIC_CLASSES.index(n)] for n in ("red circle", "blue square"))
     pick_class(page, "red ci", "red circle")
-    stroke(page, bb, (0.15, 0.4), (0.35, 0.6))
+    stroke(page, steady_box(canvas), (0.15, 0.4), (0.35, 0.6))   # where the canvas is now, not where it was
     assert min(shown(canvas, red)) > 200, "the red circle stroke is not drawn in its colour"
     pick_class(page, "blue sq", "blue square")
-    stroke(page, bb, (0.6, 0.3), (0.8, 0.5))
+    stroke(page, steady_box(canvas), (0.6, 0.3), (0.8, 0.5))
     seen = shown(canvas, red, blue)
     assert min(seen) > 200, f"the strokes are not both drawn in their classes' colours: {seen} pixels"
     page.click("#s2i-generate")
