@@ -2,6 +2,7 @@
 result's info, and reading a gallery's selection."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import gradio as gr
@@ -71,8 +72,50 @@ def sampling_controls(studio: Service, task: str, size: bool = True, guidance: b
             width = gr.Slider(lim.min_side, 512, value=entry.width, step=8, label="Width", elem_id=f"{task}-width")
             height = gr.Slider(lim.min_side, 512, value=entry.height, step=8, label="Height",
                                elem_id=f"{task}-height")
+        if task not in GROWS_BEYOND_NATIVE:
+            size_hint(studio, task, width, height, model)
     speedups = speedup_controls(entry, f"{task}-speedups")
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model, speedups)
+
+
+# tasks whose models draw well past their training size (the paper's §4.3.2: semantic synthesis runs
+# convolutionally at 1024 px after 256 px training); the others get a hint beyond their native size
+GROWS_BEYOND_NATIVE = ("semantic2img",)
+
+
+def size_texts(entry: ModelEntry, hires: bool) -> dict:
+    """The size line's three texts for a model: at, past ({size} filled in by the page) and below its
+    native size."""
+    native = f"{entry.width}×{entry.height}"
+    bigger = (f"generate at {native} and tick **Hires** (4× super-resolution)" if hires
+              else f"generate at {native}, then enlarge it in the Super-resolution tab")
+    return {"w": entry.width, "h": entry.height, "native": f"Native size of this model: **{native}**.",
+            "past": f"⚠ This model was trained at **{native}**: at {{size}} it repeats and distorts its shapes "
+                    f"across the canvas. For a bigger picture, {bigger}.",
+            "below": f"⚠ This model was trained at **{native}**: below it, shapes come out broken or cut."}
+
+
+# picks the model's text for the sizes in the sliders, in the page itself: a server event would get every
+# key typed in a number box, and Gradio refuses an intermediate value ("2" on the way to "256") with a toast
+_SIZE_JS = """(w, h, name) => { const t = %s[name]; if (!t) return "";
+  if (w == t.w && h == t.h) return t.native;
+  return (w > t.w || h > t.h) ? t.past.replace("{size}", `${w}×${h}`) : t.below; }"""
+
+
+def size_hint(studio: Service, task: str, width: gr.Slider, height: gr.Slider, model: gr.Dropdown) -> gr.Markdown:
+    """A line under the size sliders: the model's native size, and what a size beyond it does."""
+    hires = any(c.name == "hires" for c in studio.compositions(task))
+    texts = {}
+    for _, name in studio.choices(task):
+        try:
+            texts[name] = size_texts(studio.entry(task, name), hires)
+        except CatalogError:
+            continue
+    hint = gr.Markdown(texts.get(studio.entry(task).name, {}).get("native", ""), elem_id=f"{task}-size-hint")
+    for control in (width, height, model):
+        control.change(None, [width, height, model], hint, js=_SIZE_JS % json.dumps(texts),
+                       api_visibility="private", queue=False)
+    return hint
 
 
 SPEEDUP_LABELS = {"deepcache": "DeepCache (reuse the UNet's deep features between steps)",

@@ -25,8 +25,7 @@ PALETTE_HEX = {"red": "#dc2828", "yellow": "#e6c81e", "green": "#28aa3c", "cyan"
                "magenta": "#c832be"}
 NO_COLOUR_HEX = "#888888"   # a box with no label yet, or one whose label names no colour
 CLASS_HEX = [*PALETTE_HEX.values(), "#e67e22", "#8e44ad", "#16a085", "#7f5539"]   # a class list's colours, in turn
-# The annotator fills a new box's label dialog with its first choice: a blank first choice (hidden from the
-# list by CSS) makes a new box start unlabelled and grey, instead of silently "red circle".
+# A blank first choice (hidden by CSS) makes a new box start unlabelled and grey, not silently "red circle".
 CHOICES = ["", *LABELS]
 # Built-in models (grounding maps, ldm_core.grounding) know these words; hub GLIGEN models take free text.
 VOCABULARY_PIPELINES = ("Layout2ImgPipeline",)
@@ -42,9 +41,8 @@ HELP = ("**Draw** a box: drag on the canvas with the **Draw** tool (key **C**), 
 HELP_CLASSES = ("**Labels this model knows:** the {n} classes it was trained on, offered in the label dialog: type to "
                 "search the list (e.g. `Person`, `Car`, `Tree`; `Man`, `Woman`, `Boy`, `Girl` are `Person` to it). "
                 "Up to 8 boxes; it reads no caption and takes no guidance.")
-# The annotator cannot hide its rotate buttons (rotating a blank canvas only turns the boxes) nor its blank first
-# choice, and its tools are bare icons: they get a word each. The boxes panel shows no gutter (its fold marker sat
-# a line low). build() puts this CSS in the page itself.
+# CSS (build() puts it in the page) hides the rotate buttons (they turn only the boxes on a blank canvas) and
+# the blank first choice, and gives the bare tool icons a word each. No gutter in the boxes panel.
 _TOOLS = {"Create box": "Draw (C)", "Drag boxes": "Select (D)", "Remove box": "Delete (Del)", "Edit label": "Label"}
 CSS = ("#layout-canvas button[aria-label^='Rotate'] { display: none !important; }\n"
        "#model-box-edit li[data-index='0'] { display: none !important; }\n"
@@ -134,9 +132,13 @@ def boxes_to_annotation(boxes: list[dict]) -> dict:
          "ymax": b["box"][3] * CANVAS, "label": b["label"], "color": _rgb(label_hex(b["label"]))} for b in boxes]}
 
 
-def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    """'#dc2828' -> (220, 40, 40): the annotator draws a box's colour only as an RGB tuple."""
-    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+def _rgb(hex_colour: str) -> str:
+    """'#dc2828' -> 'rgb(220, 40, 40)', the one colour form the annotator both draws and reads back."""
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+def _rgb_tuple(colour) -> tuple:    # as the annotator hands it (a tuple) or as we set it (a string)
+    return tuple(int(v) for v in re.findall(r"\d+", colour)) if isinstance(colour, str) else tuple(colour or ())
 
 
 def boxes_text(value: dict | None) -> str:
@@ -159,7 +161,7 @@ def recoloured(value: dict | None, names: list[str] | tuple[str, ...] = ()) -> d
     if not value or not value.get("boxes"):
         return None
     boxes = [{**b, "color": _rgb(label_hex(b.get("label"), names))} for b in value["boxes"]]
-    if all(tuple(b.get("color") or ()) == n["color"] for b, n in zip(value["boxes"], boxes)):
+    if all(_rgb_tuple(b.get("color")) == _rgb_tuple(n["color"]) for b, n in zip(value["boxes"], boxes)):
         return None
     return {"image": value["image"], "boxes": boxes, "orientation": 0}
 
@@ -265,9 +267,9 @@ def build(studio: Service) -> Layout2ImgTab:
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
             generate, stop = buttons("layout")
+            shown = results("layout")                 # in sight of Generate; the settings below
             controls = sampling_controls(studio, "layout2img")
             settings = gr.Column()
-            shown = results("layout")
     with settings:
         form = Form("layout2img", {"prompt": prompt, "negative_prompt": negative, "boxes": annotator,
                                    **controls.inputs()}, make_request, shown, stop)
