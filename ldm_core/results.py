@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .prompts import expand
 from .validation import Checked
 
 
@@ -24,6 +25,21 @@ def result_of(checked: Checked, out, seeds: list[int], seconds: float) -> Result
     if out.warnings:
         info["warnings"] = list(out.warnings)
     own = checked.task.image_info or (lambda _req, _i: {})
-    per_image = [{**{k: v for k, v in info.items() if k != "seeds"}, "seed": s, **own(req, i)}
-                 for i, s in enumerate(out.seeds)]
+    texts = [expanded(info, s) for s in out.seeds]
+    per_image = [{**{k: v for k, v in info.items() if k not in ("seeds", "prompts")}, "seed": s, **own(req, i),
+                  **texts[i]} for i, s in enumerate(out.seeds)]
+    if any(texts):
+        info["prompts"] = [t.get("prompt", info.get("prompt")) for t in texts]
     return Result(out.images, per_image, info, seconds)
+
+
+def expanded(info: dict, seed: int) -> dict:
+    """What image `seed` used of a prompt with wildcards (`ldm_core.prompts.expand`, as the pipeline
+    picked them), and the prompt as typed (`prompt_template`); {} without wildcards."""
+    out = {}
+    for key in ("prompt", "negative_prompt"):
+        typed = info.get(key)
+        used = expand(typed, seed, key) if isinstance(typed, str) else typed
+        if used != typed:
+            out.update({key: used, f"{key}_template": typed})
+    return out

@@ -25,7 +25,9 @@ from .device import return_freed_memory
 from .history import Entry, History, owner_folder
 from .jobs import Job
 from .limits import clear_deadline, with_deadline
+from .loading import model_folder
 from .pipelines.common import StepCallback
+from .prompts import TokenCount, count_tokens, expand, tokenizer_at
 from .requests import RequestError
 from .results import Result
 from .stack import ModelStack
@@ -79,6 +81,20 @@ class Service:
     def published_scheduler(self, entry: ModelEntry) -> str | None:
         return self.catalog.published_scheduler(entry)
 
+    def count_tokens(self, task: str, model: str | None, prompt: str) -> TokenCount:
+        """The tokens `prompt` (one pick of its wildcards) takes in the text encoder of `task`'s model
+        `model` (its default when None), against what it reads; from its tokenizer alone, read once
+        and kept. Raises ModelLoadError for a model not here, RequestError for one that reads no text."""
+        entry = self.entry(task, model or None)
+        tokenizers = self.__dict__.setdefault("_tokenizers", {})
+        if entry.name not in tokenizers:
+            root, _ = model_folder(self.catalog, entry, self.stack.dtype == torch.float16, allow_downloads=False)
+            tokenizers[entry.name] = tokenizer_at(root)
+        if tokenizers[entry.name] is None:
+            raise RequestError(f"model {entry.name!r} reads no text")
+        tokenizer, limit = tokenizers[entry.name]
+        return count_tokens(tokenizer, limit, expand(prompt, 0))
+
     def compositions(self, task: str) -> list[Composition]:
         """The compositions a tab of `task` offers (hires, the x/y plot), those it can run here."""
         return [c for c in COMPOSITIONS.values() if task in c.tasks and all(t in self.tasks for t in c.needs)]
@@ -86,6 +102,11 @@ class Service:
     def history(self, limit: int = 200, owner: str | None = None, everything: bool = False) -> list[Entry]:
         """The newest results of `owner` (of everyone with `everything`), newest first."""
         return self._history.entries(limit, owner, everything)
+
+    @property
+    def results(self) -> History:
+        """The results browser: pages, search, favourites, deleting, zips (ldm_core/history.py)."""
+        return self._history
 
     # ------------------------------------------------------------ requests
     def plan(self, request) -> Plan:

@@ -89,3 +89,26 @@ def test_the_deadline_is_checked_before_each_image_the_autoencoder_decodes(tiny_
         s.run(replace(BASE, steps=2))
     monkeypatch.undo()
     assert s.run(replace(BASE, steps=2)).images                      # the next request has its own deadline
+
+
+def test_prompt_search_and_replace_swaps_the_first_value_for_each():
+    base = replace(BASE, prompt="a red circle, big", negative_prompt="red blur")
+    xs, _, reqs = cells(base, Axis("prompt_sr", "red| blue |{green|cyan}"), Axis("steps", "2"))
+    assert xs == ["red", "blue", "{green|cyan}"]                 # "|" separates, not commas; braces kept whole
+    assert [(r.prompt, r.negative_prompt) for r in reqs] == [
+        ("a red circle, big", "red blur"), ("a blue circle, big", "blue blur"),
+        ("a {green|cyan} circle, big", "{green|cyan} blur")]
+    with pytest.raises(RequestError, match="prompt S/R looks for its first value 'square' in the prompt "
+                                           "'a red circle, big', which does not contain it"):
+        cells(base, Axis("prompt_sr", "square|circle"), None)
+
+
+def test_a_prompt_plot_runs_and_its_axes_have_readable_names(service):
+    from ldm_core.compositions.xyplot import axes_of, label
+    r = service.run(XYPlotRequest(replace(BASE, steps=2), Axis("prompt_sr", "red|blue"),
+                                  Axis("guidance_scale", "1, 3")))
+    assert r.info["xyplot"]["x_axis"] == "prompt_sr" and r.info["xyplot"]["x_values"] == ["red", "blue"]
+    assert label("guidance_scale") == "guidance scale (CFG)" and label("prompt_sr") == "prompt S/R"
+    assert "prompt_sr" in axes_of(Text2ImgRequest) and all(" " not in a for a in axes_of(Text2ImgRequest))
+    from ldm_core.tasks.unconditional import UnconditionalRequest
+    assert "prompt_sr" not in axes_of(UnconditionalRequest)

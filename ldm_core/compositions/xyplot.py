@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..catalog import Catalog
 from ..limits import Limits
 from ..options import SAMPLER_NAMES
+from ..prompts import split_top
 from ..requests import RequestError
 from ..results import Result
 from ..tasks import TASKS
@@ -25,13 +26,23 @@ from ..validation import Work, validate
 from .base import Composition, Option, Plan
 
 AXES = {"seed": int, "steps": int, "guidance_scale": float, "sampler": str, "model": str, "eta": float,
-        "class_name": str}
+        "class_name": str, "prompt_sr": str}
+# what the UI and the grid call each axis (the API and the info keep the names above)
+LABELS = {"seed": "seed", "steps": "steps", "guidance_scale": "guidance scale (CFG)", "sampler": "sampler",
+          "model": "model", "eta": "eta (DDIM)", "class_name": "class", "prompt_sr": "prompt S/R"}
+FIELDS = {"prompt_sr": "prompt"}    # the request field an axis sets, where it is not the axis' own name
+PROMPT_SR = "prompt_sr"             # Prompt search/replace: its values are separated by "|", not commas
 PLOTTED_TASKS = ("text2img", "unconditional", "class2img")   # one image per cell, from noise
 
 
 def axes_of(request_type: type) -> list[str]:
     """The axes a task's request has fields for."""
-    return [a for a in AXES if a in request_type.__dataclass_fields__]
+    return [a for a in AXES if FIELDS.get(a, a) in request_type.__dataclass_fields__]
+
+
+def label(axis: str | None) -> str:
+    """An axis as people read it: "guidance scale (CFG)" for guidance_scale."""
+    return LABELS.get(axis, str(axis))
 MAX_CELLS = 16
 MIN_CELL = 128       # px: small images are drawn larger (nearest) so the grid can be read
 MARGIN = 24          # px: the title line, then the x values
@@ -46,9 +57,11 @@ class Axis:
     def parse(self) -> list:
         if self.name not in AXES:
             raise RequestError(f"x/y plot: unknown axis {str(self.name)[:30]!r}; one of {', '.join(AXES)}")
-        items = [v.strip() for v in str(self.values).split(",") if v.strip()]
+        sep = "|" if self.name == PROMPT_SR else ","
+        items = [v.strip() for v in split_top(str(self.values), sep) if v.strip()]
         if not items:
-            raise RequestError(f"x/y plot: give the values of {self.name}, separated by commas")
+            raise RequestError(f"x/y plot: give the values of {self.name}, separated by "
+                               + ("'|': the text to find in the prompt first" if sep == "|" else "commas"))
         try:
             values = [AXES[self.name](v) for v in items]
         except ValueError:
@@ -80,9 +93,23 @@ def cells(base, x: Axis, y: Axis | None) -> tuple[list, list, list]:
     out = []
     for vy in ys:
         for vx in xs:
-            upd = {"seed": seed, "num_images": 1, x.name: vx, **({y.name: vy} if y is not None else {})}
+            upd = {"seed": seed, "num_images": 1, **_set(base, x.name, vx, xs),
+                   **(_set(base, y.name, vy, ys) if y is not None else {})}
             out.append(replace(base, **upd))
     return xs, ys, out
+
+
+def _set(base, axis: str, value, values: list) -> dict:
+    """The fields a cell's axis value sets. Prompt S/R (as A1111's): the first value is searched for
+    in the prompt (and the negative prompt) and replaced by each value in turn."""
+    if axis != PROMPT_SR:
+        return {axis: value}
+    texts = {k: getattr(base, k) for k in ("prompt", "negative_prompt") if isinstance(getattr(base, k, None), str)}
+    if not any(values[0] in t for t in texts.values()):
+        raise RequestError(f"x/y plot: prompt S/R looks for its first value {values[0][:60]!r} in the prompt "
+                           f"{base.prompt[:80]!r}, which does not contain it; start the values with a part of the "
+                           f"prompt, e.g. 'red|blue|green' for 'a red circle'")
+    return {k: t.replace(values[0], value) for k, t in texts.items()}
 
 
 def plan(request: XYPlotRequest, catalog: Catalog, limits: Limits) -> Plan:
@@ -112,7 +139,7 @@ def draw(images: list[Image.Image], xs: list, ys: list, x_name: str, y_name: str
     left = LEFT if y_name else 0
     grid = Image.new("RGB", (left + side * len(xs), 2 * MARGIN + side * len(ys)), "white")
     pen, font = ImageDraw.Draw(grid), ImageFont.load_default(size=14)
-    pen.text((4, 4), f"x: {x_name}" + (f"   y: {y_name}" if y_name else ""), fill="black", font=font)
+    pen.text((4, 4), f"x: {label(x_name)}" + (f"   y: {label(y_name)}" if y_name else ""), fill="black", font=font)
     for i, im in enumerate(images):
         r, c = divmod(i, len(xs))
         cell = im.resize((side, round(side * im.height / im.width)), Image.NEAREST)

@@ -22,6 +22,16 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..grounding import GROUNDING_CHANNELS
 from ..limits import MAX_SEED
+from ..prompts import (
+    count_tokens,
+    encoder_limit,
+    expand,
+    is_weighted,
+    parse_weights,
+    plain_text,
+    reweight,
+    weighted_ids,
+)
 
 # DEFAULT_SAMPLER, MASK_DOWNSAMPLING and SAMPLER_NAMES are re-exported for the pipelines' callers
 from ..options import (  # noqa: F401
@@ -118,26 +128,36 @@ def text_limit(tokenizer, text_encoder) -> int:
     """Tokens the text encoder reads: the tokenizer's `model_max_length`, capped by the encoder's
     position table (CompVis' LDMBert has 77 positions while its hub tokenizer says 512)."""
     positions = getattr(getattr(text_encoder, "config", None), "max_position_embeddings", None)
-    return min(tokenizer.model_max_length, positions or tokenizer.model_max_length)
+    return encoder_limit(tokenizer.model_max_length, positions)
 
 
 def truncation_warnings(tokenizer, limit: int, texts: list[str], what: str = "prompt") -> list[str]:
-    """A warning for each distinct text longer than the `limit` tokens the model reads."""
+    """A warning for each distinct text longer than the `limit` tokens the model reads (the weight
+    syntax of `ldm_core.prompts` not counted)."""
     out = []
     for text in dict.fromkeys(t for t in texts if t):
-        ids = tokenizer(text, truncation=False).input_ids
-        if len(ids) > limit:
-            kept = tokenizer.decode(ids[:limit], skip_special_tokens=True)
-            out.append(f"the {what} is {len(ids)} tokens long and this model reads {limit}: everything after "
-                       f"{kept[-40:]!r} was cut")
+        n = count_tokens(tokenizer, limit, text)
+        if n.over:
+            extra = limit - n.limit
+            out.append(f"the {what} is {n.used + extra} tokens long and this model reads {limit}: everything "
+                       f"after {n.kept_text[-40:]!r} was cut")
     return out
 
 
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
-    """Prompts -> encoder hidden states (B, L, D), padded and cut to the L tokens the encoder reads."""
-    ids = tokenizer(prompts, padding="max_length", max_length=text_limit(tokenizer, text_encoder),
-                    truncation=True, return_tensors="pt").input_ids.to(device)
-    return text_encoder(ids)[0]
+    """Prompts -> encoder hidden states (B, L, D), padded and cut to the L tokens the encoder reads.
+    Weighted words (`(red:1.3)`, `ldm_core.prompts`) have their hidden states scaled, each prompt's
+    mean kept; a batch without weights is encoded exactly as plain text."""
+    limit = text_limit(tokenizer, text_encoder)
+    parsed = [parse_weights(p) for p in prompts]
+    if not any(is_weighted(c) for c in parsed):
+        ids = tokenizer([plain_text(c) for c in parsed], padding="max_length", max_length=limit,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        return text_encoder(ids)[0]
+    rows = [weighted_ids(tokenizer, limit, c) for c in parsed]
+    ids = torch.tensor([r.ids for r in rows], dtype=torch.long, device=device)          # (B, L)
+    weights = torch.tensor([r.weights for r in rows], dtype=torch.float32)               # (B, L)
+    return reweight(text_encoder(ids)[0], weights)
 
 
 def guided(guidance_scale: float) -> bool:
@@ -183,13 +203,21 @@ class PipelineOutput:
 
 # ---------------------------------------------------------------- the shared pieces of a call
 def batch_inputs(prompt, negative_prompt, seeds) -> tuple[list[str], list[str], list[int]]:
-    """One prompt, negative prompt and seed per image (a single prompt is repeated)."""
+    """One prompt, negative prompt and seed per image (a single prompt is repeated), each prompt's
+    wildcards picked by its image's seed."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     seeds = seeds_or_default(seeds, len(prompts))
     if len(prompts) == 1 and len(seeds) > 1:
         prompts = prompts * len(seeds)
     negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-    return prompts, negs, seeds
+    return expand_each(prompts, seeds), expand_each(negs, seeds, "negative_prompt"), seeds
+
+
+def expand_each(texts: list[str], seeds: list[int], what: str = "prompt") -> list[str]:
+    """Each image's text with its wildcards (`{red|blue}`, `__colours__`) picked from its own seed."""
+    if len(texts) != len(seeds):
+        return texts     # check_common says what is wrong
+    return [expand(t, s, what) for t, s in zip(texts, seeds)]
 
 
 def check_common(prompts, negative_prompts, seeds, height, width, steps, guidance_scale, multiple: int) -> None:

@@ -22,12 +22,14 @@ hub checkpoints, which ground boxes through gated self-attention, run through
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
 from ..grounding import MAX_BOXES, grounding_map
+from ..prompts import is_weighted, parse_weights, plain_text
 from ..text import layout_text
 from .common import (
     DEFAULT_SAMPLER,
@@ -36,8 +38,11 @@ from .common import (
     batch_inputs,
     check_common,
     check_unet_channels,
+    count_tokens,
     denoise,
     encode_guided,
+    encode_prompts,
+    expand_each,
     guided,
     input_width,
     make_generators,
@@ -103,18 +108,17 @@ class Layout2ImgPipeline(DiffusionPipeline):
         """Whether the UNet takes a box grounding map after the latents (the built-in layout model)."""
         return takes_grounding(self.unet.config.in_channels, latent_channels(self.vae))
 
-    def check_inputs(self, text, boxes, negs, height, width, steps, guidance_scale, seeds):
+    def check_inputs(self, texts, boxes, negs, height, width, steps, guidance_scale, seeds):
         if len(boxes) > MAX_BOXES:
             raise ValueError(f"at most {MAX_BOXES} boxes, got {len(boxes)}")
-        check_common([text] * len(seeds), negs, seeds, height, width, steps, guidance_scale,
-                     vae_scale_factor(self.vae))
+        check_common(texts, negs, seeds, height, width, steps, guidance_scale, vae_scale_factor(self.vae))
         c = latent_channels(self.vae)
         check_unet_channels(self.unet, {self.unet_in_channels(c, grounding=g, coords=k):
                                         ("latents + a grounding map" if g else "latents, boxes as tokens")
                                         + " + coordinate maps" * k for g in (True, False) for k in (False, True)},
                             "layout-to-image")
-        n_tokens = len(self.tokenizer(text).input_ids)
         limit = text_limit(self.tokenizer, self.text_encoder)
+        n_tokens = max(limit - n.limit + n.used for n in (count_tokens(self.tokenizer, limit, t) for t in set(texts)))
         if n_tokens > limit:
             what = "the caption takes" if self.grounded else "caption and boxes take"
             raise ValueError(f"{what} {n_tokens} tokens; this model reads at most {limit}: "
@@ -180,7 +184,7 @@ class Layout2ImgPipeline(DiffusionPipeline):
         boxes = list(boxes)
         text = prompt if self.grounded else layout_text(prompt, boxes)
         prompts, negs, seeds = batch_inputs(text, negative_prompt, seeds)
-        self.check_inputs(text, boxes, negs, height, width, num_inference_steps, guidance_scale, seeds)
+        self.check_inputs(prompts, boxes, negs, height, width, num_inference_steps, guidance_scale, seeds)
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning: the text, and the boxes' grounding map (B, G, h, w) at the first stage's size
@@ -241,6 +245,14 @@ class GligenLayoutPipeline:
     def components(self):
         return self.pipe.components
 
+    def text_inputs(self, prompts: list[str], negs: list[str], do_cfg: bool) -> dict:
+        """The texts as diffusers' pipeline takes them; as embeddings when a word is weighted (`(red:1.3)`)."""
+        if not any(is_weighted(parse_weights(t)) for t in prompts + negs):
+            return {"prompt": [plain_text(parse_weights(t)) for t in prompts],
+                    "negative_prompt": [plain_text(parse_weights(t)) for t in negs]}
+        encode = partial(encode_prompts, self.pipe.tokenizer, self.pipe.text_encoder, device=self.pipe.device)
+        return {"prompt_embeds": encode(prompts), "negative_prompt_embeds": encode(negs) if do_cfg else None}
+
     @torch.inference_mode()
     def __call__(self, prompt: str, boxes: Boxes, negative_prompt: str = "", height: int = 512, width: int = 512,
                  num_inference_steps: int = 25, guidance_scale: float = 7.5, seeds: list[int] | None = None,
@@ -260,12 +272,13 @@ class GligenLayoutPipeline:
             report_step(callback, i + 1, num_inference_steps, t, lat)
 
         limit = text_limit(pipe.tokenizer, pipe.text_encoder)
-        warnings = truncation_warnings(pipe.tokenizer, limit, [prompt])
+        prompts = expand_each([prompt or ""] * len(seeds), seeds)
+        negs = expand_each([negative_prompt] * len(seeds), seeds, "negative_prompt")
+        warnings = truncation_warnings(pipe.tokenizer, limit, prompts)
         if guided(guidance_scale):
-            warnings += truncation_warnings(pipe.tokenizer, limit, [negative_prompt], "negative prompt")
-        out = pipe(prompt=[prompt or ""] * len(seeds), negative_prompt=[negative_prompt] * len(seeds),
-                   gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes],
-                   height=height, width=width, num_inference_steps=num_inference_steps,
-                   guidance_scale=guidance_scale, generator=generators, latents=latents,
-                   callback=on_step, callback_steps=1, output_type=output_type)
+            warnings += truncation_warnings(pipe.tokenizer, limit, negs, "negative prompt")
+        out = pipe(**self.text_inputs(prompts, negs, guided(guidance_scale)),
+                   gligen_phrases=[b[0] for b in boxes], gligen_boxes=[list(b[1]) for b in boxes], height=height,
+                   width=width, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                   generator=generators, latents=latents, callback=on_step, callback_steps=1, output_type=output_type)
         return PipelineOutput(out.images, seeds, warnings, type(scheduler).__name__)
