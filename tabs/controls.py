@@ -37,8 +37,9 @@ class SamplingControls:
     def follow_model(self, studio: Service, task: str) -> None:
         """A new model choice sets its defaults (steps, guidance, sampler, size) in the controls."""
         targets = {n: c for n, c in self.params().items() if n not in ("seed", "model")}
-        self.model.change(lambda name: model_defaults(studio, task, name, targets), self.model,
-                          list(targets.values()), api_visibility="private")
+        # on the user's pick only (`input`): a model set by Reuse or a preset comes with its own settings
+        self.model.input(lambda name: model_defaults(studio, task, name, targets), self.model,
+                         list(targets.values()), api_visibility="private")
 
 
 def info_updates(params: dict, info: dict, convert: dict | None = None) -> list:
@@ -74,6 +75,7 @@ def sampling_controls(studio: Service, task: str, size: bool = True, guidance: b
                                elem_id=f"{task}-height")
         if task not in GROWS_BEYOND_NATIVE:
             size_hint(studio, task, width, height, model)
+        size_presets(studio, task, width, height, model)
     speedups = speedup_controls(entry, f"{task}-speedups")
     return SamplingControls(steps, guidance_scale, seed, num_images, width, height, sampler, model, speedups)
 
@@ -116,6 +118,46 @@ def size_hint(studio: Service, task: str, width: gr.Slider, height: gr.Slider, m
         control.change(None, [width, height, model], hint, js=_SIZE_JS % json.dumps(texts),
                        api_visibility="private", queue=False)
     return hint
+
+
+ASPECTS = (("square", 1, 1), ("landscape 4:3", 4, 3), ("portrait 3:4", 3, 4), ("wide 16:9", 16, 9),
+           ("tall 9:16", 9, 16))
+
+
+def size_choices(entry: ModelEntry, max_side: int = 512) -> list[tuple[str, str]]:
+    """A model's size presets, (label, "WxH"): its native size, the common aspects at the same area
+    (sides in steps of 8), and twice the native size where the sliders reach."""
+    area = entry.width * entry.height
+    out = [(f"native {entry.width}×{entry.height}", f"{entry.width}x{entry.height}")]
+    for label, a, b in ASPECTS[1:]:
+        w = max(8, round((area * a / b) ** 0.5 / 8) * 8)
+        h = max(8, round((area * b / a) ** 0.5 / 8) * 8)
+        if max(w, h) <= max_side:
+            out.append((f"{label}: {w}×{h}", f"{w}x{h}"))
+    if 2 * max(entry.width, entry.height) <= max_side:
+        out.append((f"2× native {2 * entry.width}×{2 * entry.height} (past its size)",
+                    f"{2 * entry.width}x{2 * entry.height}"))
+    return out
+
+
+def size_presets(studio: Service, task: str, width: gr.Slider, height: gr.Slider, model: gr.Dropdown) -> gr.Dropdown:
+    """A dropdown of the model's size presets that sets both sliders."""
+    entry = studio.entry(task)
+    presets = gr.Dropdown(size_choices(entry), value=None, label="Size preset", elem_id=f"{task}-size-preset")
+
+    def chosen(value):
+        w, h = (int(v) for v in value.split("x"))
+        return w, h
+
+    def follow(name):
+        try:
+            return gr.update(choices=size_choices(studio.entry(task, name)), value=None)
+        except CatalogError:
+            return gr.skip()
+
+    presets.input(chosen, presets, [width, height], api_visibility="private")
+    model.change(follow, model, presets, api_visibility="private", show_progress="hidden")
+    return presets
 
 
 SPEEDUP_LABELS = {"deepcache": "DeepCache (reuse the UNet's deep features between steps)",
