@@ -34,6 +34,12 @@ def a1111_text(params: dict) -> str:
     keys.append(("speedups", "Speed-ups"))     # as A1111 writes its "Token merging ratio": when one ran
     parts = [f"{label}: {params[k]}" for k, label in keys if params.get(k) not in (None, "", "none")]
     lines.append(", ".join(parts))
+    plot = params.get("xyplot")
+    if isinstance(plot, dict):        # a grid: these are its first cell's; say what varies across it
+        axes = [f"{plot.get(a + '_axis')} = {', '.join(map(str, plot.get(a + '_values') or []))}"
+                for a in ("x", "y") if plot.get(a + "_axis")]
+        lines.append(f"X/Y plot of {' against '.join(axes)} (the values above are the first cell's; "
+                     f"grid {plot.get('grid_size', '?')})")
     return "\n".join(lines)
 
 

@@ -38,7 +38,8 @@ def test_the_grid_holds_every_cell_and_records_the_axes(service, stack, tmp_path
     grid = r.images[0]
     assert grid.width >= 3 * MIN_CELL and grid.height >= 2 * MIN_CELL
     assert r.info["xyplot"] == {"x_axis": "steps", "x_values": [1, 2, 3], "y_axis": "seed", "y_values": [7, 8],
-                                "seeds": [7, 7, 7, 8, 8, 8]}
+                                "seeds": [7, 7, 7, 8, 8, 8], "grid_size": f"{grid.width}x{grid.height}"}
+    assert r.info["size"] == "32x32"          # a cell's size (what Reuse sets), not the grid's
     one = stack.run(replace(BASE, steps=2, seed=8)).images[0]                       # the cell (x=2, y=8) itself
     cell = np.asarray(grid)[-MIN_CELL:, -2 * MIN_CELL:-MIN_CELL]
     assert np.array_equal(cell, np.asarray(one.resize((MIN_CELL, MIN_CELL), 0)))
