@@ -71,7 +71,8 @@ def join(studio, fn: int, trigger: int, data: list, session: str, **kw) -> httpx
 # the parameters endpoints gained since these attacks were written, at their defaults: over raw HTTP every
 # parameter is sent in order (gradio_client fills defaults itself; docs/api.md)
 GAINED = {"text2img": [False, ""], "layout2img": [False, ""], "inpaint": [2.0, 0, 0, 0, 0]}
-LAST = {"xyplot": []}       # every task endpoint's last parameter: `speedups` ("": the model's own)
+LAST = {"xyplot": [], "text2img": ["", "[]"]}   # every task endpoint's last: `speedups` ("": the model's own);
+# text2img's then `regions` ("[]": none)
 
 
 def full(api: str, data: list) -> list:

@@ -7,6 +7,8 @@ a step callback that can interrupt, and input checks.
 
 The built-in UNet is also the layout model: it takes a box grounding map after the latents
 (`ldm_core.grounding`), which text alone leaves empty.
+
+`regions`: boxes with prompts of their own, each guiding its box (MultiDiffusion, `regional.py`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .common import (
     takes_grounding,
 )
 from .latents import decode_latents, latent_channels, latent_shape, to_pil, vae_scale_factor, with_coords
+from .regional import check_regions, region_masks, regional_conditioning, regional_model
 
 
 class Text2ImgPipeline(DiffusionPipeline):
@@ -73,14 +76,26 @@ class Text2ImgPipeline(DiffusionPipeline):
             return self.unet(with_coords(x, n), t, encoder_hidden_states=cond).sample
         return model
 
+    def regional_model(self, cond: torch.Tensor, regions, size: tuple[int, int], do_cfg: bool, warnings: list[str]):
+        """The model function with each region's box guided by its own prompt (`regional.py`); the
+        warnings of region prompts cut to what the encoder reads join `warnings`."""
+        texts = [p for p, _ in regions]
+        # (R, L, D): one text each, as the base prompt is encoded
+        region_cond, cut = encode_guided(self.tokenizer, self.text_encoder, texts, texts, False, self.device)
+        warnings += [w.replace("the prompt", "a region's prompt", 1) for w in cut]
+        masks = region_masks([b for _, b in regions], *size).to(self.device)       # (1 + R, h, w)
+        return regional_model(self.unet_model(regional_conditioning(cond, region_cond, do_cfg)), masks, do_cfg)
+
     @torch.inference_mode()
     def __call__(self, prompt: str | list[str], negative_prompt: str | list[str] = "", height: int = 64,
                  width: int = 64, num_inference_steps: int = 25, guidance_scale: float = 5.0,
                  seeds: list[int] | None = None, sampler: str = DEFAULT_SAMPLER,
-                 callback: StepCallback | None = None, output_type: str = "pil") -> PipelineOutput:
+                 callback: StepCallback | None = None, output_type: str = "pil",
+                 regions: list[tuple[str, tuple[float, float, float, float]]] | None = None) -> PipelineOutput:
         # 1. inputs
         prompts, negs, seeds = batch_inputs(prompt, negative_prompt, seeds)
         self.check_inputs(prompts, negs, height, width, num_inference_steps, guidance_scale, seeds)
+        check_regions(regions or [])
         scheduler = make_scheduler(self.published_scheduler_config, sampler)
         generators = make_generators(seeds)
         # 2. conditioning
@@ -90,8 +105,9 @@ class Text2ImgPipeline(DiffusionPipeline):
         latents = self.prepare_latents(scheduler, len(prompts), height, width, generators, cond.dtype)
         # 4. denoising loop
         scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = denoise(self.unet_model(cond), scheduler, latents, scheduler.timesteps, guidance_scale,
-                          generators, callback)
+        model = self.unet_model(cond) if not regions else self.regional_model(cond, regions, latents.shape[2:],
+                                                                               guided(guidance_scale), warnings)
+        latents = denoise(model, scheduler, latents, scheduler.timesteps, guidance_scale, generators, callback)
         # 5. decode
         # Block: decode
         name = type(scheduler).__name__

@@ -26,6 +26,7 @@ class Task:
     returns_one: bool = False     # API: one image back (super-resolution), not a gallery
     scale: int = 1                # output side / input image side (super-resolution: 4)
     help: str = ""
+    work_factor: str = "samples averaged"   # what output_size's third number counts (budget messages)
     image_info: Callable | None = None   # (checked request, i) -> what image i has of its own (its class)
 
     @property

@@ -1,11 +1,24 @@
-"""Text -> image (paper §4.3.1): a caption in, images out."""
+"""Text -> image (paper §4.3.1): a caption in, images out; optionally boxes with prompts of their own
+(regional prompts: each box guided by its prompt, `pipelines/regional.py`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
+from ..limits import DEFAULT_LIMITS, Limits
+from ..pipelines.common import guided
+from ..pipelines.regional import MAX_REGIONS
 from ..pipelines.text2img import Text2ImgPipeline
-from ..requests import SAMPLING_API, RequestError, Sampling, check_size
+from ..requests import SAMPLING_API, RequestError, Sampling, check_size, text
 from .base import Task
+
+REGIONS_EXAMPLE = '[{"prompt": "a blue square", "box": [0.5, 0, 1, 1]}]'
+
+
+@dataclass(frozen=True)
+class Region:
+    prompt: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in [0, 1]
 
 
 @dataclass(kw_only=True)
@@ -14,22 +27,78 @@ class Text2ImgRequest(Sampling):
     negative_prompt: str = ""
     hires: bool = False                   # then 4x super-resolution of each image (ldm_core/compositions/hires.py)
     hires_model: str | None = None        # its super-resolution model; None: the catalog's default
+    regions: list[Region] | str = field(default_factory=list)   # regional prompts; JSON text is parsed by validate()
+
+
+def _json_list(raw, limits: Limits) -> list:
+    """The regions' JSON text (or a list) as a list."""
+    if isinstance(raw, str):
+        if len(raw) > limits.max_boxes_json_chars:
+            raise RequestError(f"regions JSON is too long ({len(raw)} characters; limit {limits.max_boxes_json_chars})")
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except json.JSONDecodeError as e:
+            raise RequestError(f"regions is not valid JSON: {e.msg} at character {e.pos}") from None
+        except (RecursionError, ValueError):
+            raise RequestError(f"regions JSON cannot be read: give a flat list like {REGIONS_EXAMPLE}") from None
+    if not isinstance(raw, list):
+        raise RequestError(f"regions must be a JSON list like {REGIONS_EXAMPLE}")
+    if len(raw) > MAX_REGIONS:
+        raise RequestError(f"{len(raw)} regions given; at most {MAX_REGIONS} are supported")
+    return raw
+
+
+def parse_regions(raw, limits: Limits = DEFAULT_LIMITS) -> list[Region]:
+    """Regions from JSON text or a list of {"prompt": str, "box": [x0, y0, x1, y1]} (fractions of the image)."""
+    regions = []
+    for i, r in enumerate(_json_list(raw, limits), 1):
+        if isinstance(r, Region):
+            r = {"prompt": r.prompt, "box": r.box}
+        if not isinstance(r, dict) or "prompt" not in r or "box" not in r:
+            raise RequestError(f'region {i} must be an object with "prompt" and "box" keys, e.g. {REGIONS_EXAMPLE}')
+        prompt = text(f"region {i}'s prompt", r["prompt"], limits)
+        if not prompt:
+            raise RequestError(f"region {i}: its prompt is empty: say what this box shows, e.g. 'a blue square'")
+        coords = r["box"]
+        if not isinstance(coords, (list, tuple)) or len(coords) != 4:
+            raise RequestError(f"region {i}: box must be four numbers [x0, y0, x1, y1]")
+        try:
+            x0, y0, x1, y1 = (float(c) for c in coords)
+        except (TypeError, ValueError, OverflowError):
+            raise RequestError(f"region {i}: box must be four numbers [x0, y0, x1, y1]") from None
+        if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
+            raise RequestError(f"region {i}: coordinates must lie in [0, 1] (fractions of the image), got {coords}")
+        if x1 <= x0 or y1 <= y0:
+            raise RequestError(f"region {i}: has zero or negative area (need x0 < x1 and y0 < y1), got {coords}")
+        regions.append(Region(prompt, (x0, y0, x1, y1)))
+    return regions
 
 
 def check(req: Text2ImgRequest, entry, limits) -> dict:
     if not req.prompt:
         raise RequestError("the prompt is empty: describe the image, e.g. 'a red circle left of a blue square'")
-    return check_size(req, entry, limits)
+    return {**check_size(req, entry, limits), "regions": parse_regions(req.regions, limits)}
 
 
 def call(pipe, req: Text2ImgRequest, seeds, callback):
+    regions = {"regions": [(r.prompt, r.box) for r in req.regions]} if req.regions else {}
     return pipe(prompt=req.prompt, negative_prompt=req.negative_prompt, height=req.height, width=req.width,
                 num_inference_steps=req.steps, guidance_scale=req.guidance_scale, seeds=seeds, sampler=req.sampler,
-                callback=callback)
+                callback=callback, **regions)
 
 
 def info(req: Text2ImgRequest) -> dict:
-    return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale}
+    """The task's own parameters; `regions` always ([] for none), so that reusing a result clears old boxes."""
+    return {"prompt": req.prompt, "negative_prompt": req.negative_prompt, "guidance_scale": req.guidance_scale,
+            "regions": [{"prompt": r.prompt, "box": list(r.box)} for r in req.regions]}
+
+
+def output_size(req: Text2ImgRequest) -> tuple[int, int, float]:
+    """The work: each region adds a UNet pass per step to the one (or two, with guidance) of the prompt alone."""
+    if not req.regions:
+        return req.width, req.height, 1
+    alone = 2 if guided(req.guidance_scale) else 1
+    return req.width, req.height, (alone + len(req.regions)) / alone
 
 
 def example(side: int) -> dict:
@@ -44,11 +113,12 @@ TASK = Task(
     check=check,
     call=call,
     info=info,
-    output_size=lambda r: (r.width, r.height, 1),
+    output_size=output_size,
+    work_factor="UNet passes a step, relative to the prompt alone (regional prompts)",
     pipelines={"Text2ImgPipeline": Text2ImgPipeline},
     example=example,
     positional=("prompt",),
-    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups"),
-    api_defaults={"hires_model": ""},
-    help="a caption in, images out (--hires: then 4x each)",
+    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups", "regions"),
+    api_defaults={"hires_model": "", "regions": "[]"},
+    help=f"a caption in, images out (--hires: then 4x each; --regions '{REGIONS_EXAMPLE}': a box's own prompt)",
 )
