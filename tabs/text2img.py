@@ -10,6 +10,7 @@ from gradio_image_annotation import image_annotator
 
 from ldm_core.pipelines.regional import MAX_REGIONS
 from ldm_core.requests import RequestError
+from ldm_core.data.shapes import COLORS, RELATIONS, SHAPES
 from ldm_core.service import Service
 from ldm_core.tasks import TASKS
 from ldm_core.tasks.text2img import Region, Text2ImgRequest
@@ -124,6 +125,15 @@ class Text2ImgTab:
                 "regions": self.regions, **merged(self.panels).controls}
 
 
+def what_it_draws(entry) -> str:
+    """What a built-in model can draw (it knows only the words of Shapes World); nothing for the others."""
+    if entry.is_hub or entry.source.startswith("zoo:"):
+        return ""
+    return (f"**This built-in model draws Shapes World**: one to three shapes — "
+            f"{', '.join(SHAPES)} — in {', '.join(COLORS)}, placed {', '.join(RELATIONS)} one another, on white. "
+            "Other words are unknown to it; a hub model (Model, below) reads any text.")
+
+
 def make_request(values: dict) -> Text2ImgRequest:
     """The request from the tab's named inputs: the regions drawn on the box editor."""
     return Text2ImgRequest(**{**values, "regions": annotation_to_regions(values.get("regions"))})
@@ -150,9 +160,12 @@ def build(studio: Service) -> Text2ImgTab:
                                      "regions": regions}, make_request, shown, stop)
             panels = add_panels(studio, form)
             gr.Examples(EXAMPLES, inputs=[prompt])
+            knows = gr.Markdown(what_it_draws(studio.entry("text2img")), elem_id="t2i-knows")
     selected = gr.State(None)
     wire(studio, generate, stop, form.inputs, make_request, shown)
     controls.follow_model(studio, "text2img")
+    controls.model.change(lambda name: what_it_draws(studio.entry("text2img", name)), controls.model, knows,
+                          api_visibility="private", show_progress="hidden")
     with tokens:
         token_counter(studio, "text2img", prompt, controls.model)
     shown.gallery.select(selected_image, shown.gallery, selected, api_visibility="private")
