@@ -24,6 +24,7 @@ from starlette.middleware import Middleware
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
 from ldm_core.device import pick_device
 from ldm_core.limits import SERVER_BUDGETS, server_limits
+from ldm_core.provenance import read_parameters
 from ldm_core.service import Service
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
@@ -31,7 +32,7 @@ from server import security
 from server.fair_use import calm_queue, reserve_per_client
 from server.owners import VisitorCookie
 from server.owners import configure as configure_owners
-from tabs import api, compression, history, pnginfo, task_tabs
+from tabs import api, compression, history, in_sight, pnginfo, presets, shortcuts, task_tabs, uploads
 from tabs.common import GPU_CONCURRENCY_ID
 from tabs.controls import first_image, info_updates
 
@@ -46,7 +47,24 @@ CSS = ("#sr-input img, #sr-gallery img { width: 100%; height: 100%; object-fit: 
        # a phone: text->image's results right under its Generate button, its settings below them
        "@media (max-width: 640px) { #t2i-left { display: contents; } #t2i-results { order: 1; } "
        "#t2i-settings { order: 2; } }\n"
-       "#compress-gallery img { image-rendering: pixelated; }")      # reconstructions: every pixel as it came out
+       "#compress-gallery img { image-rendering: pixelated; }\n"     # reconstructions: every pixel as it came out
+       # the image -> image input fills its box (a 64 px picture was drawn 64 px wide in a 470 px box)
+       "#i2i-input img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }\n"
+       # "Parameters used": no line numbers (a wrapped line put them out of step), long lines wrapped
+       "[id$='-info'] .cm-gutters { display: none !important; }\n"
+       "[id$='-info'] .cm-content, [id$='-info'] .cm-line { white-space: pre-wrap !important; "
+       "overflow-wrap: anywhere; }\n"
+       # a dropdown's long choice is cut with an ellipsis before its arrow, not drawn under it
+       ".secondary-wrap input[role=combobox] { min-width: 0; text-overflow: ellipsis; }\n"
+       ".secondary-wrap .icon-wrap { flex: none; }\n"
+       "#sr-compare img, #i2i-compare img, #inpaint-compare img { image-rendering: pixelated; }\n"
+       # a box's label dialog: the label field takes the width it has (it was 60 px wide on a phone)
+       "#model-box-edit .modal-container { width: min(92vw, 560px) !important; }\n"
+       "#model-box-edit .model-content { display: flex; flex-wrap: wrap; align-items: center; row-gap: 8px; }\n"
+       "#model-box-edit .model-content > div:nth-child(2) { flex: 1 1 220px; }\n"
+       # a phone: results two to a row, every one in sight (four in a row ran past the screen's edge)
+       "@media (max-width: 640px) { [id$='-gallery'] .grid-container { "
+       "grid-template-columns: repeat(2, minmax(0, 1fr)) !important; } }")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--monitoring", action="store_true",
                    help="serve Gradio's /monitoring dashboard (behind the login; without --auth allowed only on a "
                         "server bound to loopback, without --share)")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the tasks as MCP tools at /gradio_api/mcp/ (for LLM clients such as Claude "
+                        "Desktop), behind the same login, quota and budget as the HTTP API (docs/api.md, MCP)")
     return p.parse_args(argv)
 
 
@@ -119,14 +140,17 @@ def limit_malloc_arenas(n: int = 2) -> None:
 
 
 def build_app(ui: Service) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"## {TITLE}\nLatent diffusion (Rombach et al., CVPR 2022): "
-                    + ", ".join(TASKS[t].title for t in ui.tasks) + f" on one resident model stack · `{ui.device}`")
+    with gr.Blocks(title=TITLE) as demo, shortcuts.keys(demo):
+        gr.Markdown(f"## {TITLE}\nThe tasks of latent diffusion (Rombach et al., CVPR 2022), a tab each. Models "
+                    f"load once and stay ready · running on `{ui.device}`")
+        in_sight.results_follow_clicks(demo)
+        uploads.slider_checks()        # a number typed past a slider's ends: said, not changed silently
         with gr.Tabs(overflow_behavior="wrap") as tabs:      # on a phone every tab stays in sight
             built = {}
             for name, module in task_tabs(ui.tasks).items():
                 with gr.Tab(TASKS[name].title, id=name):
                     built[name] = module.build(ui)
+                    presets.attach(demo, name, built[name].params())
             with gr.Tab("Perceptual compression", id="compression"):
                 compression.build(ui)
             with gr.Tab("History", id="history") as history_tab:
@@ -135,42 +159,64 @@ def build_app(ui: Service) -> gr.Blocks:
                 info = pnginfo.build()
         api.build(ui)
         wire_send_to(built, tabs)
-        wire_reuse(info.send, info.params, built, tabs)
-        wire_reuse(past.reuse, past.params, built, tabs)
+        wire_reuse(info.send, info.params, built, tabs, info.file)
+        wire_reuse(past.reuse, past.params, built, tabs, past.path)
         for name, button in past.send.items():
-            button.click(lambda path, name=name: _send(path, name), past.path, [built[name].image_input, tabs],
-                         api_visibility="private")
-        history_tab.select(past.load, None, [past.gallery, past.entries], api_visibility="private")
+            fields, target = sent_fields(built[name]), built[name].params()
+            button.click(lambda path, name=name, fields=fields: _send(path, name, fields), past.path,
+                         [built[name].image_input, tabs, *(target[k] for k in fields)], api_visibility="private")
+        history_tab.select(past.load, None, past.shown, api_visibility="private")
     return demo
 
 
-def _send(image, tab: str):
+SENT_TEXT = ("prompt", "negative_prompt")     # what goes on with an image, where the target tab has it
+
+
+def _send(image, tab: str, fields: tuple = (), fallback: dict | None = None) -> list:
+    """Send `image` to `tab`: the image, the tab selected, and the image's own `fields` (its prompt as
+    its PNG records it; else `fallback`'s, e.g. the text->image tab's prompt box)."""
     if not image:
         raise gr.Error("pick an image first, then send it on")
-    return image, gr.Tabs(selected=tab)
+    try:
+        made = read_parameters(image) or {}
+    except OSError:              # no longer there, or not an image: the target tab says so
+        made = {}
+    if "xyplot" in made:
+        raise gr.Error("this is an X/Y grid of several images, not one picture: generate the cell you want "
+                       "on its own (each cell's values are in the grid's parameters), then send that")
+    text = {k: made[k] if k in made else (fallback or {}).get(k, gr.skip()) for k in fields}
+    return [image, gr.Tabs(selected=tab), *text.values()]
+
+
+def sent_fields(tab) -> tuple:
+    return tuple(k for k in SENT_TEXT if k in tab.params())
 
 
 def wire_send_to(built: dict, tabs: gr.Tabs) -> None:
-    """A text->image result goes on to every tab that takes an image."""
-    def send_to(tab: str):
-        def send(selected, gallery):
-            if not (selected or first_image(gallery)):
-                raise gr.Error("generate an image first, then send it on")
-            return _send(selected or first_image(gallery), tab)     # the clicked result, else the first one
-        return send
-
+    """A text->image result goes on to every tab that takes an image, with its prompt."""
     t2i = built.get("text2img")
     for name, button in (t2i.send if t2i else {}).items():
-        button.click(send_to(name), [t2i.selected, t2i.gallery], [built[name].image_input, tabs],
-                     api_visibility="private")
+        fields = sent_fields(built[name])
+
+        def send(selected, gallery, prompt, negative, name=name, fields=fields):
+            if not (selected or first_image(gallery)):
+                raise gr.Error("generate an image first, then send it on")
+            return _send(selected or first_image(gallery), name, fields,   # the clicked result, else the first
+                         {"prompt": prompt, "negative_prompt": negative})
+
+        target = built[name].params()
+        button.click(send, [t2i.selected, t2i.gallery, t2i.prompt, t2i.negative_prompt],
+                     [built[name].image_input, tabs, *(target[k] for k in fields)], api_visibility="private")
 
 
-def wire_reuse(button: gr.Button, source, built: dict, tabs: gr.Tabs) -> None:
+def wire_reuse(button: gr.Button, source, built: dict, tabs: gr.Tabs, image=None) -> None:
     """`button` sends the parameters in `source` (PNG info's, a history entry's) to the tab that made
-    the image, its controls filled in by name."""
+    the image, its controls filled in by name; a tab with `reuse_image(path, params)` (inpainting's
+    editor) also gets its image input filled from the image's file in `image`."""
     outputs = [c for tab in built.values() for c in tab.params().values()]
+    pictures = {task: tab for task, tab in built.items() if image is not None and hasattr(tab, "reuse_image")}
 
-    def send(params):
+    def send(params, path=None):
         if not params or params.get("task") not in built:
             raise gr.Error("pick an image made by the studio first (a PNG in PNG info, a result in History)")
         updates = []
@@ -178,9 +224,12 @@ def wire_reuse(button: gr.Button, source, built: dict, tabs: gr.Tabs) -> None:
             named = tab.params()
             updates += (info_updates(named, params, getattr(tab, "convert", None)) if task == params["task"]
                         else [gr.skip()] * len(named))
-        return [*updates, gr.Tabs(selected=params["task"])]
+        filled = [tab.reuse_image(path, params) if task == params["task"] else gr.skip()
+                  for task, tab in pictures.items()]
+        return [*updates, *filled, gr.Tabs(selected=params["task"])]
 
-    button.click(send, source, [*outputs, tabs], api_visibility="private")
+    button.click(send, [source, *([image] if pictures else [])],
+                 [*outputs, *(tab.image_input for tab in pictures.values()), tabs], api_visibility="private")
 
 
 def main(argv=None) -> None:
@@ -223,15 +272,18 @@ def main(argv=None) -> None:
     space_host = os.environ.get("SPACE_HOST")       # on a Hugging Face Space: its own origin, framed by the hub
     guard = {"allowed_origins": args.allowed_origin + ([f"https://{space_host}"] if space_host else []),
              "frame_ancestors": ["https://huggingface.co"] if space_host else [], "password": bool(auth),
-             "max_body_bytes": limits.max_upload_bytes + 1_000_000, "monitoring": args.monitoring}
+             "max_body_bytes": limits.max_upload_bytes + 1_000_000, "monitoring": args.monitoring,
+             "mcp": args.mcp, "logins": auth or []}
     demo.launch(css=CSS, server_name=host, server_port=args.port, share=args.share, auth=auth, ssr_mode=False,
                 show_error=False, footer_links=["api", "settings"], enable_monitoring=args.monitoring,
-                max_file_size=limits.max_upload_bytes, prevent_thread_lock=True,
+                max_file_size=limits.max_upload_bytes, prevent_thread_lock=True, mcp_server=args.mcp,
                 app_kwargs={"lifespan": security.lifespan(guard, cache), "middleware": [Middleware(VisitorCookie)],
                             "docs_url": None, "redoc_url": None,
                             "openapi_url": None})
     if demo.share_url and "layer" in guard:
         guard["layer"].allow_origin(demo.share_url)
+    if args.mcp and not demo.mcp_server:        # (its tool calls are set up by security.lifespan: server/mcp_tools.py)
+        raise SystemExit(f"--mcp: Gradio could not start its MCP server: {demo.mcp_error}")
     demo.block_thread()
 
 

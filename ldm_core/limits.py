@@ -5,9 +5,14 @@ loosen them with `Limits(...)` passed to the stack (webui flags map onto these f
 """
 from __future__ import annotations
 
+import io
+import math
+import os
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+
+from PIL import Image
 
 MAX_SEED = 2 ** 32 - 1                  # seeds are 32-bit (torch.Generator.manual_seed takes any)
 
@@ -42,6 +47,56 @@ DEFAULT_LIMITS = Limits()
 # (megapixel-steps, seconds) per request in the web server, by device type: what the device
 # finishes within the time limit (docs/design-notes.md says what the CPU budget lets through).
 SERVER_BUDGETS = {"cpu": (64.0, 300.0), "mps": (512.0, 300.0), "cuda": (4096.0, 300.0)}
+
+
+# ------------------------------------------------------------------ uploaded images, from their header
+IMAGE_FORMATS = "PNG, JPEG or WebP expected"
+
+
+def read_size(src) -> tuple[int, int] | None:
+    """(width, height) of the image file `src` (a path or bytes) from its header, nothing decoded, or
+    None where no image format reads it. PIL's decompression-bomb cap is not applied here (it refuses
+    without saying the size): the caller compares the size with its own limit."""
+    Image.init()
+    with (io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray, memoryview)) else open(src, "rb")) as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:              # as Image.open tries them, less its bomb check
+            factory, accept = Image.OPEN[fmt]
+            try:
+                if accept is None or accept(prefix):
+                    fp.seek(0)
+                    return factory(fp, "").size
+            except Exception:             # not this format: the next one
+                continue
+    return None
+
+
+def megapixels(n: float) -> str:
+    return f"{n / 1e6:.1f}" if n >= 950_000 else f"{n / 1e6:.2f}"
+
+
+def pixels_problem(name: str, width: int, height: int, max_pixels: int) -> str | None:
+    """What is wrong with an image of this size, in words for the user (None: nothing)."""
+    if width * height <= max_pixels:
+        return None
+    side = math.isqrt(max_pixels)
+    return (f"{name} is {width}×{height}, {megapixels(width * height)} megapixels; images up to "
+            f"{megapixels(max_pixels)} megapixels (e.g. {side}×{side}) are accepted here")
+
+
+def image_problem(src, limits: "Limits", max_pixels: int | None = None, name: str = "this file",
+                  size: int | None = None) -> str | None:
+    """What is wrong with the uploaded image file `src` (a path, or bytes: the file or its first bytes,
+    `size` long in all), read from its header before anything decodes it: too many bytes, not an
+    image, too many pixels; in words for the user. None: nothing."""
+    if size is None:
+        size = len(src) if isinstance(src, (bytes, bytearray, memoryview)) else os.path.getsize(src)
+    if size > limits.max_upload_bytes:
+        return f"{name} is {size / 1e6:.1f} MB; files up to {limits.max_upload_bytes / 1e6:g} MB are accepted"
+    wh = read_size(src)
+    if wh is None:
+        return f"{name} is not an image ({IMAGE_FORMATS})"
+    return pixels_problem(name, *wh, max_pixels or limits.max_input_pixels)
 
 
 SERVER_JOBS_PER_CLIENT = 3    # one running and two waiting

@@ -18,6 +18,9 @@ Gradio runs before the server accepts its first request):
   Gradio sees it, and an HTML page before login carries no API description. Failed logins are
   throttled per client: after 3 failures each attempt waits 1, 2, 4, ... up to 30 s, one attempt
   at a time per client; a success resets the count.
+- **MCP** (`--mcp`, server/mcp_tools.py): the MCP routes are behind the same login, which an MCP
+  client gives as HTTP Basic (throttled as the login form is); each MCP request is stamped with its
+  client and user, so that Gradio's loopback call of the endpoint counts as theirs.
 - **Monitoring and run history**: `/monitoring*` exists only when the operator turned it on (then
   behind the login like the rest); Gradio's run-history routes refuse a request that calls itself
   `localhost` without coming from this machine.
@@ -43,6 +46,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.requests import cookie_parser
+
+from .mcp_tools import REALM, McpGate, is_mcp
+from .mcp_tools import install as install_mcp
 
 log = logging.getLogger("security")
 
@@ -192,8 +198,10 @@ class LoginThrottle:
 
 class SecurityLayer:
     def __init__(self, app, *, allowed_origins=(), frame_ancestors=(), password: bool = False,
-                 max_body_bytes: int = 25_000_000, monitoring: bool = False, gradio_app=None):
+                 max_body_bytes: int = 25_000_000, monitoring: bool = False, gradio_app=None, mcp: bool = False,
+                 logins=()):
         self.app = app
+        self.gate = McpGate(gradio_app, dict(logins)) if mcp else None     # --mcp: its login and stamps
         self.max_body = max_body_bytes
         self.allowed = {_host(o) for o in allowed_origins}
         self.frame_ancestors = list(frame_ancestors)
@@ -226,14 +234,18 @@ class SecurityLayer:
     def logged_in(self, scope) -> bool:
         """Whether the request carries a login session of Gradio's (its access-token cookie, as
         gradio.routes' get_current_user reads it, naming a token the app handed out)."""
+        return self.user(scope) is not None
+
+    def user(self, scope) -> str | None:
+        """The user of the request's login session, if it has one."""
         app = self.gradio_app
         if app is None:
-            return False
+            return None
         raw = "; ".join(v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie")
         cookies = cookie_parser(raw)
         token = (cookies.get(f"access-token-{app.cookie_id}")
                  or cookies.get(f"access-token-unsecure-{app.cookie_id}"))
-        return bool(token) and token in app.tokens
+        return app.tokens.get(token) if token else None
 
     @staticmethod
     def open_before_login(path: str, method: str) -> bool:
@@ -246,15 +258,8 @@ class SecurityLayer:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        peer = client[0] if client else "?"
-        key = scope[CLIENT] = client_key(scope)
-        if key != peer:                 # what Gradio's own code sees as request.client, too
-            scope["client"] = (key, 0)
-        if _is_trusted(_ip(peer)):      # and the scheme the proxy was asked in (uvicorn's part, turned off)
-            proto = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").decode("latin-1").strip().lower()
-            if proto in ("http", "https"):
-                scope["scheme"] = proto.replace("http", "ws") if scope["type"] == "websocket" else proto
+        peer = (scope.get("client") or ("?",))[0]
+        key = self._identify(scope)
         if scope["type"] == "websocket":
             if self.password and not self.logged_in(scope):
                 await send({"type": "websocket.close", "code": 1008})
@@ -275,10 +280,14 @@ class SecurityLayer:
         receive = self._bounded(receive)
         path = scope["path"].rstrip("/") or "/"
         method = scope["method"]
+        basic = await self._basic_login(scope, path, key)
         before_login = self.password and not self.logged_in(scope)
-        if before_login and not self.open_before_login(path, method):
-            await self._plain(send, 401, json.dumps({"detail": "Not authenticated"}).encode(), b"application/json")
+        if basic is False or (before_login and not self.open_before_login(path, method)):
+            await self._plain(send, 401, json.dumps({"detail": "Not authenticated"}).encode(), b"application/json",
+                              [(b"www-authenticate", REALM)] if self.gate and is_mcp(path) else [])
             return
+        if self.gate and is_mcp(path):   # Gradio's loopback call of the endpoint: this client's, this user's
+            self.gate.stamp(scope, key, self.user(scope))
         if path == "/monitoring" or path.startswith("/monitoring/"):
             if not self.monitoring:
                 await self._plain(send, 404, b"not found")
@@ -297,6 +306,41 @@ class SecurityLayer:
             await self._login(scope, receive, send, foreign)
             return
         await self.app(scope, receive, self._sender(send, foreign, before_login and method == "GET"))
+
+    def _identify(self, scope) -> str:
+        """Who asks (`client_key`, or an MCP call's client from its stamp), kept in the scope, where
+        Gradio's own code sees it as request.client too; behind a trusted proxy, the scheme it was
+        asked in (uvicorn's part, turned off)."""
+        client = scope.get("client")
+        peer = client[0] if client else "?"
+        stamp = self.gate.unstamp(scope, is_loopback(peer)) if self.gate else None
+        key = scope[CLIENT] = stamp.client if stamp else client_key(scope)
+        if stamp and stamp.user:
+            self.gate.log_in(scope, stamp.user)
+        if key != peer:
+            scope["client"] = (key, 0)
+        if _is_trusted(_ip(peer)):
+            proto = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").decode("latin-1").strip().lower()
+            if proto in ("http", "https"):
+                scope["scheme"] = proto.replace("http", "ws") if scope["type"] == "websocket" else proto
+        return key
+
+    async def _basic_login(self, scope, path: str, key: str) -> bool | None:
+        """With a password, an MCP client's HTTP Basic login (McpGate.basic_user), throttled per client
+        as the login form is: True (logged in), False (a wrong one), None (none given)."""
+        if not (self.gate and self.password) or self.gate.basic_user(scope, path) is None:
+            return None
+        async with self.throttle.lock(key):
+            wait = self.throttle.delay(key)
+            if wait:
+                await asyncio.sleep(wait)
+            user = self.gate.basic_user(scope, path)
+            self.throttle.record(key, bool(user))
+        if not user:
+            log.warning("failed MCP login from %s (%d in a row)", key, self.throttle.failures.get(key, 0))
+            return False
+        self.gate.log_in(scope, user)
+        return True
 
     def _bounded(self, receive):
         """`receive`, stopping a body (chunked, or longer than announced) past max_body_bytes."""
@@ -365,10 +409,10 @@ class SecurityLayer:
                 log.warning("failed login from %s (%d in a row; next attempt waits %.0f s)", key,
                             self.throttle.failures.get(key, 0), self.throttle.delay(key))
 
-    async def _plain(self, send, status: int, text: bytes, kind: bytes = b"text/plain; charset=utf-8"):
+    async def _plain(self, send, status: int, text: bytes, kind: bytes = b"text/plain; charset=utf-8", extra=()):
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", kind),
-                                (b"content-length", str(len(text)).encode()), *self.headers]})
+                                (b"content-length", str(len(text)).encode()), *self.headers, *extra]})
         await send({"type": "http.response.body", "body": text})
 
 
@@ -410,6 +454,8 @@ def lifespan(layer_options: dict, cache_dir: Path, max_age_s: float = 86_400, ma
                               **{k: v for k, v in layer_options.items() if k != "layer"})
         app.middleware_stack = layer
         layer_options["layer"] = layer
+        if layer.gate is not None:
+            install_mcp(app.get_blocks(), layer.gate, layer.password)
 
         async def janitor():
             while True:

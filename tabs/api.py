@@ -33,6 +33,20 @@ NOTES = {"sampler": ", ".join(SAMPLER_NAMES), "back_projection": "iterations ont
          "mask_downsampling": "max (thin strokes kept) or nearest (as diffusers)",
          "strength": "0 = the input unchanged, 1 = ignore it",
          "speedups": f"{', '.join(SPEEDUP_NAMES)} (comma-separated) or none; \"\" = the model's own"}
+# what an MCP client (an LLM) reads of each endpoint: its tool's description and its parameters' (webui --mcp)
+FILE_NOTE = "a data: URL (base64 PNG) or an http(s) URL"
+ABOUT = {"prompt": "what the image shows", "negative_prompt": "what it should not show", "steps": "sampling steps",
+         "guidance_scale": "classifier-free guidance scale", "seed": "-1 = random; the same seed, the same image",
+         "num_images": "how many images", "width": "pixels", "height": "pixels",
+         "model": "a model of the studio's catalog; default: the task's own", "image": f"the input image: {FILE_NOTE}",
+         "mask": f"white = repaint, black = keep: {FILE_NOTE}",
+         "label_map": f"a PNG in the model's class colours or of class ids: {FILE_NOTE}",
+         "boxes": 'JSON [{"label": "red circle", "box": [x0, y0, x1, y1]}], coordinates in [0, 1]',
+         "class_name": "a class name, several separated by ';' (one per image), or a class index",
+         "regions": 'JSON [{"prompt": "a blue square", "box": [x0, y0, x1, y1]}]: boxes with prompts of their own',
+         "hires": "then 4x super-resolution of each image", "hires_model": "its model; \"\" = the default",
+         "eta": "DDIM's eta, 0 to 1", **NOTES}
+RETURNS = "the image(s) as PNG files that record their parameters, and the parameters used as a JSON string"
 
 
 def _results(studio: Service, request, client: gr.Request | None = None):
@@ -77,9 +91,18 @@ def _one_image(outs):
         outs.close()
 
 
-def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: bool, optional=()):
+def describe(fn, name: str, summary: str, names, notes: dict) -> None:
+    """Name `fn` after its endpoint and give it a docstring Gradio's MCP server reads (its tool's
+    name, description and parameters' descriptions)."""
+    args = [f"    {n}: {notes.get(n) or ABOUT.get(n) or n.replace('_', ' ')}" for n in names]
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = "\n".join([f"{summary}.", "", "Args:", *args, "", "Returns:", f"    {RETURNS}"])
+
+
+def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: bool, optional=(),
+           about=("run", "", {})):
     """The event function of an endpoint whose parameters are `names`, in the contract's order
-    (`optional`: those whose default is unset, i.e. the model's own)."""
+    (`optional`: those whose default is unset, i.e. the model's own; `about`: describe's name, summary, notes)."""
     def run(*values):
         client = values[len(names)] if len(values) > len(names) else None
         try:
@@ -88,6 +111,7 @@ def _event(studio: Service, names: tuple[str, ...], make_request, returns_one: b
             raise user_error(e) from None
         outs = _results(studio, request, client)
         yield from (_one_image(outs) if returns_one else outs)
+    describe(run, about[0], about[1], names, about[2])
     return gpu(with_signature(run, list(names), optional=optional))
 
 
@@ -108,7 +132,8 @@ def _composition(studio: Service, comp: Composition) -> None:
     def make_request(values: dict):
         base = task.request(**{k: v for k, v in values.items() if k not in own})
         return comp.build(base, {k: v for k, v in values.items() if k in own})
-    gr.Button(visible=False).click(_event(studio, names, make_request, True), inputs,
+    about = (comp.name, comp.help or comp.title, {o.name: o.help for o in comp.options})
+    gr.Button(visible=False).click(_event(studio, names, make_request, True, about=about), inputs,
                                    [gr.Image(type="filepath", format="png"), gr.Textbox()], api_name=comp.name,
                                    concurrency_id=GPU_CONCURRENCY_ID, validator=validator(list(names)))
 
@@ -121,8 +146,9 @@ def build(studio: Service) -> None:
         for task in (TASKS[name] for name in studio.tasks):
             result = gr.Image(type="filepath", format="png") if task.returns_one else gr.Gallery(format="png")
             unset = [k for k, v in (task.api_defaults or {}).items() if v is None]
+            about = (task.name, f"{task.title}: {task.help}".replace("--", ""), {})   # (the CLI's flags: its names)
             gr.Button(visible=False).click(_event(studio, task.api, lambda v, t=task: t.request(**v), task.returns_one,
-                                                  unset),
+                                                  unset, about),
                                            _inputs(studio, task, task.api), [result, gr.Textbox()],
                                            api_name=task.name, concurrency_id=GPU_CONCURRENCY_ID,
                                            validator=validator(list(task.api)))

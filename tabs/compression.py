@@ -12,11 +12,13 @@ from typing import Callable
 
 import gradio as gr
 
+from ldm_core.compression import MAX_PIXELS
 from ldm_core.service import Service
 from server.errors import user_error
 from server.fair_use import with_signature
 
 from .common import GPU_CONCURRENCY_ID, gpu, standalone
+from . import uploads
 
 HEADERS = ["autoencoder", "kind", "f", "latent C×h×w", "pixel values per latent value", "PSNR (dB)", "SSIM",
            "encode + decode (s)", "note"]
@@ -85,8 +87,9 @@ def build(studio: Service) -> CompressionTab:
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
-            image = gr.Image(label="Your picture", type="filepath", sources=["upload", "clipboard"], height=260,
-                             elem_id="compress-input")
+            image = uploads.checked(gr.Image(label="Your picture", type="filepath", sources=["upload", "clipboard"],
+                                             height=260, elem_id="compress-input"),
+                                    studio.limits, min(studio.limits.max_input_pixels, MAX_PIXELS))
             which = gr.CheckboxGroup(options, value=checked, label="Autoencoders", elem_id="compress-which")
             with gr.Row():
                 run = gr.Button("Run", variant="primary", elem_id="compress-run")

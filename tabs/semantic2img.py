@@ -22,6 +22,7 @@ from ldm_core.zoo.concat import cocostuff_labels, label_palette
 from .common import buttons, results, standalone, wire
 from .controls import SamplingControls, sampling_controls
 from .inpaint import bounded
+from .uploads import checked, checked_editor
 
 MAX_SIDE = 1024          # the paper's wide canvases (1024×384)
 CELL = "display:inline-block;margin-right:12px;white-space:nowrap;font-size:13px"
@@ -166,16 +167,16 @@ def build(studio: Service) -> Semantic2ImgTab:
             paint_class = gr.Dropdown(class_choices(names), value=str(names.index(first)), filterable=True,
                                       label="Paint with class (or pick its colour in the editor's palette)",
                                       info=f"{len(names)} classes: type to search", elem_id="s2i-class")
-            editor = bounded(gr.ImageEditor(value=blank(entry.width, entry.height, fill),
+            editor = checked_editor(bounded(gr.ImageEditor(value=blank(entry.width, entry.height, fill),
                                             label="Label map: paint regions, one class at a time", type="pil",
                                             image_mode="RGBA", layers=False, transforms=(), height=420, format="png",
                                             brush=brush(names, palette, first),
-                                            elem_id="s2i-editor"), studio.limits)
+                                            elem_id="s2i-editor"), studio.limits), studio.limits)
             legend_box = gr.HTML(legend(names, palette), elem_id="s2i-legend")
             with gr.Row():
                 new_canvas = gr.Button("New canvas (the output size)", elem_id="s2i-new-canvas")
-                upload = gr.File(label="…or upload a label PNG (class colours, or greyscale class ids)",
-                                 file_types=[".png"], type="filepath", elem_id="s2i-upload")
+                upload = checked(gr.File(label="…or upload a label PNG (class colours, or greyscale class ids)",
+                                         file_types=[".png"], type="filepath", elem_id="s2i-upload"), studio.limits)
         with gr.Column(scale=2):
             generate, stop = buttons("s2i")
             controls = sampling_controls(studio, "semantic2img", guidance=False)

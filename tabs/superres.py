@@ -8,8 +8,10 @@ import gradio as gr
 from ldm_core.service import Service
 from ldm_core.tasks.superres import DEFAULT_BACK_PROJECTION, SuperResRequest
 
+from . import compare
 from .common import buttons, results, standalone, wire
 from .controls import model_defaults, sampler_choices, speedup_controls
+from .uploads import checked
 
 
 @dataclass
@@ -39,8 +41,8 @@ def build(studio: Service) -> SuperResTab:
     lim = studio.limits
     with gr.Row():
         with gr.Column():
-            image = gr.Image(label="Low-resolution input", type="filepath", image_mode="RGB", height=320,
-                             elem_id="sr-input")
+            image = checked(gr.Image(label="Low-resolution input", type="filepath", image_mode="RGB", height=320,
+                                     elem_id="sr-input"), lim, lim.max_superres_input_pixels)
             model = gr.Dropdown(studio.choices("superres"), value=entry.name, label="Model")
             with gr.Row():
                 steps = gr.Slider(1, 100, value=entry.steps, step=1, label="Steps")
@@ -57,8 +59,10 @@ def build(studio: Service) -> SuperResTab:
             generate, stop = buttons("sr", "Upscale 4×")
         with gr.Column():
             shown = results("sr", single=True, preview_height=120)
+            slider = compare.before_after("sr-compare")
     inputs = {"image": image, "steps": steps, "seed": seed, "sampler": sampler, "model": model,
               "back_projection": back_projection, "average": average, "speedups": speedups}
+    compare.follow(shown.gallery, image, slider)
     wire(studio, generate, stop, inputs, lambda values: SuperResRequest(**values), shown)
     targets = {"steps": steps, "sampler": sampler, "average": average, "speedups": speedups}
     model.change(lambda name: model_defaults(studio, "superres", name, targets), model, list(targets.values()),

@@ -142,3 +142,56 @@ def test_the_header_speaks_plainly(page):
     """Item 12: no "resident model stack" jargon in the page's first lines."""
     header = page.locator("h2").first.locator("xpath=..").inner_text()
     assert "resident" not in header and "stack" not in header, header
+
+
+def test_png_info_shows_the_picture(page, tmp_path):
+    """Item 12: PNG info shows the picture it reads, not only its parameters."""
+    from ldm_core.provenance import save_png
+    path = save_png(Image.new("RGB", (64, 64), "red"), {"task": "text2img", "prompt": "a red square", "seed": 1},
+                    tmp_path)
+    open_tab(page, "PNG info")
+    page.locator("#pnginfo-file input[type=file]").set_input_files(str(path))
+    page.locator("#pnginfo-picture img").first.wait_for(state="visible", timeout=UI_MS)
+
+
+def test_on_a_phone_every_result_and_the_label_field_fit_the_screen(browser, studio):
+    """Item 11: four results all inside a 390 px screen; the layout label field wide enough to type in."""
+    url, _ = studio
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx.set_default_timeout(UI_MS)
+    pg = ctx.new_page()
+    try:
+        pg.goto(url, wait_until="domcontentloaded", timeout=60_000)
+        pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+        pg.fill("#t2i-prompt textarea", "a red circle")
+        images = pg.locator("#t2i-settings .block").filter(has_text="Images").locator("input[type=number]")
+        images.click(click_count=3)
+        pg.keyboard.type("4")
+        pg.keyboard.press("Tab")
+        pg.click("#t2i-generate")
+        pg.locator("#t2i-gallery img").nth(3).wait_for(timeout=60_000)
+        right = pg.evaluate("() => Math.max(...[...document.querySelectorAll('#t2i-gallery img')]"
+                            ".map(i => i.getBoundingClientRect().right))")
+        assert right <= 390, f"a result reaches {right:.0f} px on a 390 px screen"
+        open_tab(pg, "Layout → Image")
+        canvas = pg.locator("#layout-canvas canvas").first
+        canvas.scroll_into_view_if_needed()
+        bb = canvas.bounding_box()
+        pg.mouse.move(bb["x"] + 30, bb["y"] + 30)
+        pg.mouse.down()
+        pg.mouse.move(bb["x"] + 120, bb["y"] + 120, steps=8)
+        pg.mouse.up()
+        field = pg.locator("#model-box-edit input[aria-label=Label]")
+        field.wait_for(state="visible")
+        assert field.bounding_box()["width"] >= 150, field.bounding_box()
+        field.fill("red circle")
+        field.press("Enter")
+    finally:
+        ctx.close()
+
+
+def test_text2img_says_what_the_built_in_model_draws(page):
+    """Item 12: Text -> Image names the built-in model's words, as the Layout tab does."""
+    open_tab(page, "Text → Image")
+    knows = page.locator("#t2i-knows").inner_text()
+    assert "circle" in knows and "left of" in knows, knows

@@ -12,7 +12,7 @@ from ldm_core.tasks.layout2img import Layout2ImgRequest, parse_boxes
 from ldm_core.tasks.superres import SuperResRequest
 from ldm_core.tasks.text2img import Text2ImgRequest
 from ldm_core.requests import RequestError, load_image
-from ldm_core.validation import validate
+from ldm_core.validation import Work, validate
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,27 @@ def test_the_compute_budget_names_itself(catalog):
     sr = SuperResRequest(image=Image.new("RGB", (64, 64), "red"), steps=10, average=8, model="tiny-superres")
     with pytest.raises(RequestError, match=r"x 8 samples averaged.*or fewer samples averaged"):
         validate(sr, catalog, tight)
+
+
+def test_the_compute_budget_says_what_would_fit_and_it_does(catalog):
+    """Issue #29, item 6: not only the budget, but the steps (or images) that fit at this size."""
+    budget = Limits(max_work=64.0)
+    ask = dict(prompt="a", width=256, height=256)
+    with pytest.raises(RequestError, match=r"78\.6 megapixel-steps .*budget is 64 per request: at 256x256 and 8 "
+                                           r"images, at most 122 steps fit; or at most 6 images at 150 steps"):
+        validate(Text2ImgRequest(**ask, steps=150, num_images=8), catalog, budget)
+    validate(Text2ImgRequest(**ask, steps=122, num_images=8), catalog, budget)       # what it said fits, fits
+    validate(Text2ImgRequest(**ask, steps=150, num_images=6), catalog, budget)
+    for over in (dict(steps=123, num_images=8), dict(steps=150, num_images=7)):       # and one more does not
+        with pytest.raises(RequestError, match="budget"):
+            validate(Text2ImgRequest(**ask, **over), catalog, budget)
+    with pytest.raises(RequestError, match=r"at 1024x1024 and 1 image not even one step fits"):
+        validate(Text2ImgRequest(prompt="a", width=1024, height=1024, steps=100), catalog, Limits(max_work=0.5))
+
+
+def test_what_fits_counts_a_later_stage_as_fixed_work():
+    first = Work(10.0, "64x64 pixels x 10 steps x 2 images", "64x64", 10, 2, 1.0)
+    both = first + Work(30.0, "2 x 20 steps to upscale them 4x")
+    assert both.how.endswith("then 2 x 20 steps to upscale them 4x") and both.megapixel_steps == 40.0
+    assert both.what_fits(35.0) == "at 64x64 and 2 images, at most 5 steps fit; or at most 1 image at 10 steps"
+    assert Work(5.0, "4 cells").what_fits(1.0) == ""                 # a work that does not say its steps

@@ -88,10 +88,11 @@ def test_the_stack_marks_saved_images_only(stack, tmp_path):
 def test_pnginfo_tab_shows_the_watermark(tmp_path):
     from tabs.pnginfo import read as pnginfo
     path = save_png(scene(4), {"task": "text2img", "seed": 4, "prompt": "x"}, tmp_path)
-    summary, _, params = pnginfo(str(path))
+    summary, _, params, picture = pnginfo(str(path))
     assert params["seed"] == 4 and "Invisible watermark: made by Latent Diffusion Studio" in summary
+    assert picture.size == Image.open(path).size                     # the picture is shown beside them
     Image.open(path).save(tmp_path / "copy.jpg", quality=90)
-    summary, _, params = pnginfo(str(tmp_path / "copy.jpg"))
+    summary, _, params, _ = pnginfo(str(tmp_path / "copy.jpg"))
     assert params is None and "no Latent Diffusion Studio parameters" in summary
     assert "Invisible watermark: made by Latent Diffusion Studio" in summary
     Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "plain.png")
