@@ -59,9 +59,9 @@ CSS = ("#sr-input img, #sr-gallery img { width: 100%; height: 100%; object-fit: 
        ".secondary-wrap .icon-wrap { flex: none; }\n"
        "#sr-compare img, #i2i-compare img, #inpaint-compare img { image-rendering: pixelated; }\n"
        # a box's label dialog: the label field takes the width it has (it was 60 px wide on a phone)
-       "#model-box-edit .modal-container { width: min(92vw, 560px) !important; }\n"
+       "@media (max-width: 640px) { #model-box-edit .modal-container { width: 92vw !important; }\n"
        "#model-box-edit .model-content { display: flex; flex-wrap: wrap; align-items: center; row-gap: 8px; }\n"
-       "#model-box-edit .model-content > div:nth-child(2) { flex: 1 1 220px; }\n"
+       "#model-box-edit .model-content > div:nth-child(2) { flex: 1 1 220px; } }\n"
        # a phone: results two to a row, every one in sight (four in a row ran past the screen's edge)
        "@media (max-width: 640px) { [id$='-gallery'] .grid-container { "
        "grid-template-columns: repeat(2, minmax(0, 1fr)) !important; } }")

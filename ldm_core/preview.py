@@ -13,12 +13,14 @@ import time
 import weakref
 
 import torch
+from PIL import Image
 
 from . import latent_rgb
 from .pipelines.latents import decode_latents, latent_preview, to_pil
 
 PREVIEW_BUDGET = 0.02       # the share of generation time previews may spend decoding
 MAX_DECODED_LATENTS = 32 * 32
+PREVIEW_SIDE = 256          # a preview is shown at least this large (a 64x64 model's 8x8 latent map too)
 
 
 class Previewer:
@@ -55,3 +57,13 @@ class Previewer:
         if rgb is not None and rgb.channels == lat.shape[1]:
             return rgb.images(lat)[0]
         return latent_preview(lat)[0]
+
+
+def enlarged(image, side: int = PREVIEW_SIDE):
+    """`image` (PIL) scaled up by a whole factor to about `side` on its longer edge, each pixel a
+    crisp block (nearest): an 8x8 latent map is shown as what it is, not blurred, and not as a 16 px
+    speck. Images already that large are returned as they are."""
+    factor = side // max(image.size)
+    if factor < 2:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)

@@ -37,6 +37,8 @@ def pair(before, after) -> dict:
     before, after = _image(before), _image(after)
     if before is None or after is None:
         return gr.update(value=None, visible=False)
+    if abs(before.width * after.height - after.width * before.height) > 0.02 * after.width * before.height:
+        return gr.update(value=None, visible=False)   # another shape (an outpainted canvas): nothing to slide over
     after = after.convert("RGB")
     before = before.convert("RGB").resize(after.size, Image.Resampling.NEAREST)
     return gr.update(value=(before, after), visible=True)

@@ -267,7 +267,7 @@ def build(studio: Service) -> Layout2ImgTab:
             prompt = gr.Textbox(label="Caption (optional)", lines=1, elem_id="layout-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
             generate, stop = buttons("layout")
-            shown = results("layout")                 # in sight of Generate; the settings below
+            shown = results("layout", status_id="layout-progress")   # in sight of Generate; the settings below
             controls = sampling_controls(studio, "layout2img")
             settings = gr.Column()
     with settings:

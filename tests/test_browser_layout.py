@@ -207,12 +207,13 @@ def test_a_label_the_model_does_not_know_is_refused_before_generating(page, stud
 def test_a_larger_canvas_draws_the_layout_at_its_size(page, studio):
     """The layout at 128x128 (twice the built-in model's training size, run convolutionally, §4.3.2):
     size typed in, a box drawn and labelled with the mouse, the result saved at that size."""
-    bb = canvas_box(page)
+    open_tab(page, "Layout → Image")
     for control in ("width", "height"):
         box = page.locator(f"#layout2img-{control} input[type=number]")
         box.click(click_count=3)
         page.keyboard.type("128")
         page.keyboard.press("Enter")
+    bb = canvas_box(page)          # the size controls sit below the results: the page scrolled to them
     drag(page, bb, (120, 120), (300, 300))
     modal, label = dialog(page)
     label.fill("red circle")

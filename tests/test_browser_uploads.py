@@ -102,8 +102,8 @@ def put(page, tab: str, elem_id: str, path, message: str, tries: int = 3) -> Non
 def test_a_bad_upload_gets_the_studios_message_at_once(page, files, tab, elem_id, accepted, editor):
     open_tab(page, tab)
     settled(page, elem_id)
-    if editor and page.locator(f"#{elem_id}-upload-check").count() == 0:
-        pytest.xfail(f"#{elem_id} is not wrapped in tabs.uploads.checked_editor yet")
+    if editor:
+        assert page.locator(f"#{elem_id}-upload-check").count() == 1, f"#{elem_id} has no upload check"
     # an editor: the file it drops without a word (a large one it shows, and says so at Generate; its
     # message at upload is tests/test_uploads.py's, as this browser gives it unreliably on a loaded machine)
     bad = [("x.png", NOT_AN_IMAGE)] + ([] if editor else [("big.png", LARGE.format(accepted))])

@@ -60,6 +60,8 @@ def dependency(studio, button_elem_id: str) -> tuple[int, int, list[int]]:
     cfg = http(studio, "GET", "config").json()
     button = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == button_elem_id)
     dep = next(d for d in cfg["dependencies"] if [button, "click"] in d["targets"])
+    while not dep["inputs"]:          # the click turns the tab's Stop active, then runs (tabs/common.wire)
+        dep = next(d for d in cfg["dependencies"] if d.get("trigger_after") == dep["id"])
     return dep["id"], button, dep["inputs"]
 
 

@@ -4,6 +4,7 @@ chosen super-resolution model with its own seed; the info records both stages.""
 from __future__ import annotations
 
 from ..catalog import Catalog, CatalogError
+from ..jobs import Phase, phased
 from ..limits import Limits
 from ..requests import RequestError
 from ..results import Result
@@ -35,26 +36,42 @@ def plan(request, catalog: Catalog, limits: Limits) -> Plan:
                            f"{req.width}x{req.height} is more")
     upscale = Work(16 * req.width * req.height * sr.steps * sr.average * req.num_images / 1e6,
                    f"{req.num_images} x {sr.steps} steps to upscale them 4x")
-    return Plan(request, [first], first.work + upscale, data=sr.name)
+    shares = (first.work.megapixel_steps, upscale.megapixel_steps / req.num_images)   # per stage, of the work
+    return Plan(request, [first], first.work + upscale, data=(sr.name, shares))
+
+
+def phases(n: int, shares: tuple[float, float]) -> list[Phase]:
+    """The stages of a hires request of `n` images, for its progress: denoising, then upscaling each
+    image; each with its share of the work and the stages after it. They share one list of the
+    images finished so far (what a stopped request keeps)."""
+    total = shares[0] + n * shares[1]
+    denoise, upscale = shares[0] / total, shares[1] / total
+    done, done_info = [], []
+    stages = [Phase("denoising", 1, n + 1, denoise, (("upscaling", upscale),) * n, done, done_info, n)]
+    stages += [Phase("upscaling", i + 2, n + 1, upscale, (("upscaling", upscale),) * (n - i - 1), done, done_info, n,
+                     f"upscaling {i + 1} of {n}") for i in range(n)]
+    return stages
 
 
 def run(plan: Plan, run_task, callback) -> Result:
     """The first stage, then each of its images upscaled 4x; the info says both stages."""
     first = plan.first[0]
     req = first.request
-    sr_model = plan.data
-    result = run_task(first, callback)
-    images, per_image = [], []
+    sr_model, shares = plan.data
+    stages = phases(req.num_images, shares)
+    result = run_task(first, phased(callback, stages[0]))
+    images, per_image = stages[0].finished, stages[0].finished_info
     second = None
-    for image, params in zip(result.images, result.per_image):
-        second = run_task(SuperResRequest(image=image, model=sr_model, seed=params["seed"]), callback)
-        images += second.images
+    for i, (image, params) in enumerate(zip(result.images, result.per_image)):
+        second = run_task(SuperResRequest(image=image, model=sr_model, seed=params["seed"]),
+                          phased(callback, stages[i + 1]))
         per_image.append({**params, "width": req.width, "height": req.height, "size": second.info["size"],
                           "hires_model": sr_model, "hires": _stage(second.info)})
+        images += second.images
     first_size = {"width": req.width, "height": req.height}      # the first stage's (what "reuse" sets)
     info = {**result.info, **first_size, "size": second.info["size"], "hires_model": sr_model,
             "hires": _stage(second.info)}
-    return Result(images, per_image, info, result.seconds + second.seconds * len(images))
+    return Result(list(images), list(per_image), info, result.seconds + second.seconds * len(images))
 
 
 def _stage(info: dict) -> dict:

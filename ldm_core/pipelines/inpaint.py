@@ -4,7 +4,8 @@ The masked image is encoded and concatenated with the downsampled mask to the la
 input: UNet input = [latents (C) | mask (1) | masked-image latents (C)], the layout of
 both the paper's inpainting LDM and Stable Diffusion inpainting, so the same class runs
 the built-in model and `stable-diffusion-inpainting` checkpoints. Pixels outside the
-mask come back unchanged; inside, the result is blended in over a soft seam (`mask_blur`).
+mask come back unchanged; inside, the result fades in over a soft seam (`mask_blur`) from the
+colours just outside the mask (never from what the mask covered: no ghost of a removed object).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
-from PIL import Image, ImageFilter
+from PIL import Image
+from scipy import ndimage
 
 from ..options import MASK_DOWNSAMPLING, MASK_MAX, MASK_NEAREST
 from .common import (
@@ -68,19 +70,51 @@ def pad_to_multiple(image: Image.Image, mask: Image.Image, multiple: int) -> tup
     return pad_edges(image, multiple), Image.fromarray(m)
 
 
+def seam(mask: Image.Image, mask_blur: float) -> tuple[np.ndarray, float, str | None]:
+    """How the generated picture is laid over the original: alpha (H, W), the generated share of each
+    pixel (0 outside the mask; inside, 0.5 at the border rising linearly to 1 at 2 x `mask_blur` px
+    in), the ramp's width in px, and a note when it had to be narrowed: it may reach at most half way
+    to the mask's middle, so that the middle is all new."""
+    m = np.asarray(mask) > MASK_THRESHOLD * 255                      # (H, W) True = repaint
+    if not m.any() or m.all() or mask_blur <= 0:                     # nothing kept to fade from: all new
+        return m.astype(np.float32), 0.0, None
+    depth = ndimage.distance_transform_edt(m)                       # px to the nearest kept pixel
+    width, note = 2 * mask_blur, None
+    if width > depth.max() / 2:
+        width = depth.max() / 2
+        note = (f"mask blur {mask_blur:g} px is wider than this mask allows (it is {2 * depth.max():.0f} px "
+                f"across at its widest): the seam used {width / 2:g} px, so that the mask's middle is all new")
+    alpha = np.where(m, 0.5 + 0.5 * np.clip((depth - 1) / max(width - 1, 1e-6), 0, 1), 0.0).astype(np.float32)
+    return alpha, float(width), note
+
+
+def outside_colours(original: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """(H, W, 3): each pixel's colour as the nearest pixel outside the mask `m` has it: the picture
+    continued into the mask from its border, as outpainting's new area is (`tasks.inpaint.extend`)."""
+    rows, cols = ndimage.distance_transform_edt(m, return_distances=False, return_indices=True)
+    return original[rows, cols]
+
+
 def blend_outside_mask(original: Image.Image, generated: Image.Image, mask: Image.Image, mask_blur: float
                        ) -> Image.Image:
-    """Keep `original` exactly where mask is 0; inside, fade `generated` in over a Gaussian ramp of
-    `mask_blur` px (half and half at the border, all generated inside; 0: a hard edge)."""
-    m = np.asarray(mask, dtype=np.float32) / 255.0  # (H, W) 1 = repaint
-    if mask_blur > 0:
-        soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(mask_blur)), dtype=np.float32) / 255.0
-        alpha = np.where(m > MASK_THRESHOLD, np.clip(2 * soft - 1, 0, 1) * 0.5 + 0.5, 0.0)  # seam 0.5 -> 1 inside
-    else:
-        alpha = m
+    """Keep `original` exactly where mask is 0; inside, fade `generated` in over `seam`'s ramp (0: a
+    hard edge) from the colours just outside the mask, never from the pixels the mask covered."""
+    alpha, width, _ = seam(mask, mask_blur)
     o, g = np.asarray(original, dtype=np.float32), np.asarray(generated, dtype=np.float32)
-    out = o * (1 - alpha[..., None]) + g * alpha[..., None]
-    return Image.fromarray(np.where(m[..., None] > MASK_THRESHOLD, out, o).round().clip(0, 255).astype(np.uint8))
+    if width > 0:
+        edge = outside_colours(o, np.asarray(mask) > MASK_THRESHOLD * 255)
+        o_in = edge * (1 - alpha[..., None]) + g * alpha[..., None]
+    else:
+        o_in = g
+    out = np.where(alpha[..., None] > 0, o_in, o)
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def keep_outside_mask(original: Image.Image, images: list, mask: Image.Image, mask_blur: float
+                      ) -> tuple[list, list[str]]:
+    """`blend_outside_mask` over a batch, and the seam's note (if any) as a warning for the user."""
+    note = seam(mask, mask_blur)[2]
+    return [blend_outside_mask(original, im, mask, mask_blur) for im in images], [note] if note else []
 
 
 class InpaintPipeline(DiffusionPipeline):
@@ -169,5 +203,6 @@ class InpaintPipeline(DiffusionPipeline):
         # End copy
         images = [im.crop((0, 0, width, height)) for im in images]
         if keep_unmasked:
-            images = [blend_outside_mask(image, im, mask_image, mask_blur) for im in images]
+            images, seam_notes = keep_outside_mask(image, images, mask_image, mask_blur)
+            warnings = [*warnings, *seam_notes]
         return PipelineOutput(images, seeds, warnings, name)

@@ -36,7 +36,7 @@ from .common import (
     per_image_noise,
     seeds_or_default,
 )
-from .inpaint import blend_outside_mask, mask_latents, pad_to_multiple
+from .inpaint import keep_outside_mask, mask_latents, pad_to_multiple
 from .latents import decode_latents, encode_latents, latent_channels, latent_shape, to_pil, vae_scale_factor
 
 NO_PROMPT = "this model has no text conditioning (the paper's inpainting LDM): the prompt was ignored"
@@ -138,5 +138,6 @@ class PaperInpaintPipeline(DiffusionPipeline):
         # 5. decode (quantised), crop the padding off, then keep every pixel outside the mask
         images = [im.crop((0, 0, width, height)) for im in to_pil(decode_latents(self.vae, latents.to(self.vae.dtype)))]
         if keep_unmasked:
-            images = [blend_outside_mask(image, im, mask_image, mask_blur) for im in images]
+            images, seam_notes = keep_outside_mask(image, images, mask_image, mask_blur)
+            warnings = [*warnings, *seam_notes]
         return PipelineOutput(images, seeds, warnings, name)

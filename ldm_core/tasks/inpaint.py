@@ -13,11 +13,14 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..options import MASK_DOWNSAMPLING
 from ..pipelines.inpaint import InpaintPipeline
 from ..pipelines.inpaint_paper import PaperInpaintPipeline
+from ..provenance import read_parameters
 from ..requests import SAMPLING_API, RequestError, Sampling, check_size, load_image, number, own_size, whole
 from .base import Task, example_scene
 
 SIDES = ("left", "top", "right", "bottom")
 MAX_MASK_BLUR = 32.0
+GRID = ("the image is an X/Y plot grid (several results side by side, its PNG info says so), not one picture: "
+        "inpaint one cell of it, made on its own")
 
 
 @dataclass(kw_only=True)
@@ -69,6 +72,8 @@ def check_extension(req: InpaintRequest, image: Image.Image, limits) -> tuple[in
 
 def check(req: InpaintRequest, entry, limits) -> dict:
     image = load_image(req.image, limits)
+    if "xyplot" in (read_parameters(image) or {}):        # an X/Y plot keeps its axes there
+        raise RequestError(GRID)
     pads = check_extension(req, image, limits)
     if req.mask is None and not any(pads):
         raise RequestError("no mask given: paint the region to repaint, or extend the canvas (outpainting)")
