@@ -13,7 +13,8 @@ JS = """() => {
   if (window.ldmInSight) return;
   window.ldmInSight = true;
   document.addEventListener('click', (e) => {
-    const button = e.target.closest && e.target.closest('button[id$="-generate"], button[id$="xy-plot"], button#compress-run');
+    const starts = 'button[id$="-generate"], button[id$="xy-plot"], button#compress-run';
+    const button = e.target.closest && e.target.closest(starts);
     if (!button) return;
     const tab = button.closest('.tabitem') || document;
     const shown = [...tab.querySelectorAll('[id$="-status"], [id$="-gallery"], #compress-gallery')]

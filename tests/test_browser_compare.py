@@ -9,16 +9,10 @@ import io
 
 import numpy as np
 from PIL import Image
-from test_browser import (  # noqa: F401  (fixtures)
-    UI_MS,
-    browser,
-    generate_text2img,
-    open_tab,
-    page,
-    screenshot,
-    studio,
-    wait_gallery,
-)
+import test_browser as tb  # skips this module too where chromium or playwright is missing
+from test_browser import UI_MS, generate_text2img, open_tab, screenshot, wait_gallery
+
+browser, page, studio = tb.browser, tb.page, tb.studio   # its fixtures
 
 
 def drag_handle(page, elem_id: str) -> tuple[np.ndarray, np.ndarray]:

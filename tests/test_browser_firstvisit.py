@@ -7,17 +7,10 @@ from __future__ import annotations
 import re
 
 from PIL import Image
-from test_browser import (  # noqa: F401  (fixtures)
-    UI_MS,
-    browser,
-    generate_text2img,
-    open_tab,
-    page,
-    screenshot,
-    studio,
-    toasts,
-    wait_gallery,
-)
+import test_browser as tb  # skips this module too where chromium or playwright is missing
+from test_browser import UI_MS, generate_text2img, open_tab, screenshot, toasts, wait_gallery
+
+browser, page, studio = tb.browser, tb.page, tb.studio   # its fixtures
 
 
 def server_log(studio) -> str:

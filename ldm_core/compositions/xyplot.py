@@ -128,8 +128,9 @@ def run(plan: Plan, run_task, callback) -> Result:
     grid = draw([r.images[0] for r in results], xs, ys, x.name, y.name if y else None)
     # "size" stays a cell's (what Reuse sets); the grid's own is the plot's
     info = {**results[0].per_image[0],
-            "xyplot": {"grid_size": f"{grid.width}x{grid.height}", "x_axis": x.name, "x_values": xs, "y_axis": y.name if y else None,
-                       "y_values": ys if y else [], "seeds": [r.info["seed"] for r in results]}}
+            "xyplot": {"grid_size": f"{grid.width}x{grid.height}", "x_axis": x.name, "x_values": xs,
+                       "y_axis": y.name if y else None, "y_values": ys if y else [],
+                       "seeds": [r.info["seed"] for r in results]}}
     return Result([grid], [info], info, sum(r.seconds for r in results))
 
 
