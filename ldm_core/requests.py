@@ -205,3 +205,18 @@ def check_size(req, entry: ModelEntry, limits: Limits, native: bool = True, mult
 def own_size(req) -> tuple[int, int]:
     """The (width, height) a request on an input image asks for: its own, or the input's."""
     return req.width or req.image.width, req.height or req.image.height
+
+
+def check_box(what: str, coords) -> tuple[float, float, float, float]:
+    """A box's [x0, y0, x1, y1] as fractions of the image, checked ("box 2", "region 1" name it)."""
+    if not isinstance(coords, (list, tuple)) or len(coords) != 4:
+        raise RequestError(f"{what}: box must be four numbers [x0, y0, x1, y1]")
+    try:
+        x0, y0, x1, y1 = (float(c) for c in coords)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(f"{what}: box must be four numbers [x0, y0, x1, y1]") from None
+    if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
+        raise RequestError(f"{what}: coordinates must lie in [0, 1] (fractions of the image), got {coords}")
+    if x1 <= x0 or y1 <= y0:
+        raise RequestError(f"{what}: has zero or negative area (need x0 < x1 and y0 < y1), got {coords}")
+    return x0, y0, x1, y1

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 from PIL import Image
@@ -11,6 +12,20 @@ import test_browser as tb  # skips this module too where chromium or playwright 
 from test_browser import UI_MS, generate_text2img, open_tab, screenshot, toasts, wait_gallery
 
 browser, page, studio = tb.browser, tb.page, tb.studio   # its fixtures
+
+
+@contextlib.contextmanager
+def phone(browser, studio):
+    """A page of the studio on a 390x844 screen."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    ctx.set_default_timeout(UI_MS)
+    pg = ctx.new_page()
+    try:
+        pg.goto(studio[0], wait_until="domcontentloaded", timeout=60_000)
+        pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+        yield pg
+    finally:
+        ctx.close()
 
 
 def server_log(studio) -> str:
@@ -98,13 +113,7 @@ def test_layout_results_are_in_sight_of_generate(page):
 
 def test_on_a_phone_the_xy_plot_brings_its_results_into_sight(browser, studio):
     """Item 4: on a phone the Plot button sits far below the results: clicking it scrolls them in."""
-    url, _ = studio
-    ctx = browser.new_context(viewport={"width": 390, "height": 844})
-    ctx.set_default_timeout(UI_MS)
-    pg = ctx.new_page()
-    try:
-        pg.goto(url, wait_until="domcontentloaded", timeout=60_000)
-        pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+    with phone(browser, studio) as pg:
         pg.fill("#t2i-prompt textarea", "a blue square")
         pg.get_by_text("X/Y plot: one parameter against another").click()
         pg.fill("#xy-x-values textarea, #xy-x-values input", "2, 3")
@@ -115,8 +124,6 @@ def test_on_a_phone_the_xy_plot_brings_its_results_into_sight(browser, studio):
         pg.wait_for_function("() => { const r = document.querySelector('#t2i-status').getBoundingClientRect();"
                              " return r.top >= 0 && r.top < window.innerHeight; }", timeout=UI_MS)
         wait_gallery(pg, "t2i-gallery")
-    finally:
-        ctx.close()
 
 
 def test_parameters_used_wrap_without_line_numbers(page):
@@ -149,13 +156,7 @@ def test_png_info_shows_the_picture(page, tmp_path):
 
 def test_on_a_phone_every_result_and_the_label_field_fit_the_screen(browser, studio):
     """Item 11: four results all inside a 390 px screen; the layout label field wide enough to type in."""
-    url, _ = studio
-    ctx = browser.new_context(viewport={"width": 390, "height": 844})
-    ctx.set_default_timeout(UI_MS)
-    pg = ctx.new_page()
-    try:
-        pg.goto(url, wait_until="domcontentloaded", timeout=60_000)
-        pg.wait_for_selector("#t2i-prompt textarea", timeout=60_000)
+    with phone(browser, studio) as pg:
         pg.fill("#t2i-prompt textarea", "a red circle")
         images = pg.locator("#t2i-settings .block").filter(has_text="Images").locator("input[type=number]")
         images.click(click_count=3)
@@ -179,8 +180,6 @@ def test_on_a_phone_every_result_and_the_label_field_fit_the_screen(browser, stu
         assert field.bounding_box()["width"] >= 150, field.bounding_box()
         field.fill("red circle")
         field.press("Enter")
-    finally:
-        ctx.close()
 
 
 def test_text2img_says_what_the_built_in_model_draws(page):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..limits import DEFAULT_LIMITS, Limits
 from ..pipelines.layout2img import GligenLayoutPipeline, Layout2ImgPipeline
 from ..pipelines.layout_paper import PaperLayoutPipeline
-from ..requests import SAMPLING_API, RequestError, Sampling, check_size
+from ..requests import SAMPLING_API, RequestError, Sampling, check_box, check_size
 from .base import Task
 
 
@@ -56,17 +56,7 @@ def parse_boxes(raw, limits: Limits = DEFAULT_LIMITS) -> list[Box]:
             raise RequestError(f'box {i} must be an object with "label" and "box" keys')
         if not isinstance(label, str) or not label.strip() or len(label) > 60:
             raise RequestError(f"box {i}: label must be non-empty text of at most 60 characters")
-        if not isinstance(coords, (list, tuple)) or len(coords) != 4:
-            raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]")
-        try:
-            x0, y0, x1, y1 = (float(c) for c in coords)
-        except (TypeError, ValueError, OverflowError):
-            raise RequestError(f"box {i}: box must be four numbers [x0, y0, x1, y1]") from None
-        if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
-            raise RequestError(f"box {i}: coordinates must lie in [0, 1] (normalised to the image), got {coords}")
-        if x1 <= x0 or y1 <= y0:
-            raise RequestError(f"box {i}: has zero or negative area (need x0 < x1 and y0 < y1), got {coords}")
-        boxes.append(Box(label.strip(), (x0, y0, x1, y1)))
+        boxes.append(Box(label.strip(), check_box(f"box {i}", coords)))
     return boxes
 
 

@@ -9,7 +9,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..pipelines.common import guided
 from ..pipelines.regional import MAX_REGIONS
 from ..pipelines.text2img import Text2ImgPipeline
-from ..requests import SAMPLING_API, RequestError, Sampling, check_size, text
+from ..requests import SAMPLING_API, RequestError, Sampling, check_box, check_size, text
 from .base import Task
 
 REGIONS_EXAMPLE = '[{"prompt": "a blue square", "box": [0.5, 0, 1, 1]}]'
@@ -59,18 +59,7 @@ def parse_regions(raw, limits: Limits = DEFAULT_LIMITS) -> list[Region]:
         prompt = text(f"region {i}'s prompt", r["prompt"], limits)
         if not prompt:
             raise RequestError(f"region {i}: its prompt is empty: say what this box shows, e.g. 'a blue square'")
-        coords = r["box"]
-        if not isinstance(coords, (list, tuple)) or len(coords) != 4:
-            raise RequestError(f"region {i}: box must be four numbers [x0, y0, x1, y1]")
-        try:
-            x0, y0, x1, y1 = (float(c) for c in coords)
-        except (TypeError, ValueError, OverflowError):
-            raise RequestError(f"region {i}: box must be four numbers [x0, y0, x1, y1]") from None
-        if not all(0.0 <= c <= 1.0 for c in (x0, y0, x1, y1)):
-            raise RequestError(f"region {i}: coordinates must lie in [0, 1] (fractions of the image), got {coords}")
-        if x1 <= x0 or y1 <= y0:
-            raise RequestError(f"region {i}: has zero or negative area (need x0 < x1 and y0 < y1), got {coords}")
-        regions.append(Region(prompt, (x0, y0, x1, y1)))
+        regions.append(Region(prompt, check_box(f"region {i}", r["box"])))
     return regions
 
 
