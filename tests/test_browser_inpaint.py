@@ -157,10 +157,12 @@ def test_outpainting_shows_the_new_strip_before_running_and_fills_it(page, studi
     page.get_by_text("Outpainting: extend the canvas").click()
     type_into(page, "#inpaint-extend-right input[type=number]", 32)
     preview = page.locator("#inpaint-outpaint-preview img")
-    preview.wait_for(state="visible", timeout=UI_MS)
+    # a queued event of its own: on a loaded machine it may wait behind others, as a generation does
+    preview.wait_for(state="visible", timeout=GENERATION_MS)
     # 96x64: 32 px added on the right (typing "32" shows "3" first)
     page.wait_for_function("() => { const e = document.querySelector('#inpaint-outpaint-preview img');"
-                           " return e && e.complete && e.naturalWidth * 2 === e.naturalHeight * 3; }", timeout=UI_MS)
+                           " return e && e.complete && e.naturalWidth * 2 === e.naturalHeight * 3; }",
+                           timeout=GENERATION_MS)
     page.wait_for_timeout(300)
     a = shot(preview)
     tb.SHOTS.mkdir(parents=True, exist_ok=True)

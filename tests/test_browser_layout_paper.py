@@ -81,6 +81,7 @@ def test_the_papers_model_offers_its_classes_refuses_other_words_and_generates(p
 
     # relabel: double-click with the Select tool, type to search the list, pick the class
     page.locator("#layout-canvas button[aria-label='Drag boxes']").click()
+    bb = canvas_box(page)          # the model control sits below the results: the page scrolled to it
     page.mouse.dblclick(bb["x"] + 150, bb["y"] + 140)
     modal, label = dialog(page)
     label.click()
