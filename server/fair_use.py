@@ -76,7 +76,7 @@ def abandonment(request: gr.Request | None):
     fetched; a browser that leaves is seen by Gradio itself). Decided by time, not by a count of
     updates, so it holds at any machine speed: the oldest unread update of the job's session has
     waited ABANDON_SECONDS (a reader takes each within milliseconds)."""
-    seen = {"message": None, "since": 0.0}
+    seen = {"message": None, "since": time.monotonic(), "checked": False}
 
     def gone() -> bool:
         if request is None or getattr(request, "request", None) is None:
@@ -88,7 +88,10 @@ def abandonment(request: gr.Request | None):
             oldest = None
         now = time.monotonic()
         if oldest is not seen["message"]:
-            seen["message"], seen["since"] = oldest, now
+            # a message waiting at the first look has waited since the job began (a live reader's queue is
+            # empty then), so a short job is judged too; after that, from when a new oldest is seen
+            seen["message"], seen["since"] = oldest, seen["since"] if not seen["checked"] else now
+        seen["checked"] = True
         return oldest is not None and now - seen["since"] >= ABANDON_SECONDS
     return gone
 

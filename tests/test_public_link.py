@@ -20,7 +20,7 @@ EVIL = "https://evil.example"
 
 @pytest.fixture(scope="module")
 def studio(tiny_catalog, tmp_path_factory):
-    with webui(tiny_catalog, tmp_path_factory.mktemp("public") / "out", "--max-seconds", "20") as s:
+    with webui(tiny_catalog, tmp_path_factory.mktemp("public") / "out", "--max-seconds", "60") as s:
         yield s
 
 
