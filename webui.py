@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import importlib.util
 import logging
 import os
 import sys
@@ -22,14 +23,16 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from ldm_core.catalog import DEFAULT_CATALOG, Catalog
+from ldm_core.cluster import ClusterConfig, RayBackend, Replicas
 from ldm_core.device import pick_device
+from ldm_core.pool import device_list, threads_per_device
 from ldm_core.limits import SERVER_BUDGETS, server_limits
 from ldm_core.provenance import read_parameters
 from ldm_core.service import Service
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
 from server import security
-from server.fair_use import calm_queue, reserve_per_client
+from server.fair_use import calm_queue, generation_concurrency, reserve_per_client
 from server.owners import VisitorCookie
 from server.owners import configure as configure_owners
 from tabs import api, compression, history, in_sight, pnginfo, presets, shortcuts, task_tabs, uploads
@@ -78,6 +81,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="user:password (repeatable), or a file with one user:password per line; the "
                         "environment variable LDM_AUTH (user:password lines, e.g. a Space secret) adds more")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="a resident model stack and a generation thread per device: cuda:0,cuda:1 or all "
+                        "(every GPU); cpu,cpu shares the cores between two CPU stacks (docs/scaling.md)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="generate on a Ray Serve deployment (pip install .[cluster]): auto (the running cluster, "
+                        "else a local one) or ray://host:10001 (docs/scaling.md)")
+    p.add_argument("--ray-replicas", default="1", metavar="N|MIN-MAX",
+                   help="replicas of the deployment: a count, or a range Serve autoscales within")
+    p.add_argument("--ray-gpus", type=float, default=None,
+                   help="GPUs per replica (default 1 where the cluster has GPUs, else 0: CPU replicas)")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help="CPU cores per CPU replica (its torch threads)")
     p.add_argument("--models", default=str(DEFAULT_CATALOG), help="model catalog file (TOML)")
     p.add_argument("--attention-slicing", choices=["auto", "on", "off"], default="auto")
     p.add_argument("--memory-budget-gb", type=float, default=None,
@@ -232,6 +246,28 @@ def wire_reuse(button: gr.Button, source, built: dict, tabs: gr.Tabs, image=None
                  [*outputs, *(tab.image_input for tab in pictures.values()), tabs], api_visibility="private")
 
 
+def build_service(args, limits) -> Service:
+    """One stack, a stack per device of --devices, or (--ray) a front end to a Ray Serve deployment."""
+    try:
+        devices = device_list(args.devices) or [args.device]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    catalog = Catalog.load(args.models)
+    stacks = [ModelStack(catalog, device=d, attention_slicing=args.attention_slicing, limits=limits,
+                         memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
+                         allow_downloads=not args.offline, threads=threads_per_device(devices)) for d in devices]
+    if not args.ray:
+        return Service(stacks)
+    if importlib.util.find_spec("ray") is None:
+        raise SystemExit("--ray needs Ray Serve: pip install .[cluster]")
+    try:
+        config = ClusterConfig(address=args.ray, replicas=Replicas.parse(args.ray_replicas), gpus=args.ray_gpus,
+                               cpus=args.ray_cpus, limits=limits, allow_downloads=not args.offline)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    return Service(stacks[:1], remote=RayBackend.start(config, Path(args.models).resolve()))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     limit_malloc_arenas()
@@ -246,24 +282,25 @@ def main(argv=None) -> None:
     security.trust_proxies(args.trusted_proxy, share=args.share, space=bool(os.environ.get("SPACE_ID")))
     limits = server_limits(pick_device(args.device).type, max_work=args.max_work, max_seconds=args.max_seconds,
                            max_jobs_per_client=args.max_jobs_per_client)
-    stack = ModelStack(Catalog.load(args.models), device=args.device, attention_slicing=args.attention_slicing,
-                       memory_budget_gb=args.memory_budget_gb, output_dir=args.output_dir,
-                       allow_downloads=not args.offline, limits=limits)
-    service = Service(stack)
+    service = build_service(args, limits)
+    stack = service.stack
     configure_owners(shared_history=args.shared_history, share_link=args.share)
     # the UI's image widgets are decoded by Gradio itself (the inpainting editor checks first): PIL
     # warns past this many pixels and refuses twice as many (a decompression bomb) before decoding
     Image.MAX_IMAGE_PIXELS = limits.max_input_pixels
-    if args.preload:
+    if args.preload and service.remote is None:
         for task in service.tasks:
             entry = service.entry(task)
             if stack.catalog.availability(entry)[0] and not entry.is_hub:
-                service.submit(stack.load, entry).result()   # on the device thread
+                for s in service.pool.stacks:
+                    s.submit(s.load, entry).result()   # on each device's thread
     # each built-in model's speed here, measured on the device thread while the page starts, so
     # that a request which would run past --max-seconds is refused before it starts (throughput.py)
-    service.calibrate_in_background()
+    if service.remote is None:
+        service.calibrate_in_background()
     demo = build_app(service)
     calm_queue(demo.queue(max_size=args.queue_size, default_concurrency_limit=1))
+    generation_concurrency(demo, GPU_CONCURRENCY_ID, service.concurrency)
     reserve_per_client(demo, limits.max_jobs_per_client, GPU_CONCURRENCY_ID)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 
 from . import compression
 from .catalog import ModelEntry
@@ -26,6 +27,7 @@ from .history import Entry, History, owner_folder
 from .jobs import Job
 from .limits import clear_deadline, with_deadline
 from .loading import model_folder
+from .pool import DevicePool
 from .pipelines.common import StepCallback
 from .prompts import TokenCount, count_tokens, expand, tokenizer_at
 from .requests import RequestError
@@ -41,14 +43,18 @@ UNCERTAINTY = 4.0    # a time prediction may be this many times too high (docs/d
 
 
 @dataclass
-class _Stage:
+class Stage:
     """The model a running request is on now (its previews decode with that model's autoencoder)."""
     model: str | None = None
 
 
 class Service:
-    def __init__(self, stack: ModelStack):
-        self.stack = stack
+    def __init__(self, stack: ModelStack | Sequence[ModelStack], remote=None):
+        """On one stack, a stack per device (`pool.py`), or, with `remote` (`cluster.RayBackend`),
+        generating on replicas elsewhere while this process checks, saves and keeps History."""
+        self.pool = DevicePool([stack] if isinstance(stack, ModelStack) else stack)
+        self.stack = stack = self.pool.stacks[0]     # the first: calibration, compression, loading files
+        self.remote = remote
         self.catalog = stack.catalog
         self.limits = stack.limits
         self._history = History(stack.output_dir)
@@ -62,7 +68,14 @@ class Service:
     # ------------------------------------------------------------ what the UIs offer
     @property
     def device(self) -> str:
-        return str(self.stack.device)
+        if self.remote is not None:
+            return self.remote.describe()
+        return ", ".join(str(s.device) for s in self.pool.stacks)
+
+    @property
+    def concurrency(self) -> int:
+        """How many generations run at once: one per device, or per replica on a cluster."""
+        return self.remote.concurrency if self.remote is not None else len(self.pool)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -171,11 +184,15 @@ class Service:
                 done[entry.name] = f"not measured: {type(e).__name__}: {str(e)[:200]}"
             log.info("throughput of %s: %s", entry.name, done[entry.name])
 
-    def run(self, request, callback: StepCallback | None = None, stage: _Stage | None = None) -> Result:
-        """Plan `request` and run it on the stack, all its stages under one deadline."""
+    def run(self, request, callback: StepCallback | None = None, stage: Stage | None = None,
+            stack: ModelStack | None = None) -> Result:
+        """Plan `request` and run it on `stack` (the first when None) or on a replica, all its stages
+        under one deadline."""
         plan = request if isinstance(request, Plan) else self.plan(request)
+        if self.remote is not None:      # the replica plans it again and keeps the deadline
+            return self.remote.run(plan.request, callback)
         callback = with_deadline(callback, self.limits.max_seconds)
-        run_task = partial(self.run_task, stage=stage or _Stage())
+        run_task = partial(self.run_task, stage=stage or Stage(), stack=stack or self.stack)
         comp = composition_of(plan.request)
         try:
             if comp is None:
@@ -184,24 +201,25 @@ class Service:
         finally:
             clear_deadline()
 
-    def run_task(self, task_request, callback: StepCallback | None, stage: _Stage) -> Result:
+    def run_task(self, task_request, callback: StepCallback | None, stage: Stage,
+                 stack: ModelStack | None = None) -> Result:
         """One task request of a plan (checked again if it was made while running, like hires'
-        second stage) on the stack; `stage` records its model for the previews."""
+        second stage) on `stack`; `stage` records its model for the previews."""
         checked = validate(task_request, self.catalog, self.limits)
         stage.model = checked.entry.name
-        return self.stack.run(checked, callback)
+        return (stack or self.stack).run(checked, callback)
 
     def save(self, result: Result, owner: str | None = None) -> list[Path]:
         """The result's PNGs, in its owner's folder (`owner`: who made it; None: the output folder)."""
         folder = self.stack.output_dir / owner_folder(owner) if owner else None
         return self.stack.save(result, folder)
 
-    def generate(self, request, callback: StepCallback | None = None, stage: _Stage | None = None,
-                 owner: str | None = None) -> tuple[list[Path], dict]:
-        """Run `request` and save its images for `owner`: (PNG paths, the request as run)."""
+    def generate(self, request, callback: StepCallback | None = None, stage: Stage | None = None,
+                 owner: str | None = None, stack: ModelStack | None = None) -> tuple[list[Path], dict]:
+        """Run `request` (on `stack`) and save its images for `owner`: (PNG paths, the request as run)."""
         t0, start = time.perf_counter(), time.time()
         try:
-            result = self.run(request, callback, stage)
+            result = self.run(request, callback, stage, stack)
             t1 = time.perf_counter()
             paths = self.save(result, owner)
         finally:
@@ -212,13 +230,22 @@ class Service:
 
     def start(self, request, previews: bool = True, abandoned: Callable[[], bool] | None = None,
               owner: str | None = None) -> Job:
-        """`generate(request)` on the device thread, as a Job: its progress, previews and cancel."""
-        stage = _Stage()
+        """`generate(request)` on a device's thread (`pool.py`: a free one that holds its model, else
+        the least loaded), or sent to a replica, as a Job: its progress, previews and cancel."""
+        if self.remote is not None:      # a step's `latents` is the replica's preview image already
+            return Job(lambda callback: self.generate(request, callback, owner=owner),
+                       (lambda look: look if isinstance(look, Image.Image) else None) if previews else None,
+                       self.remote.submit, abandoned)
+        try:
+            plan = self.plan(request)
+        except Exception:     # said when it runs, where every error of a job is said
+            plan = None
+        stage, stack = Stage(), self.pool.reserve([c.entry.name for c in plan.first] if plan else [])
 
         def preview(latents):
-            return None if stage.model is None else self.stack.preview(stage.model, latents)
-        return Job(lambda callback: self.generate(request, callback, stage, owner), preview if previews else None,
-                   self.stack.submit, abandoned)
+            return None if stage.model is None else stack.preview(stage.model, latents)
+        return Job(lambda callback: self.generate(plan or request, callback, stage, owner, stack),
+                   preview if previews else None, partial(self.pool.submit, stack), abandoned)
 
     # ------------------------------------------------------------ perceptual compression (paper §3.1, §4.1)
     def autoencoders(self) -> list[compression.Autoencoder]:

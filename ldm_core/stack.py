@@ -51,6 +51,9 @@ log = logging.getLogger("ldm_core.stack")
 __all__ = ["ModelStack", "Result", "ModelLoadError", "OutOfMemory", "TimeLimit", "pick_device"]
 
 
+_READING = threading.Lock()   # from_pretrained patches torch globally while it reads: one read at a time
+
+
 class OutOfMemory(RuntimeError):
     """A generation ran out of memory; what could be freed was. The message is safe to show."""
 
@@ -65,7 +68,7 @@ class ModelStack:
     def __init__(self, catalog: Catalog | None = None, device: str | None = None, dtype: torch.dtype | None = None,
                  memory_budget_gb: float | None = None, attention_slicing: str = "auto",
                  limits: Limits = DEFAULT_LIMITS, output_dir: str | os.PathLike | None = None,
-                 allow_downloads: bool = True, compile: bool | None = None):
+                 allow_downloads: bool = True, compile: bool | None = None, threads: int | None = None):
         if attention_slicing not in ("auto", "on", "off"):
             raise ValueError("attention_slicing must be auto, on or off")
         self.catalog = (catalog or Catalog.load()).check_tasks(TASKS)
@@ -80,7 +83,8 @@ class ModelStack:
             compile = os.environ.get("LDM_TORCH_COMPILE", "") not in ("", "0")
         self.compile = compile
         self.previews = Previewer()
-        self.cpu = CpuShare(enabled=self.device.type == "cpu")   # threads as the other programs leave cores free
+        # threads as the other programs leave cores free, at most `threads` (a CPU stack beside others: pool.py)
+        self.cpu = CpuShare(most=threads, enabled=self.device.type == "cpu")
         self._resident: OrderedDict[str, _Resident] = OrderedDict()   # LRU order: oldest first
         self._components: dict[str, object] = {}                       # cache key -> module
         self._load_lock = threading.Lock()
@@ -115,6 +119,9 @@ class ModelStack:
     def resident_bytes(self) -> int:
         return sum(module_bytes(m) for m in self._components.values())
 
+    def holds(self, model: str) -> bool:   # resident here, in either precision
+        return model in self._resident or f"{model}@bf16" in self._resident
+
     def device_lock(self) -> threading.Lock:
         return self._device_locks.setdefault(str(self.device), threading.Lock())
 
@@ -124,7 +131,8 @@ class ModelStack:
         (docs/benchmarks.md, "the request path")."""
         with self._load_lock:
             if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="ldm-device")
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="ldm-device",
+                                                  initializer=torch.set_num_threads, initargs=(self.cpu.most,))
         return self._worker.submit(fn, *args)
 
     # ------------------------------------------------------------ loading
@@ -137,7 +145,8 @@ class ModelStack:
         if full not in self._components:
             obj = self._components.get(key)
             if obj is None:
-                obj = load_component(cls, path, subfolder, self.dtype, variant, pickled)
+                with _READING:
+                    obj = load_component(cls, path, subfolder, self.dtype, variant, pickled)
             if isinstance(obj, torch.nn.Module) and key not in self._components:
                 obj = prepare_module(obj.to(self.device).eval().requires_grad_(False), self.device, self.compile)
             self._components[full] = bf16_unet(obj) if bf16 else obj

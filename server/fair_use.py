@@ -65,6 +65,15 @@ def reserve_per_client(demo: gr.Blocks, most: int | None, concurrency_id: str) -
     return demo
 
 
+def generation_concurrency(demo: gr.Blocks, concurrency_id: str, n: int) -> gr.Blocks:
+    """Generation events (`concurrency_id`) run `n` at a time: one per device or replica, so that
+    Gradio's queue positions count the generations that really wait."""
+    for fn in demo.fns.values():
+        if fn.concurrency_id == concurrency_id:
+            fn.concurrency_limit = n
+    return demo
+
+
 def live_jobs(q, concurrency_id: str, client: str) -> int:
     """How many events of `concurrency_id` this client has in the queue or running."""
     return sum(1 for e in list(q.event_ids_to_events.values())
