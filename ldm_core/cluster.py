@@ -213,7 +213,9 @@ class RayBackend:
     def run(self, request, callback) -> Result:
         """`request` on a replica: its steps reported to `callback` (True: cancel), then its Result."""
         from ray import exceptions  # optional: pip install .[cluster]
-        lost = (exceptions.ActorDiedError, exceptions.ActorUnavailableError, exceptions.RayActorError)
+        from ray.serve import exceptions as serve_exceptions  # optional, as above
+        lost = (exceptions.ActorDiedError, exceptions.ActorUnavailableError, exceptions.RayActorError,
+                serve_exceptions.ReplicaUnavailableError)
         for attempt in range(RETRIES + 1):
             try:
                 return self._run_once(request, callback)

@@ -6,6 +6,7 @@ import re
 import threading
 from concurrent.futures import Future
 
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from ldm_core.service import Service
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
 from ldm_core.tasks.text2img import Text2ImgRequest
+from server.fair_use import generation_concurrency
 
 from servers import webui
 from test_public_link import call
@@ -136,3 +138,15 @@ def test_the_server_runs_one_generation_per_device(tiny_catalog, tmp_path):
                 re.findall(r"text2img from ([\d.]+): run ([\d.]+) s", s.log())][-2:]
         (a0, a1), (b0, b1) = sorted(runs)
         assert b0 < a1, runs           # the second began before the first ended
+
+
+def test_generation_events_run_one_per_device():
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        box.submit(lambda x: x, box, box, concurrency_id="gpu")
+        box.change(lambda x: x, box, box, concurrency_id="gpu")
+        box.blur(lambda x: x, box, box)
+    generation_concurrency(demo, "gpu", 3)
+    limits = [(fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()]
+    assert sorted(n for cid, n in limits if cid == "gpu") == [3, 3]
+    assert [n for cid, n in limits if cid != "gpu"] == ["default"]
