@@ -65,6 +65,9 @@ class ModelEntry:
     speedups: str = ""               # those on by default ("deepcache,bf16"; ldm_core/speedups.py): where evals allow
     deepcache_interval: int = 3      # DeepCache: a full UNet step every N steps (1: never cached)
     deepcache_branch: int = 0        # ... the branch rerun between them (0: the shallowest)
+    planner: str = ""                # text2img: a caption -> layout planner (a folder, as `source`; planner.py)
+    layout_model: str = ""           # ... the layout2img model that draws its boxes (compositions/grounded.py)
+    plan_layout: bool = False        # ... the stage on by default (a request's plan_layout "" follows this)
 
     def default_for(self, field: str):
         """This model's default for a request field it has one for (steps, guidance_scale, ...), else None."""

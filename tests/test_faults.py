@@ -131,7 +131,7 @@ def test_a_full_queue_says_so_over_plain_http(studio):
         time.sleep(0.02)
     fn = next(d["id"] for d in httpx.get(studio.url + "config").json()["dependencies"]
               if d.get("api_name") == "text2img")
-    body = {"data": ["a", "", 1, 3.0, -1, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", "[]"], "fn_index": fn,
+    body = {"data": ["a", "", 1, 3.0, -1, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", "[]", ""], "fn_index": fn,
             "session_hash": "plainhttp"}
     codes = [httpx.post(studio.url + "gradio_api/queue/join", json={**body, "session_hash": f"h{i}"})
              for i in range(4)]

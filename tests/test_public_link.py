@@ -73,8 +73,8 @@ def join(studio, fn: int, trigger: int, data: list, session: str, **kw) -> httpx
 # the parameters endpoints gained since these attacks were written, at their defaults: over raw HTTP every
 # parameter is sent in order (gradio_client fills defaults itself; docs/api.md)
 GAINED = {"text2img": [False, ""], "layout2img": [False, ""], "inpaint": [2.0, 0, 0, 0, 0]}
-LAST = {"xyplot": [], "text2img": ["", "[]"]}   # every task endpoint's last: `speedups` ("": the model's own);
-# text2img's then `regions` ("[]": none)
+LAST = {"xyplot": [], "text2img": ["", "[]", ""]}   # every task endpoint's last: `speedups` ("": the model's own);
+# text2img's then `regions` ("[]": none) and `plan_layout` ("": the model's own)
 
 
 def full(api: str, data: list) -> list:

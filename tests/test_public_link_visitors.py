@@ -13,7 +13,7 @@ from servers import webui
 
 HOST = "studio.example"
 ALICE, BOB = "a" * 32, "b" * 32
-T2I = ["alice secret red circle", "", 2, 3.0, 1234, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", "[]"]
+T2I = ["alice secret red circle", "", 2, 3.0, 1234, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", "[]", ""]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_with_auth_each_user_sees_only_their_own(users):
 
 def test_the_quota_is_one_reservation_per_job_however_many_join_at_once(studio):
     """16 simultaneous joins from one address: exactly 3 admitted; when they end, room for 3 again."""
-    heavy = ["a", "", 40, 3.0, 1, 1, 256, 256, "DDIM", "tiny-text2img", False, "", "", "[]"]
+    heavy = ["a", "", 40, 3.0, 1, 1, 256, 256, "DDIM", "tiny-text2img", False, "", "", "[]", ""]
 
     def post(_):
         return http(studio, "POST", "gradio_api/call/text2img", json={"data": heavy})

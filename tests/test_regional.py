@@ -190,19 +190,20 @@ def test_the_api_takes_regions_last_with_a_default(server):
     from gradio_client import Client
     client = Client(server.url, verbose=False)
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/text2img"]["parameters"]
-    assert api[-2]["parameter_name"] == "speedups" and api[-1]["parameter_name"] == "regions"
-    assert api[-1]["parameter_has_default"] and api[-1]["parameter_default"] == "[]"
+    assert api[-3]["parameter_name"] == "speedups" and api[-2]["parameter_name"] == "regions"
+    assert api[-2]["parameter_has_default"] and api[-2]["parameter_default"] == "[]"
+    assert api[-1]["parameter_name"] == "plan_layout" and api[-1]["parameter_default"] == ""   # gained after
     images, info = client.predict(prompt="a red circle", seed=7, regions=RIGHT, api_name="/text2img")
     assert json.loads(info)["regions"] == json.loads(RIGHT)
     assert read_parameters(images[0]["image"])["regions"] == json.loads(RIGHT)
     _, info = client.predict(prompt="a red circle", seed=7, api_name="/text2img")        # left out: none
     assert json.loads(info)["regions"] == []
     # raw HTTP sends every parameter in /gradio_api/info's order (docs/api.md)
-    data = ["a red circle", "", 2, 3.0, 1, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", RIGHT]
+    data = ["a red circle", "", 2, 3.0, 1, 1, 32, 32, "DDIM", "tiny-text2img", False, "", "", RIGHT, ""]
     r = httpx.post(server.url + "gradio_api/call/text2img", json={"data": data}, timeout=60)
     text = httpx.get(server.url + f"gradio_api/call/text2img/{r.json()['event_id']}", timeout=120).text
     assert "event: complete" in text and "a blue square" in text
-    r = httpx.post(server.url + "gradio_api/call/text2img", json={"data": [*data[:-1], '[{"prompt": "x"}]']},
+    r = httpx.post(server.url + "gradio_api/call/text2img", json={"data": [*data[:-2], '[{"prompt": "x"}]', ""]},
                    timeout=60)
     text = httpx.get(server.url + f"gradio_api/call/text2img/{r.json()['event_id']}", timeout=120).text
     assert "event: error" in text and '\\"prompt\\" and \\"box\\" keys' in text and "Traceback" not in text

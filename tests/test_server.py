@@ -43,7 +43,8 @@ def test_api_names_and_parameters_match_the_spec(client):
     params = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     sampling = ["steps", "guidance_scale", "seed", "num_images", "width", "height", "sampler", "model"]
     sp = "speedups"     # every endpoint's last: the speed-ups it runs with ("": the model's own)
-    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling, "hires", "hires_model", sp, "regions"]
+    assert params["/text2img"] == ["prompt", "negative_prompt", *sampling, "hires", "hires_model", sp, "regions",
+                                   "plan_layout"]
     assert params["/layout2img"] == ["prompt", "boxes", "negative_prompt", *sampling, "hires", "hires_model", sp]
     # the spec's names first; then keyword parameters the spec allows endpoints to gain, each with a default
     assert params["/superres"] == ["image", "steps", "seed", "model", "back_projection", "average", sp]

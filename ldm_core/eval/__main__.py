@@ -4,11 +4,12 @@
     python -m ldm_core.eval train-classifier [--out models/eval-classifier --steps 4000 --seed 0]
     python -m ldm_core.eval fid-floor [--n 1000]
     python -m ldm_core.eval autoencoder --model models/shapes-autoencoder
-    python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25]
+    python -m ldm_core.eval text2img --model NAME [--n-per-form 50 --steps 25 --plan-layout on|off]
     python -m ldm_core.eval layout2img --model NAME [--n 100 --steps 25] [--size 64 128 256]
     python -m ldm_core.eval guidance-sweep --model NAME [--guidance 3 4 5.5 7.5 --n-per-form 24]
     python -m ldm_core.eval inpaint --model NAME [--n 100 --steps 25]
     python -m ldm_core.eval inpaint-wide --model NAME [--n-scenes 24 --seeds 1]
+    python -m ldm_core.eval inpaint-rect [--model shapes-inpaint --n 100 --fill white --pad 3 --vary fill=image ...]
     python -m ldm_core.eval superres --model NAME [--n 100 --n-photos 64 --steps 25]
     python -m ldm_core.eval classes [--n-per-class 20 --n-uncond 480 --steps 25 --guidance 3]
     python -m ldm_core.eval semantic [--model shapes-semantic --n 48 --size 64 128 256]
@@ -38,11 +39,11 @@ from ..data.images import from_uint8, save_grid, to_uint8
 from ..data.images import psnr as psnr_db
 from ..data.shapes import render_batch
 from ..pipelines.latents import vae_scale_factor
-from . import classes, semantic, zoo_vs_hub
+from . import classes, inpaint_rect, semantic, zoo_vs_hub
 from .adapters import stack_inpaint, stack_layout2img, stack_superres, stack_text2img, stack_text2img_guided
 from .detector import validate
 from .evaluate import FLOOR_SEED0, TEXT_SEED0, evaluate_layout2img, evaluate_text2img, guidance_sweep  # noqa: I001
-from .evaluate import relayout, text2img_prompts
+from .evaluate import layout_stage_report, relayout, text2img_prompts
 from .features import features, fid, train_classifier
 from .restore import evaluate_inpaint, evaluate_inpaint_wide, evaluate_superres
 from .sizes import evaluate_sizes
@@ -141,9 +142,11 @@ def _head(title: str, a, fn, res: dict) -> str:
 
 
 def task_text2img(a) -> None:
-    generate = stack_text2img(a.model, a.steps, a.catalog, a.speedups)
+    generate = stack_text2img(a.model, a.steps, a.catalog, a.speedups, plan_layout=a.plan_layout)
     table, grid, res = evaluate_text2img(generate, n_per_form=a.n_per_form, seed=a.seed)
-    _write(Path(a.out or f"outputs/eval/text2img-{a.model}"), _head("text2img", a, generate, res) + table, res, grid)
+    table = layout_stage_report(generate.plans, res) + table
+    out = a.out or f"outputs/eval/text2img-{a.model}" + (f"-plan-{a.plan_layout}" if a.plan_layout else "")
+    _write(Path(out), _head("text2img", a, generate, res) + table, res, grid)
 
 
 def task_layout2img(a) -> None:
@@ -231,6 +234,8 @@ def main(argv=None) -> None:
                                                     "accuracy, objects, FID"))
     zoo_vs_hub.add_arguments(add("zoo-vs-hub", zoo_vs_hub.task, "an original checkpoint vs its hub copy"))
     semantic.add_arguments(add("semantic", semantic.task, "semantic model: region agreement at sizes, FID"))
+    inpaint_rect.add_arguments(add("inpaint-rect", inpaint_rect.task, "one object of two under a padded "
+                                                                      "rectangle, white-filled (issue 31)"))
     add_model_evaluations(add)
     a = parser.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -255,6 +260,9 @@ def add_model_evaluations(add) -> None:
         p.add_argument("--seed", type=int, default=0, help="first generation seed")
         if name == "text2img":
             p.add_argument("--n-per-form", type=int, default=50)
+            p.add_argument("--plan-layout", default="", choices=["", "on", "off"],
+                           help="the layout stage (compositions/grounded.py): on, off, or \"\" = the model's own "
+                                "(as the service runs it)")
         else:
             p.add_argument("--n", type=int, default=100)
         if name == "layout2img":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ldm_core.compositions import composition_of
 from ldm_core.stack import ModelStack
 from ldm_core.tasks import TASKS
 
@@ -31,19 +32,38 @@ def _runner(stack):
     return run
 
 
+def _composed_runner(stack):
+    """As `_runner`, through the composition that applies to a request as the service runs it (the
+    layout stage of compositions/grounded.py); run.plans: each result's planned boxes (None: none)."""
+    def run(req):
+        comp = composition_of(req)
+        out = stack.run(req) if comp is None else comp.run(comp.plan(req, stack.catalog, stack.limits),
+                                                           lambda r, cb: stack.run(r, cb), None)
+        run.ran.add(out.info.get("speedups", "none"))
+        run.plans.append(out.info.get("planned_boxes"))
+        return out.images[0]
+    run.ran, run.plans = set(), []
+    return run
+
+
 def _with_ran(fn, run):
     fn.ran = run.ran
     return fn
 
 
 def stack_text2img(model: str, steps: int = 25, catalog: str | None = None, speedups: str | None = None,
-                   stack=None):
-    """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest."""
-    run = _runner(stack or ModelStack.from_catalog(catalog))
+                   stack=None, plan_layout: str | None = None):
+    """generate(prompts, seeds) -> list of (64, 64, 3) uint8, via ModelStack + Text2ImgRequest; with
+    `plan_layout` ("", "on", "off") through the layout stage as the service runs it (generate.plans: the
+    planned boxes of each image, None where it drew from the caption alone)."""
+    stack = stack or ModelStack.from_catalog(catalog)
+    run = _runner(stack) if plan_layout is None else _composed_runner(stack)
+    plan = {} if plan_layout is None else {"plan_layout": plan_layout}
 
     def generate(prompts: list[str], seeds: list[int]) -> list[np.ndarray]:
-        return [np.asarray(run(Text2ImgRequest(prompt=p, seed=s, steps=steps, model=model, speedups=speedups))
-                           .convert("RGB")) for p, s in zip(prompts, seeds)]
+        return [np.asarray(run(Text2ImgRequest(prompt=p, seed=s, steps=steps, model=model, speedups=speedups,
+                                               **plan)).convert("RGB")) for p, s in zip(prompts, seeds)]
+    generate.plans = getattr(run, "plans", [])
     return _with_ran(generate, run)
 
 

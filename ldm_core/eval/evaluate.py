@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from ..data.detector import as_rgb_uint8, degrade
 from ..data.judge import judge_caption, judge_layout
 from ..data.shapes import CAPTION_FORMS, Scene, draw_objects, place_objects, relation_holds, sample_scene
+from ..train.planner import held_out, plan_right
 from .features import DEFAULT_DIR, features, fid
 from .metrics import caption_summary, layout_summary
 
@@ -155,6 +156,30 @@ def evaluate_text2img(generate: Text2ImgFn, n_per_form: int = 50, seed: int = 0,
     results = {"summary": summary, **fids, "n_per_form": n_per_form, "seed": seed,
                "per_prompt": [{"prompt": p, "seed": sd, **j} for p, sd, j in zip(prompts, seeds, judged)]}
     return table, _grid(rows), results
+
+
+def layout_stage_report(plans: list, res: dict) -> str:
+    """How the layout stage (compositions/grounded.py) planned the prompts of a text2img eval: per form, the
+    share of prompts planned, and of those the share whose plan is right (the objects named, in order, boxes
+    2 px apart, the relation holding between the boxes); relation prompts whose combination the planner never
+    saw in training (train/planner.HELD_OUT) are also scored apart. Adds `layout_stage` to `res`; "" when
+    the eval ran without the stage."""
+    if not any(p is not None for p in plans):
+        return ""
+    scenes = text2img_prompts(res["n_per_form"])
+    rows = [{"form": s.form, "planned": p is not None, "held_out": held_out(s), "image_right": bool(j["correct"]),
+             "plan_right": p is not None and plan_right(s, [(b["label"], b["box"]) for b in p])}
+            for s, p, j in zip(scenes, plans, res["per_prompt"])]
+    groups = {**{FORM_NAMES[f]: [r for r in rows if r["form"] == f] for f in CAPTION_FORMS},
+              "relation, held-out combinations": [r for r in rows if r["held_out"]]}
+    lines = ["| caption form | planned | plan right | image right |", "|---|---|---|---|"]
+    stage = {}
+    for name, rs in groups.items():
+        stage[name] = {k: sum(r[k] for r in rs) for k in ("planned", "plan_right", "image_right")} | {"n": len(rs)}
+        lines.append(f"| {name} | " + " | ".join(f"{stage[name][k]} / {len(rs)}"
+                                                for k in ("planned", "plan_right", "image_right")) + " |")
+    res["layout_stage"] = stage
+    return "Layout stage (planned boxes, judged before drawing):\n\n" + "\n".join(lines) + "\n\n"
 
 
 def evaluate_layout2img(generate: Layout2ImgFn, n: int = 100, seed: int = 0, batch: int = 16,

@@ -13,6 +13,7 @@ from ..requests import SAMPLING_API, RequestError, Sampling, check_box, check_si
 from .base import Task
 
 REGIONS_EXAMPLE = '[{"prompt": "a blue square", "box": [0.5, 0, 1, 1]}]'
+PLAN_LAYOUT = ("", "on", "off")    # the layout stage (ldm_core/compositions/grounded.py): "" = the model's own
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Text2ImgRequest(Sampling):
     hires: bool = False                   # then 4x super-resolution of each image (ldm_core/compositions/hires.py)
     hires_model: str | None = None        # its super-resolution model; None: the catalog's default
     regions: list[Region] | str = field(default_factory=list)   # regional prompts; JSON text is parsed by validate()
+    plan_layout: str = ""                 # a learned layout stage plans boxes a layout model draws: "on", "off",
+                                          # "" = the model's own (catalog `plan_layout`; compositions/grounded.py)
 
 
 def _json_list(raw, limits: Limits) -> list:
@@ -66,6 +69,9 @@ def parse_regions(raw, limits: Limits = DEFAULT_LIMITS) -> list[Region]:
 def check(req: Text2ImgRequest, entry, limits) -> dict:
     if not req.prompt:
         raise RequestError("the prompt is empty: describe the image, e.g. 'a red circle left of a blue square'")
+    if req.plan_layout not in PLAN_LAYOUT:
+        raise RequestError(f"plan_layout must be one of {', '.join(map(repr, PLAN_LAYOUT))} (\"\" = the model's own), "
+                           f"got {str(req.plan_layout)[:20]!r}")
     return {**check_size(req, entry, limits), "regions": parse_regions(req.regions, limits)}
 
 
@@ -107,7 +113,9 @@ TASK = Task(
     pipelines={"Text2ImgPipeline": Text2ImgPipeline},
     example=example,
     positional=("prompt",),
-    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups", "regions"),
-    api_defaults={"hires_model": "", "regions": "[]"},
-    help=f"a caption in, images out (--hires: then 4x each; --regions '{REGIONS_EXAMPLE}': a box's own prompt)",
+    api=("prompt", "negative_prompt", *SAMPLING_API, "hires", "hires_model", "speedups", "regions",
+         "plan_layout"),
+    api_defaults={"hires_model": "", "regions": "[]", "plan_layout": ""},
+    help=f"a caption in, images out (--hires: then 4x each; --regions '{REGIONS_EXAMPLE}': a box's own prompt; "
+         f"--plan-layout on|off: a learned layout stage plans the boxes a layout model draws)",
 )

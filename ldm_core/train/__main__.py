@@ -21,6 +21,7 @@ STAGES = {
     "unconditional": ("ldm_core.train.unconditional", "UnconditionalConfig"),
     "class2img": ("ldm_core.train.class2img", "Class2ImgConfig"),
     "semantic": ("ldm_core.train.semantic", "SemanticConfig"),
+    "planner": ("ldm_core.train.planner", "PlannerTrainConfig"),
 }
 
 
