@@ -44,6 +44,8 @@ ABOUT = {"prompt": "what the image shows", "negative_prompt": "what it should no
          "boxes": 'JSON [{"label": "red circle", "box": [x0, y0, x1, y1]}], coordinates in [0, 1]',
          "class_name": "a class name, several separated by ';' (one per image), or a class index",
          "regions": 'JSON [{"prompt": "a blue square", "box": [x0, y0, x1, y1]}]: boxes with prompts of their own',
+         "plan_layout": 'the learned caption -> layout stage: "on", "off", or "" = the model\'s own (on for the '
+                        'built-in text model)',
          "hires": "then 4x super-resolution of each image", "hires_model": "its model; \"\" = the default",
          "eta": "DDIM's eta, 0 to 1", **NOTES}
 RETURNS = "the image(s) as PNG files that record their parameters, and the parameters used as a JSON string"
