@@ -88,14 +88,18 @@ class CpuShare:
             window = now.wall - last.wall
             self.others = max(0.0, (now.busy - last.busy) - (now.own - last.own)) / window
             threads = self.threads(self.others)
-            if threads != self.current:
+            if threads != torch.get_num_threads():     # (per thread: the one generating)
                 torch.set_num_threads(threads)
-                self.current = threads
+            self.current = threads
             return threads
 
     def start(self) -> int:
-        """At the start of a generation: decide from the window since the last look."""
-        return self.update(force=True)
+        """At the start of a generation: decide from the window since the last look, and make the
+        calling thread use that many (it may have had another count: a CLI's or a test's own thread)."""
+        threads = self.update(force=True)
+        if self.enabled and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
 
     def wrap(self, callback):
         """A step callback that also re-decides the thread count, then calls `callback`."""

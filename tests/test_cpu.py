@@ -78,3 +78,17 @@ def test_without_proc_stat_nothing_changes(monkeypatch, threads_kept):
 def test_the_stack_runs_submitted_work_on_one_thread(stack):
     names = {stack.submit(lambda: threading.current_thread().name).result() for _ in range(3)}
     assert len(names) == 1 and names.pop().startswith("ldm-device")
+
+
+def test_a_generation_runs_on_its_share_whatever_count_the_calling_thread_had():
+    """A stack of one thread (one of two CPU stacks, pool.py) called from a thread that uses two (a CLI's
+    main thread, a test's) still generates on one: the same sums, so the same pixels, as on its own thread."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        share = C.CpuShare(most=1)
+        if not share.enabled:
+            pytest.skip("no /proc/stat here")
+        assert share.start() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
