@@ -54,20 +54,13 @@ def available_memory(device) -> int | None:
 SMALL_CONV_MACS = 2 ** 23
 
 
-def _mkldnn(enabled: bool) -> bool:
-    """Turn oneDNN convolutions on or off (torch.backends.mkldnn's public switch, leaving its
-    other flags as they are); returns whether they were on."""
-    return torch.backends.mkldnn.set_flags(enabled, None, None, None)[0]
-
-
 def _conv_forward(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     k = conv.kernel_size[0] * conv.kernel_size[1]
-    if x.is_cpu and x.numel() * conv.out_channels * k // conv.groups <= SMALL_CONV_MACS:
-        before = _mkldnn(False)
-        try:
-            return torch.nn.Conv2d.forward(conv, x)
-        finally:
-            _mkldnn(before)
+    if (x.is_cpu and x.dim() == 4 and conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and x.numel() * conv.out_channels * k <= SMALL_CONV_MACS):
+        # PyTorch's own kernel, called directly: the one conv2d takes with oneDNN off, bit for bit, without
+        # flipping that process-wide switch (stacks generating at once, pool.py, would leave it off for all)
+        return torch._C._nn.thnn_conv2d(x, conv.weight, conv.kernel_size, conv.bias, conv.stride, conv.padding)
     return torch.nn.Conv2d.forward(conv, x)
 
 

@@ -37,7 +37,27 @@ def test_small_convolutions_on_the_native_kernel_compute_the_same():
         assert native_small_convs(net) == 0                  # twice changes nothing
         out = net(x)
     assert torch.allclose(ref, out, atol=1e-5)
-    assert torch.backends.mkldnn.enabled                        # the global switch is restored
+    with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
+        assert torch.equal(out, torch.nn.Sequential(*net)(x))  # the kernel conv2d takes with oneDNN off
+    assert torch.backends.mkldnn.enabled                        # a process-wide switch no thread flips
+
+
+def test_stacks_generating_at_once_leave_onednn_on(tiny_catalog, tmp_path):
+    """Two CPU stacks of one process (pool.py) running small convolutions at the same time: the routing
+    never turns oneDNN off for everyone (it did: each thread saved and restored the global switch)."""
+    from concurrent.futures import ThreadPoolExecutor
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3, padding=1))
+    native_small_convs(net)
+    x = torch.randn(1, 4, 16, 16)
+
+    def run(_):
+        with torch.inference_mode():
+            for _ in range(200):
+                net(x)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, range(4)))
+    assert torch.backends.mkldnn.enabled
 
 
 def test_stack_defaults_for_autoencoders(tiny_catalog, monkeypatch):
