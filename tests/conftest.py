@@ -20,6 +20,23 @@ _RGB_CACHE = tempfile.mkdtemp(prefix="ldm-test-latent-rgb-")
 os.environ["LDM_LATENT_RGB_DIR"] = _RGB_CACHE
 atexit.register(shutil.rmtree, _RGB_CACHE, ignore_errors=True)
 
+# The slow stage (`python -m pytest -q -m slow`; .ci/run runs it before the README's fast command):
+# every chromium test, the soaks and the zoo through the studio in subprocesses, the benchmarks' real
+# cases, the server on a Ray cluster. Together the rest stays under 10 minutes on 2 cores.
+SLOW_FILES = {"test_zoo_studio.py", "test_load.py", "test_ray_server.py", "test_mcp.py"}
+SLOW_TESTS = {"test_cpu_real_bench_runs_the_studio_diffusers_and_openvino_on_a_tiny_mirror",
+              "test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process", "test_browser_upload_run_and_see_the_table"}
+
+
+@pytest.hookimpl(tryfirst=True)     # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("soak"):
+            continue
+        if item.path.name.startswith("test_browser") or item.path.name in SLOW_FILES \
+                or item.name.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny_catalog(tmp_path_factory) -> Path:

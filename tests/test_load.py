@@ -112,6 +112,6 @@ def test_sixteen_clients_every_request_answered_memory_flat(studio, files):
     _load(studio, files, rounds=3, growth=1.10)
 
 
-@pytest.mark.slow
+@pytest.mark.soak                 # ~15 min: run by hand, `-m soak` (not in CI)
 def test_soak_300_mixed_requests_memory_flat(studio, files):
     _load(studio, files, rounds=19, growth=1.05)
