@@ -11,16 +11,21 @@ stratified by object size and position.
 
 Variations (one at a time): `fill`, `pad`, `shape` (rect or ellipse), `mask_blur`, `size` (the
 width/height asked for; 0 = the input's own), `wording` (caption, object alone, the other object
-order, no articles, a sentence with a capital and a full stop), `iou`, and `scale` (the scene drawn at `scale` x 64 px, objects sized and placed
-outside the 64 px training distribution).
+order, no articles, a sentence with a capital and a full stop), `iou`, and `scale` (the scene drawn
+at `scale` x 64 px: objects sized and placed outside the 64 px training distribution).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ldm_core.stack import ModelStack
+from ldm_core.tasks import TASKS
 
 from ..data.detector import box_iou, detect
 from ..data.judge import judge_caption
@@ -213,8 +218,7 @@ def variants(cfg: RectCheck, names: list[str]) -> list[RectCheck]:
 
 def request_inpaint(stack, model: str):
     """inpaint(case, cfg) through the request path the tab uses: an InpaintRequest on `stack`."""
-    from ldm_core.tasks import TASKS   # the request type the tab and the API build
-    request = TASKS["inpaint"].request
+    request = TASKS["inpaint"].request     # the request type the tab and the API build
 
     def inpaint(case: dict, cfg: RectCheck) -> np.ndarray:
         kw = {"mask_blur": cfg.mask_blur} if cfg.mask_blur is not None else {}
@@ -249,10 +253,6 @@ def add_arguments(p) -> None:
 
 
 def task(a) -> None:
-    import json
-    from pathlib import Path
-
-    from ldm_core.stack import ModelStack
     base = RectCheck(n=a.n, fill=a.fill, pad=a.pad, shape=a.shape, mask_blur=a.blur, size=a.size,
                      wording=a.wording, iou=a.iou, scale=a.scale, steps=a.steps, guidance=a.guidance, seed=a.seed)
     inpaint = request_inpaint(ModelStack.from_catalog(a.catalog), a.model)
@@ -265,6 +265,7 @@ def task(a) -> None:
         table, grid, res = evaluate_rect(inpaint, cfg)
         r, c = res["object_right"], res["caption_judge"]
         name = "base: " + describe(cfg) if k == 0 else a.vary[k - 1]
+        shown = len(summary)
         summary.append(f"| {name} | **{100 * r['rate']:.1f} %** | {100 * r['ci95'][0]:.0f}–"
                        f"{100 * r['ci95'][1]:.0f} % | {100 * c['rate']:.1f} % | {r['n']} |")
         if k == 0:   # the detector's IoU threshold needs no new images: the same results, judged again
@@ -274,7 +275,7 @@ def task(a) -> None:
         details.append(f"### {name}\n\n{table}")
         if grid is not None:
             grid.save(out / f"failures-{k}.png")
-        print(summary[-1], flush=True)
+        print("\n".join(summary[shown:]), flush=True)
     report = "\n".join(summary) + "\n\n" + "\n\n".join(details)
     (out / "report.md").write_text(report + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
