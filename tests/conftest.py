@@ -25,7 +25,8 @@ atexit.register(shutil.rmtree, _RGB_CACHE, ignore_errors=True)
 # cases, the server on a Ray cluster. Together the rest stays under 10 minutes on 2 cores.
 SLOW_FILES = {"test_zoo_studio.py", "test_load.py", "test_ray_server.py", "test_mcp.py"}
 SLOW_TESTS = {"test_cpu_real_bench_runs_the_studio_diffusers_and_openvino_on_a_tiny_mirror",
-              "test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process", "test_browser_upload_run_and_see_the_table"}
+              "test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process",
+              "test_browser_upload_run_and_see_the_table"}
 
 
 @pytest.hookimpl(tryfirst=True)     # before `-m` deselects
