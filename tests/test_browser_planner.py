@@ -18,25 +18,13 @@ from test_browser import GENERATION_MS, UI_MS, VIEWPORT, open_tab, wait_gallery
 
 from ldm_core.provenance import read_parameters
 from ldm_core.testing import write_tiny_catalog
+from test_planner import PLANNED, PLANNER
 
 browser = tb.browser
-PLANNER = Path(__file__).resolve().parent.parent / "models" / "shapes-layout-planner"
 CAPTION = "a red circle left of a blue square"
-PLANNED = f"""
-[[model]]
-name = "tiny-planned"
-task = "text2img"
-source = "tiny-text2img"
-pipeline = "Text2ImgPipeline"
-width = 32
-height = 32
-steps = 3
-guidance = 3.0
-default = true
-planner = "{PLANNER}"
-layout_model = "tiny-layout2img"
-plan_layout = true
-"""
+# the text tab's default model: tiny-planned of test_planner.py, its stage on
+PLANNED = PLANNED.format(planner=PLANNER, layout="tiny-layout2img", on="true").replace(
+    'task = "text2img"\n', 'task = "text2img"\ndefault = true\n', 1)
 
 
 @pytest.fixture(scope="module")
