@@ -26,7 +26,8 @@ atexit.register(shutil.rmtree, _RGB_CACHE, ignore_errors=True)
 SLOW_FILES = {"test_zoo_studio.py", "test_load.py", "test_ray_server.py", "test_mcp.py"}
 SLOW_TESTS = {"test_cpu_real_bench_runs_the_studio_diffusers_and_openvino_on_a_tiny_mirror",
               "test_hub_bench_runs_a_mirrored_hub_model_in_a_fresh_process",
-              "test_browser_upload_run_and_see_the_table"}
+              "test_browser_upload_run_and_see_the_table", "test_hub_model_runs_at_native_and_awkward_sizes",
+              "test_coordinate_channels_and_photo_mix", "test_inpaint_and_superres_stages_train_export_and_run"}
 
 
 @pytest.hookimpl(tryfirst=True)     # before `-m` deselects
